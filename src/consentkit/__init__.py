@@ -1,0 +1,1 @@
+"""consentkit: per-channel contact consent for messaging apps."""

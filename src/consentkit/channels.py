@@ -1,0 +1,141 @@
+"""Communication channels and channel groups.
+
+Consent is recorded per channel and channels are independent: subscribing a contact to SMS does not
+subscribe them to WhatsApp.  Channel *groups* only matter for inbound replies: one STOP on SMS covers
+every channel of the SMS group (SMS, MMS and RCS share opt-outs at carriers since 2026).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from consentkit.errors import ValidationError
+
+__all__ = [
+    "BUILTIN_CHANNELS",
+    "DEFAULT_CHANNEL_GROUPS",
+    "EMAIL",
+    "MMS",
+    "PUSH",
+    "RCS",
+    "SMS",
+    "VOICE",
+    "WHATSAPP",
+    "AddressKind",
+    "Channel",
+    "ChannelGroups",
+    "channel",
+]
+
+_KEY_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
+class AddressKind(enum.Enum):
+    """How a contact is reached on a channel, which decides how addresses are normalised."""
+
+    PHONE = "phone"
+    """An E.164 phone number (SMS, MMS, RCS, WhatsApp, voice)."""
+    EMAIL = "email"
+    """An email address."""
+    HANDLE = "handle"
+    """An opaque per-channel identifier (a push token, a Telegram chat id...)."""
+
+
+def _validate_key(_: object, __: object, value: str) -> None:
+    if not isinstance(value, str) or not _KEY_RE.fullmatch(value):
+        raise ValidationError(
+            "channel",
+            f"{value!r} is not a valid channel key: use 1-32 characters, lower-case letters, "
+            "digits, '_' or '-', starting with a letter (e.g. 'telegram')",
+        )
+
+
+@attrs.frozen(order=True)
+class Channel:
+    """A communication channel, identified by its key.
+
+    Attributes:
+        key: a lower-case slug such as ``"sms"`` or ``"telegram"``.
+        address_kind: how contacts are addressed on it; custom channels default to
+            :attr:`AddressKind.HANDLE`.
+    """
+
+    key: str = attrs.field(validator=_validate_key)
+    address_kind: AddressKind = attrs.field(default=AddressKind.HANDLE, eq=False, order=False)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+SMS = Channel("sms", AddressKind.PHONE)
+MMS = Channel("mms", AddressKind.PHONE)
+RCS = Channel("rcs", AddressKind.PHONE)
+WHATSAPP = Channel("whatsapp", AddressKind.PHONE)
+VOICE = Channel("voice", AddressKind.PHONE)
+EMAIL = Channel("email", AddressKind.EMAIL)
+PUSH = Channel("push", AddressKind.HANDLE)
+
+BUILTIN_CHANNELS: Mapping[str, Channel] = {
+    c.key: c for c in (SMS, MMS, RCS, WHATSAPP, EMAIL, VOICE, PUSH)
+}
+
+
+def channel(key: str | Channel) -> Channel:
+    """Return the channel for *key*: a built-in one, or a custom channel addressed by handle.
+
+    Raises:
+        ValidationError: the key is not a valid channel slug.
+    """
+    if isinstance(key, Channel):
+        return key
+    if not isinstance(key, str):
+        raise ValidationError("channel", f"expected a channel key string, got {type(key).__name__}")
+    found = BUILTIN_CHANNELS.get(key.lower())
+    if found is not None:
+        return found
+    return Channel(key)
+
+
+def _freeze_groups(groups: Iterable[Iterable[Channel | str]]) -> tuple[frozenset[Channel], ...]:
+    frozen: list[frozenset[Channel]] = []
+    seen: set[Channel] = set()
+    for group in groups:
+        members = frozenset(channel(c) for c in group)
+        overlap = members & seen
+        if overlap:
+            names = ", ".join(sorted(c.key for c in overlap))
+            raise ValidationError(
+                "channel_groups", f"channel(s) {names} appear in more than one group"
+            )
+        seen |= members
+        if members:
+            frozen.append(members)
+    return tuple(frozen)
+
+
+@attrs.frozen
+class ChannelGroups:
+    """Which channels share one opt-out when a contact replies STOP.
+
+    A channel that belongs to no group forms a group of its own.
+
+    Attributes:
+        groups: disjoint sets of channels.
+    """
+
+    groups: tuple[frozenset[Channel], ...] = attrs.field(converter=_freeze_groups)
+
+    def group_of(self, ch: Channel) -> frozenset[Channel]:
+        """Return every channel that shares opt-outs with *ch* (always including *ch*)."""
+        for group in self.groups:
+            if ch in group:
+                return group
+        return frozenset({ch})
+
+
+DEFAULT_CHANNEL_GROUPS = ChannelGroups([(SMS, MMS, RCS)])
+"""SMS, MMS and RCS together; every other channel alone."""
