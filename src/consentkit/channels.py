@@ -1,8 +1,8 @@
 """Communication channels and channel groups.
 
-Consent is recorded per channel and channels are independent: subscribing a contact to SMS does not
-subscribe them to WhatsApp.  Channel *groups* only matter for inbound replies: one STOP on SMS covers
-every channel of the SMS group (SMS, MMS and RCS share opt-outs at carriers since 2026).
+Consent is recorded per channel and channels are independent: subscribing a contact to SMS does
+not subscribe them to WhatsApp.  Channel *groups* only matter for inbound replies: one STOP on SMS
+covers every channel of the SMS group (SMS, MMS and RCS share opt-outs at carriers since 2026).
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ class Channel:
     """
 
     key: str = attrs.field(validator=_validate_key)
-    address_kind: AddressKind = attrs.field(default=AddressKind.HANDLE, eq=False, order=False)
+    address_kind: AddressKind = attrs.field(
+        default=AddressKind.HANDLE, eq=False, order=False, repr=False
+    )
 
     def __str__(self) -> str:
         return self.key

@@ -57,7 +57,8 @@ class UnknownContactError(ConsentError, LookupError):
         more = f" and {len(contact_ids) - 20} more" if len(contact_ids) > 20 else ""
         super().__init__(
             f"no contact {shown}{more} in account {account!r}: "
-            "register the contact first (ConsentService.upsert_contacts) or check the id and account"
+            "register the contact first (ConsentService.upsert_contacts) "
+            "or check the id and the account"
         )
 
 

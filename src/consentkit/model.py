@@ -1,0 +1,584 @@
+"""The consent data model: contacts, subscription states, subscriptions and the audit events.
+
+Everything here is an immutable value object.  Constructors validate and normalise their input and
+raise :class:`~consentkit.errors.ValidationError` naming the field, so a value that exists is valid.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from consentkit.channels import AddressKind, Channel, channel
+from consentkit.errors import ValidationError
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "Actor",
+    "ActorKind",
+    "ConsentEvent",
+    "Contact",
+    "Evidence",
+    "Justification",
+    "ResubscribeReason",
+    "Source",
+    "Subscription",
+    "SubscriptionState",
+    "Suppression",
+    "Transition",
+    "address_key",
+    "ensure_aware",
+    "normalize_address",
+    "normalize_email",
+    "normalize_phone",
+    "transition_of",
+    "validate_id",
+]
+
+MAX_ID_LENGTH = 128
+_MAX_NOTE_LENGTH = 2000
+_MAX_TEXT_LENGTH = 10_000
+_E164_RE = re.compile(r"\+[1-9][0-9]{6,14}")
+_PHONE_DECORATION = str.maketrans("", "", " -.()\u00a0\t")
+_EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
+_CODE_RE = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
+
+
+_TEXT_CONTROL_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_LINE_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _has_control(value: str, allow_newlines: bool = False) -> bool:
+    pattern = _TEXT_CONTROL_RE if allow_newlines else _LINE_CONTROL_RE
+    return pattern.search(value) is not None
+
+
+def validate_id(field: str, value: object) -> str:
+    """Check an identifier chosen by the host app (account, contact, actor, message id).
+
+    Ids are non-empty strings of at most 128 characters without control characters or
+    surrounding whitespace; they are compared exactly (case-sensitive).
+
+    Raises:
+        ValidationError: naming *field*.
+    """
+    if not isinstance(value, str):
+        raise ValidationError(field, f"expected a string id, got {type(value).__name__}")
+    if not value:
+        raise ValidationError(field, "must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise ValidationError(
+            field, f"is {len(value)} characters long; ids are at most {MAX_ID_LENGTH} characters"
+        )
+    if value != value.strip():
+        raise ValidationError(field, f"{value!r} has surrounding whitespace; strip it")
+    # isprintable() runs in C and refuses control, format (zero-width, bidi override), surrogate,
+    # private-use and unassigned characters, and every whitespace but the plain space.
+    if not value.isprintable():
+        raise ValidationError(
+            field, f"{value!r} contains control or invisible characters; remove them"
+        )
+    return value
+
+
+def ensure_aware(field: str, value: object) -> datetime:
+    """Refuse naive datetimes: consent evidence needs an unambiguous instant.
+
+    Raises:
+        ValidationError: the value is not a datetime or has no time zone.
+    """
+    if not isinstance(value, datetime):
+        raise ValidationError(field, f"expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            field, "is a naive datetime; pass a time-zone-aware one, e.g. datetime.now(UTC)"
+        )
+    return value
+
+
+def _text(field: str, *, max_length: int = _MAX_TEXT_LENGTH, multiline: bool = False) -> Any:
+    def convert(value: object) -> str:
+        if not isinstance(value, str):
+            raise ValidationError(field, f"expected a string, got {type(value).__name__}")
+        stripped = value.strip()
+        if not stripped:
+            raise ValidationError(field, "must not be empty")
+        if len(stripped) > max_length:
+            raise ValidationError(field, f"is longer than {max_length} characters")
+        if _has_control(stripped, allow_newlines=multiline):
+            raise ValidationError(field, "contains control characters; remove them")
+        return stripped
+
+    return convert
+
+
+def _optional_text(field: str, *, max_length: int = _MAX_TEXT_LENGTH) -> Any:
+    inner = _text(field, max_length=max_length)
+
+    def convert(value: object) -> str | None:
+        return None if value is None else str(inner(value))
+
+    return convert
+
+
+def _code(field: str) -> Any:
+    def convert(value: object) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _CODE_RE.fullmatch(value):
+            raise ValidationError(
+                field,
+                f"{value!r} is not a valid code: use 1-64 lower-case letters, digits, "
+                "'_', '.', ':' or '-' (e.g. 'hard_bounce')",
+            )
+        return value
+
+    return convert
+
+
+def normalize_phone(value: object, field: str = "phone") -> str:
+    """Normalise a phone number to E.164 (``+14155550100``).
+
+    Spaces, dashes, dots and parentheses are dropped and a leading ``00`` becomes ``+``.  No
+    country is guessed: a number without its country code is refused.
+
+    Raises:
+        ValidationError: the value is not an E.164 number.
+    """
+    if not isinstance(value, str):
+        raise ValidationError(field, f"expected a string, got {type(value).__name__}")
+    compact = value.translate(_PHONE_DECORATION)
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    if not _E164_RE.fullmatch(compact):
+        raise ValidationError(
+            field,
+            f"{value!r} is not an E.164 phone number: give the country code and 7-15 digits, "
+            "e.g. '+14155550100'",
+        )
+    return compact
+
+
+def normalize_email(value: object, field: str = "email") -> str:
+    """Normalise an email address: trimmed, domain lower-cased (the local part is kept as is).
+
+    Raises:
+        ValidationError: the value is not a plausible address.
+    """
+    if not isinstance(value, str):
+        raise ValidationError(field, f"expected a string, got {type(value).__name__}")
+    stripped = value.strip()
+    if len(stripped) > 254 or not _EMAIL_RE.fullmatch(stripped) or _has_control(stripped):
+        raise ValidationError(
+            field, f"{value!r} is not an email address like 'name@example.com'"
+        )
+    local, _, domain = stripped.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def normalize_address(ch: Channel, value: object, field: str = "address") -> str:
+    """Normalise *value* as an address on channel *ch* (phone, email or opaque handle)."""
+    if ch.address_kind is AddressKind.PHONE:
+        return normalize_phone(value, field)
+    if ch.address_kind is AddressKind.EMAIL:
+        return normalize_email(value, field)
+    return str(_text(field, max_length=256)(value))
+
+
+def address_key(ch: Channel, normalized_address: str) -> str:
+    """The key under which stores index an address for look-ups of inbound replies.
+
+    Phone channels share one key per number (an SMS STOP and a WhatsApp message come from the same
+    number), email has one key per address, and handles are keyed per channel.
+    """
+    if ch.address_kind is AddressKind.PHONE:
+        return f"phone:{normalized_address}"
+    if ch.address_kind is AddressKind.EMAIL:
+        return f"email:{normalized_address.lower()}"
+    return f"handle:{ch.key}:{normalized_address}"
+
+
+def _handles(value: Mapping[Any, str] | Iterable[tuple[Any, str]] | None) -> tuple[
+    tuple[Channel, str], ...
+]:
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, Mapping) else value
+    out: dict[Channel, str] = {}
+    for raw_channel, raw_handle in items:
+        ch = channel(raw_channel)
+        if ch.address_kind is not AddressKind.HANDLE:
+            raise ValidationError(
+                "handles",
+                f"channel {ch.key!r} is addressed by {ch.address_kind.value}; "
+                f"set Contact.{ch.address_kind.value} instead",
+            )
+        out[ch] = normalize_address(ch, raw_handle, f"handles[{ch.key}]")
+    return tuple(sorted(out.items()))
+
+
+def _account_id(value: object) -> str:
+    return validate_id("account", value)
+
+
+def _contact_id(value: object) -> str:
+    return validate_id("contact_id", value)
+
+
+def _actor_id(value: object) -> str:
+    return validate_id("actor.id", value)
+
+
+def _actor_account(value: object) -> str:
+    return validate_id("actor.account", value)
+
+
+def _evidence_method(value: object) -> str:
+    code: str | None = _code("evidence.method")(value)
+    if code is None:
+        raise ValidationError("evidence.method", "must not be empty (e.g. 'web_form')")
+    return code
+
+
+def _evidence_wording(value: object) -> str:
+    text: str = _text("evidence.wording", multiline=True)(value)
+    return text
+
+
+def _evidence_wording_version(value: object) -> str:
+    text: str = _text("evidence.wording_version", max_length=64)(value)
+    return text
+
+
+def _evidence_location(value: object) -> str | None:
+    text: str | None = _optional_text("evidence.location", max_length=2048)(value)
+    return text
+
+
+def _evidence_captured_at(value: object) -> datetime | None:
+    return None if value is None else ensure_aware("evidence.captured_at", value)
+
+
+def _evidence_reference(value: object) -> str | None:
+    text: str | None = _optional_text("evidence.reference", max_length=512)(value)
+    return text
+
+
+def _optional_phone(value: object) -> str | None:
+    return None if value is None else normalize_phone(value)
+
+
+def _optional_email(value: object) -> str | None:
+    return None if value is None else normalize_email(value)
+
+
+@attrs.frozen
+class Contact:
+    """A contact of one account, with the addresses it is reached at.
+
+    Attributes:
+        account: the account (tenant) the contact belongs to.
+        id: the host app's id for the contact, unique within the account.
+        phone: E.164 phone number used by SMS, MMS, RCS, WhatsApp and voice.
+        email: email address used by the email channel.
+        handles: opaque addresses for handle-addressed channels (push tokens, chat ids), as
+            ``(channel, handle)`` pairs sorted by channel; a mapping is accepted.
+    """
+
+    account: str = attrs.field(converter=_account_id)
+    id: str = attrs.field(converter=_contact_id)
+    phone: str | None = attrs.field(default=None, converter=_optional_phone)
+    email: str | None = attrs.field(default=None, converter=_optional_email)
+    handles: tuple[tuple[Channel, str], ...] = attrs.field(default=(), converter=_handles)
+
+    def address_for(self, ch: Channel) -> str | None:
+        """The contact's address on channel *ch*, or None when it has none."""
+        if ch.address_kind is AddressKind.PHONE:
+            return self.phone
+        if ch.address_kind is AddressKind.EMAIL:
+            return self.email
+        for handle_channel, handle in self.handles:
+            if handle_channel == ch:
+                return handle
+        return None
+
+    def address_keys(self) -> frozenset[str]:
+        """Every address key of this contact (see :func:`address_key`)."""
+        keys: set[str] = set()
+        if self.phone is not None:
+            keys.add(f"phone:{self.phone}")
+        if self.email is not None:
+            keys.add(f"email:{self.email.lower()}")
+        for ch, handle in self.handles:
+            keys.add(address_key(ch, handle))
+        return frozenset(keys)
+
+
+class SubscriptionState(enum.Enum):
+    """Consent state of one (contact, channel) pair."""
+
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"
+    NEVER_SUBSCRIBED = "never_subscribed"
+    """No record yet.  Not the same as unsubscribed: an import may opt such a contact in."""
+
+
+class Transition(enum.Enum):
+    """The kind of a state change."""
+
+    OPT_IN = "opt_in"
+    """never subscribed -> subscribed"""
+    UNSUBSCRIBE = "unsubscribe"
+    """subscribed or never subscribed -> unsubscribed"""
+    RESUBSCRIBE = "resubscribe"
+    """unsubscribed -> subscribed"""
+
+
+def transition_of(previous: SubscriptionState, new: SubscriptionState) -> Transition | None:
+    """The transition from *previous* to *new*, or None for a no-op or an impossible change."""
+    if new is SubscriptionState.UNSUBSCRIBED and previous is not SubscriptionState.UNSUBSCRIBED:
+        return Transition.UNSUBSCRIBE
+    if new is SubscriptionState.SUBSCRIBED:
+        if previous is SubscriptionState.NEVER_SUBSCRIBED:
+            return Transition.OPT_IN
+        if previous is SubscriptionState.UNSUBSCRIBED:
+            return Transition.RESUBSCRIBE
+    return None
+
+
+class Source(enum.Enum):
+    """Where a change came from (the page, the channel or the process)."""
+
+    CONTACTS_PAGE = "contacts_page"
+    INBOX = "inbox"
+    API = "api"
+    CLI = "cli"
+    INBOUND_KEYWORD = "inbound_keyword"
+    UNSUBSCRIBE_LINK = "unsubscribe_link"
+    SIGNUP_FORM = "signup_form"
+    IMPORT = "import"
+    CARRIER = "carrier"
+    SUPPRESSION = "suppression"
+    SYSTEM = "system"
+
+
+class ActorKind(enum.Enum):
+    """Who acts: the default policy decides by kind (see :mod:`consentkit.policy`)."""
+
+    ADMIN = "admin"
+    MEMBER = "member"
+    CONTACT = "contact"
+    """The contact themselves (an inbound reply, an unsubscribe link, a preference button)."""
+    SYSTEM = "system"
+    """An automatic process (carrier deactivation, bounce handling, a sign-up form import)."""
+
+
+@attrs.frozen
+class Actor:
+    """Somebody or something making a change, bound to exactly one account.
+
+    Attributes:
+        kind: admin, member, contact or system.
+        id: the user id, the contact id (for :attr:`ActorKind.CONTACT`) or the process name.
+        account: the only account this actor may read or change.
+        roles: the host app's own role names, for custom policies; the default policy ignores them.
+    """
+
+    kind: ActorKind
+    id: str = attrs.field(converter=_actor_id)
+    account: str = attrs.field(converter=_actor_account)
+    roles: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+
+    @classmethod
+    def admin(cls, account: str, user_id: str) -> Actor:
+        """An admin user of *account*."""
+        return cls(ActorKind.ADMIN, user_id, account)
+
+    @classmethod
+    def member(cls, account: str, user_id: str) -> Actor:
+        """A non-admin user of *account*."""
+        return cls(ActorKind.MEMBER, user_id, account)
+
+    @classmethod
+    def contact(cls, account: str, contact_id: str) -> Actor:
+        """The contact *contact_id* acting on their own consent."""
+        return cls(ActorKind.CONTACT, contact_id, account)
+
+    @classmethod
+    def system(cls, account: str, process: str = "system") -> Actor:
+        """An automatic process of *account*."""
+        return cls(ActorKind.SYSTEM, process, account)
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}:{self.id}"
+
+
+class ResubscribeReason(enum.Enum):
+    """The only two reasons an admin may resubscribe a contact (seed document)."""
+
+    MISTAKEN_UNSUBSCRIBE = "mistaken_unsubscribe"
+    """The contact was unsubscribed by mistake (refused when they unsubscribed themselves)."""
+    CONTACT_REQUEST = "contact_request"
+    """The contact explicitly asked to be resubscribed."""
+
+
+def _reason(value: object) -> ResubscribeReason:
+    if isinstance(value, ResubscribeReason):
+        return value
+    try:
+        return ResubscribeReason(value)
+    except ValueError:
+        allowed = ", ".join(r.value for r in ResubscribeReason)
+        raise ValidationError(
+            "justification.reason", f"{value!r} is not a resubscribe reason; use one of {allowed}"
+        ) from None
+
+
+def _note(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(
+            "justification.note",
+            "must say what happened and where the request came from (it cannot be empty)",
+        )
+    return str(_text("justification.note", max_length=_MAX_NOTE_LENGTH, multiline=True)(value))
+
+
+@attrs.frozen
+class Justification:
+    """Why an admin resubscribes a contact: required for every admin resubscription.
+
+    Attributes:
+        reason: mistaken unsubscribe or contact request.
+        note: what happened and where the request came from (non-empty, at most 2,000 chars).
+    """
+
+    reason: ResubscribeReason = attrs.field(converter=_reason)
+    note: str = attrs.field(converter=_note)
+
+
+@attrs.frozen
+class Evidence:
+    """Proof of an opt-in: who agreed, how, to which wording (GDPR Art. 7(1), CASL s.13, TCPA).
+
+    Attributes:
+        method: how consent was collected, as a code (``"web_form"``, ``"keyword"``, ``"paper"``).
+        wording: the exact consent text shown to the contact.
+        wording_version: the version of that text.
+        location: where it was collected (a URL, a store, a form id), if known.
+        captured_at: when the contact agreed, if different from the event time.
+        reference: a pointer to the raw proof (submission id, recording id, IP address...).
+    """
+
+    method: str = attrs.field(converter=_evidence_method)
+    wording: str = attrs.field(converter=_evidence_wording)
+    wording_version: str = attrs.field(converter=_evidence_wording_version)
+    location: str | None = attrs.field(default=None, converter=_evidence_location)
+    captured_at: datetime | None = attrs.field(default=None, converter=_evidence_captured_at)
+    reference: str | None = attrs.field(default=None, converter=_evidence_reference)
+
+
+@attrs.frozen
+class Subscription:
+    """The current consent of one (contact, channel) pair and how it got there.
+
+    Attributes:
+        account: the account.
+        contact_id: the contact.
+        channel: the channel.
+        state: subscribed or unsubscribed (pairs without a record are never subscribed).
+        version: incremented by every change; used for optimistic concurrency (0 = no record).
+        updated_at: when the last change occurred (its ``occurred_at``).
+        changed_by: the kind of actor that made the last change.
+        source: where the last change came from.
+        reason: the reason code of the last change (a resubscribe reason, or the host's code for
+            an unsubscribe such as ``"hard_bounce"``), if any.
+    """
+
+    account: str
+    contact_id: str
+    channel: Channel
+    state: SubscriptionState
+    version: int
+    updated_at: datetime
+    changed_by: ActorKind
+    source: Source
+    reason: str | None = None
+
+
+@attrs.frozen
+class ConsentEvent:
+    """One entry of the append-only audit trail.  The current state is the replay of these.
+
+    Attributes:
+        sequence: position in the store's append order (assigned by the store, increasing).
+        account: the account.
+        contact_id: the contact.
+        channel: the channel.
+        previous_state: the state before the change.
+        new_state: the state after the change.
+        actor: who made the change.
+        source: where it came from.
+        occurred_at: when it happened (may be earlier than ``recorded_at`` for imports).
+        recorded_at: when consentkit recorded it.
+        justification: for admin resubscriptions.
+        evidence: for opt-ins.
+        reason: a reason code (see :attr:`Subscription.reason`).
+        inbound_message_id: the provider id of the inbound message that caused it.
+        batch_id: the id shared by every event of one service call.
+    """
+
+    sequence: int
+    account: str
+    contact_id: str
+    channel: Channel
+    previous_state: SubscriptionState
+    new_state: SubscriptionState
+    actor: Actor
+    source: Source
+    occurred_at: datetime
+    recorded_at: datetime
+    justification: Justification | None = None
+    evidence: Evidence | None = None
+    reason: str | None = None
+    inbound_message_id: str | None = None
+    batch_id: str | None = None
+
+    @property
+    def transition(self) -> Transition | None:
+        """The kind of change this event records."""
+        return transition_of(self.previous_state, self.new_state)
+
+
+@attrs.frozen
+class Suppression:
+    """An opt-out received from an address that matches no contact (yet).
+
+    A contact registered later with this address starts unsubscribed on these channels, so an
+    import or sign-up cannot add an address that said STOP.
+
+    Attributes:
+        account: the account.
+        address_key: the address (see :func:`address_key`).
+        channel: the channel the opt-out covers.
+        occurred_at: when the opt-out was received.
+        source: where it came from.
+        inbound_message_id: the provider id of the inbound message, if any.
+    """
+
+    account: str
+    address_key: str
+    channel: Channel
+    occurred_at: datetime
+    source: Source
+    inbound_message_id: str | None = None
+
+
+def validate_reason_code(value: object, field: str = "reason") -> str | None:
+    """Check an optional reason code (``"hard_bounce"``, ``"complaint"``...)."""
+    result: str | None = _code(field)(value)
+    return result

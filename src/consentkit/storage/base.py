@@ -1,0 +1,252 @@
+"""The storage protocol: what a store must do for :class:`~consentkit.service.ConsentService`.
+
+Stores are plain classes that satisfy these :class:`typing.Protocol` s; nothing needs to inherit.
+The protocol is shaped for SQL: every service call maps to a constant number of set-based
+statements per chunk of input (the service feeds bulk calls in chunks of at most
+:data:`CHUNK_SIZE` ids), never one round trip per contact.
+
+Rules every store follows (the conformance suite in :mod:`consentkit.testing` checks them):
+
+* Everything is scoped to one account; nothing ever crosses accounts.
+* A write transaction is all-or-nothing: when the ``with`` block raises, nothing of it is visible,
+  ever.  Write transactions of one store are serialisable with respect to the rows they touch:
+  :meth:`StoreTransaction.lock_subscriptions` locks the pairs it returns *and the pairs it did not
+  find*, so two transactions never both decide from the same old state.
+* Subscription rows and their events (and the trend roll-ups) are written in the same transaction.
+* :meth:`StoreTransaction.write_changes` checks every ``expected_version`` and raises
+  :class:`~consentkit.errors.ConflictError` if one does not match (0 means "no record yet").
+* Events are append-only and come back in append order (their ``sequence`` increases).
+* Driver errors are translated into :class:`~consentkit.errors.ConsentError` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from consentkit.channels import Channel
+from consentkit.model import (
+    Actor,
+    ConsentEvent,
+    Contact,
+    Evidence,
+    Justification,
+    Source,
+    Subscription,
+    SubscriptionState,
+    Suppression,
+    Transition,
+)
+
+__all__ = [
+    "CHUNK_SIZE",
+    "ChangeBatch",
+    "PairChange",
+    "Store",
+    "StoreTransaction",
+    "SubscriptionFilter",
+]
+
+CHUNK_SIZE = 5000
+"""The largest number of contact ids the service passes to one store call."""
+
+
+@attrs.frozen
+class ChangeBatch:
+    """The fields shared by every change of one write (one service call, or one chunk of it).
+
+    Attributes:
+        account: the account.
+        new_state: the state every pair of the batch moves to.
+        actor: who makes the change.
+        source: where it comes from.
+        occurred_at: when it happened.
+        recorded_at: when it is recorded (the service clock's now).
+        justification: set for admin resubscriptions.
+        evidence: set for opt-ins.
+        reason: a reason code.
+        inbound_message_id: the inbound message that caused it.
+        batch_id: shared by every event of one service call.
+    """
+
+    account: str
+    new_state: SubscriptionState
+    actor: Actor
+    source: Source
+    occurred_at: datetime
+    recorded_at: datetime
+    batch_id: str
+    justification: Justification | None = None
+    evidence: Evidence | None = None
+    reason: str | None = None
+    inbound_message_id: str | None = None
+
+
+@attrs.frozen
+class PairChange:
+    """One (contact, channel) pair of a :class:`ChangeBatch`.
+
+    Attributes:
+        contact_id: the contact.
+        channel: the channel.
+        previous_state: the state the service saw (recorded in the event).
+        expected_version: the version the service saw; 0 when there was no record.
+    """
+
+    contact_id: str
+    channel: Channel
+    previous_state: SubscriptionState
+    expected_version: int
+
+
+@attrs.frozen
+class SubscriptionFilter:
+    """Which subscriptions to list.
+
+    Attributes:
+        channel: the channel.
+        state: subscribed or unsubscribed.
+        source: only pairs whose last change came from this source.
+        reason: only pairs whose last change carried this reason code.
+    """
+
+    channel: Channel
+    state: SubscriptionState
+    source: Source | None = None
+    reason: str | None = None
+
+
+@runtime_checkable
+class StoreTransaction(Protocol):
+    """One write transaction in one account, obtained from :meth:`Store.transaction`.
+
+    Reads made through it see its own uncommitted writes.
+    """
+
+    def missing_contacts(self, contact_ids: Sequence[str]) -> list[str]:
+        """The ids among *contact_ids* that are not registered in the account."""
+        ...
+
+    def get_contacts(self, contact_ids: Sequence[str]) -> dict[str, Contact]:
+        """The registered contacts among *contact_ids*, by id."""
+        ...
+
+    def put_contacts(self, contacts: Sequence[Contact]) -> None:
+        """Insert or replace contacts (and their address index entries)."""
+        ...
+
+    def lock_subscriptions(
+        self, contact_ids: Sequence[str], channels: Sequence[Channel]
+    ) -> dict[tuple[str, Channel], Subscription]:
+        """The existing subscriptions among ``contact_ids x channels``, locked until the end of
+        the transaction (absent pairs are locked too: no other transaction may create them)."""
+        ...
+
+    def write_changes(self, batch: ChangeBatch, changes: Sequence[PairChange]) -> None:
+        """Apply *changes*: upsert each pair to ``batch.new_state`` with version + 1, append one
+        event per pair (in the order given), and update the trend roll-ups.
+
+        Raises:
+            ConflictError: an ``expected_version`` does not match the stored version.
+        """
+        ...
+
+    def get_inbound_result(self, message_id: str) -> str | None:
+        """The stored result (a JSON document) of an inbound message already handled."""
+        ...
+
+    def put_inbound_result(self, message_id: str, result: str) -> None:
+        """Remember that inbound message *message_id* was handled, with its result.
+
+        Raises:
+            ConflictError: the message id is already recorded.
+        """
+        ...
+
+    def find_contacts_by_address(self, address_keys: Sequence[str]) -> dict[str, list[str]]:
+        """Contact ids per address key, for the keys that match any contact (ids sorted)."""
+        ...
+
+    def get_suppressions(self, address_keys: Sequence[str]) -> list[Suppression]:
+        """The suppressions recorded for any of *address_keys*."""
+        ...
+
+    def add_suppressions(self, suppressions: Sequence[Suppression]) -> None:
+        """Record suppressions; one that exists for the same (address key, channel) is kept."""
+        ...
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A consent store.  Reads that are not made through a transaction see committed data."""
+
+    def transaction(self, account: str) -> AbstractContextManager[StoreTransaction]:
+        """Open a write transaction in *account*; it commits when the block ends normally and rolls
+        back when it raises."""
+        ...
+
+    def get_contact(self, account: str, contact_id: str) -> Contact | None:
+        """One contact, or None."""
+        ...
+
+    def list_contacts(self, account: str, *, after: str | None, limit: int) -> list[Contact]:
+        """Contacts ordered by id, starting after the id *after*."""
+        ...
+
+    def get_subscription(
+        self, account: str, contact_id: str, channel: Channel
+    ) -> Subscription | None:
+        """The subscription of one pair, or None when it was never subscribed."""
+        ...
+
+    def subscriptions_of(self, account: str, contact_id: str) -> list[Subscription]:
+        """Every recorded subscription of one contact, ordered by channel key."""
+        ...
+
+    def subscribed_among(
+        self, account: str, channel: Channel, contact_ids: Iterable[str]
+    ) -> set[str]:
+        """The ids among *contact_ids* (any number, streamed) subscribed on *channel*."""
+        ...
+
+    def list_subscriptions(
+        self, account: str, where: SubscriptionFilter, *, after: str | None, limit: int
+    ) -> list[Subscription]:
+        """Subscriptions matching *where*, ordered by contact id, starting after *after*."""
+        ...
+
+    def events(
+        self,
+        account: str,
+        *,
+        contact_id: str | None = None,
+        channel: Channel | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[ConsentEvent]:
+        """Events in append order, optionally of one contact or channel, ``sequence > after``."""
+        ...
+
+    def totals_at(
+        self, account: str, instants: Sequence[datetime]
+    ) -> list[dict[tuple[Channel, SubscriptionState], int]]:
+        """For each instant, the number of pairs per (channel, state) given every event with
+        ``occurred_at < instant`` (zero counts may be omitted).  Cost is bounded by the number of
+        instants and channels (roll-ups), not by the number of contacts or events."""
+        ...
+
+    def transition_counts(
+        self, account: str, boundaries: Sequence[datetime]
+    ) -> list[dict[tuple[Channel, Transition], int]]:
+        """For each interval ``[boundaries[i], boundaries[i+1])`` the number of events per
+        (channel, transition) whose ``occurred_at`` falls in it (zero counts may be omitted)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
+

@@ -1,0 +1,360 @@
+"""The in-memory reference store.
+
+Fast, dependency-free and thread-safe (one lock serialises transactions), for tests and for
+host apps' unit tests of their consent rules.  Nothing is kept after the process ends.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import attrs
+
+from consentkit.channels import Channel
+from consentkit.errors import ConflictError
+from consentkit.model import (
+    ConsentEvent,
+    Contact,
+    Subscription,
+    SubscriptionState,
+    Suppression,
+    Transition,
+    transition_of,
+)
+from consentkit.storage.base import ChangeBatch, PairChange, SubscriptionFilter
+
+__all__ = ["InMemoryStore"]
+
+_MISSING: Any = object()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HOUR = timedelta(hours=1)
+
+
+def hour_bucket(instant: datetime) -> int:
+    """Whole hours since the Unix epoch, the roll-up granularity (UTC)."""
+    return int((instant - _EPOCH) // _HOUR)
+
+
+@attrs.define
+class _Account:
+    contacts: dict[str, Contact] = attrs.Factory(dict)
+    by_address: dict[str, set[str]] = attrs.Factory(lambda: defaultdict(set))
+    subscriptions: dict[tuple[str, Channel], Subscription] = attrs.Factory(dict)
+    events: list[ConsentEvent] = attrs.Factory(list)
+    inbound: dict[str, str] = attrs.Factory(dict)
+    suppressions: dict[tuple[str, Channel], Suppression] = attrs.Factory(dict)
+    # Roll-ups by UTC hour: state deltas and transition counts, plus the events of each hour so a
+    # partial hour at either end of an interval can be counted exactly.
+    hour_events: dict[int, list[tuple[datetime, Channel, SubscriptionState, SubscriptionState]]] = (
+        attrs.Factory(lambda: defaultdict(list))
+    )
+    hour_deltas: dict[int, dict[tuple[Channel, SubscriptionState], int]] = attrs.Factory(
+        lambda: defaultdict(lambda: defaultdict(int))
+    )
+
+
+class _Transaction:
+    """Applies writes directly and keeps an undo log, under the store's lock."""
+
+    def __init__(self, store: InMemoryStore, account: str) -> None:
+        self._store = store
+        self._account_id = account
+        self._data = store._account(account)
+        self._undo: list[tuple[str, Any, Any]] = []
+        self._events_before = len(self._data.events)
+
+    def missing_contacts(self, contact_ids: Sequence[str]) -> list[str]:
+        contacts = self._data.contacts
+        return [cid for cid in dict.fromkeys(contact_ids) if cid not in contacts]
+
+    def get_contacts(self, contact_ids: Sequence[str]) -> dict[str, Contact]:
+        contacts = self._data.contacts
+        return {cid: contacts[cid] for cid in contact_ids if cid in contacts}
+
+    def put_contacts(self, contacts: Sequence[Contact]) -> None:
+        for contact in contacts:
+            old = self._data.contacts.get(contact.id, _MISSING)
+            self._undo.append(("contact", contact.id, old))
+            if old is not _MISSING:
+                for key in old.address_keys():
+                    self._data.by_address[key].discard(contact.id)
+            self._data.contacts[contact.id] = contact
+            for key in contact.address_keys():
+                self._data.by_address[key].add(contact.id)
+
+    def lock_subscriptions(
+        self, contact_ids: Sequence[str], channels: Sequence[Channel]
+    ) -> dict[tuple[str, Channel], Subscription]:
+        subs = self._data.subscriptions
+        found: dict[tuple[str, Channel], Subscription] = {}
+        for cid in contact_ids:
+            for ch in channels:
+                sub = subs.get((cid, ch))
+                if sub is not None:
+                    found[(cid, ch)] = sub
+        return found
+
+    def write_changes(self, batch: ChangeBatch, changes: Sequence[PairChange]) -> None:
+        subs = self._data.subscriptions
+        for change in changes:
+            current = subs.get((change.contact_id, change.channel))
+            version = 0 if current is None else current.version
+            if version != change.expected_version:
+                raise ConflictError(
+                    f"subscription of {change.contact_id!r} on {change.channel.key} is at version "
+                    f"{version}, not {change.expected_version}: it changed concurrently; "
+                    "re-read and retry"
+                )
+        bucket = hour_bucket(batch.occurred_at)
+        deltas = self._data.hour_deltas[bucket]
+        hour_events = self._data.hour_events[bucket]
+        reason = batch.reason
+        if reason is None and batch.justification is not None:
+            reason = batch.justification.reason.value
+        for change in changes:
+            key = (change.contact_id, change.channel)
+            current = subs.get(key)
+            self._undo.append(("subscription", key, _MISSING if current is None else current))
+            subs[key] = Subscription(
+                account=batch.account,
+                contact_id=change.contact_id,
+                channel=change.channel,
+                state=batch.new_state,
+                version=change.expected_version + 1,
+                updated_at=batch.occurred_at,
+                changed_by=batch.actor.kind,
+                source=batch.source,
+                reason=reason,
+            )
+            previous = change.previous_state
+            self._data.events.append(
+                ConsentEvent(
+                    sequence=next(self._store._sequence),
+                    account=batch.account,
+                    contact_id=change.contact_id,
+                    channel=change.channel,
+                    previous_state=previous,
+                    new_state=batch.new_state,
+                    actor=batch.actor,
+                    source=batch.source,
+                    occurred_at=batch.occurred_at,
+                    recorded_at=batch.recorded_at,
+                    justification=batch.justification,
+                    evidence=batch.evidence,
+                    reason=reason,
+                    inbound_message_id=batch.inbound_message_id,
+                    batch_id=batch.batch_id,
+                )
+            )
+            self._undo.append(("rollup", bucket, (change.channel, previous, batch.new_state)))
+            if previous is not SubscriptionState.NEVER_SUBSCRIBED:
+                deltas[(change.channel, previous)] -= 1
+            deltas[(change.channel, batch.new_state)] += 1
+            hour_events.append((batch.occurred_at, change.channel, previous, batch.new_state))
+
+    def get_inbound_result(self, message_id: str) -> str | None:
+        return self._data.inbound.get(message_id)
+
+    def put_inbound_result(self, message_id: str, result: str) -> None:
+        if message_id in self._data.inbound:
+            raise ConflictError(f"inbound message {message_id!r} was already handled")
+        self._undo.append(("inbound", message_id, None))
+        self._data.inbound[message_id] = result
+
+    def find_contacts_by_address(self, address_keys: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for key in address_keys:
+            ids = self._data.by_address.get(key)
+            if ids:
+                found[key] = sorted(ids)
+        return found
+
+    def get_suppressions(self, address_keys: Sequence[str]) -> list[Suppression]:
+        wanted = set(address_keys)
+        return [s for (key, _), s in self._data.suppressions.items() if key in wanted]
+
+    def add_suppressions(self, suppressions: Sequence[Suppression]) -> None:
+        for suppression in suppressions:
+            key = (suppression.address_key, suppression.channel)
+            if key not in self._data.suppressions:
+                self._undo.append(("suppression", key, None))
+                self._data.suppressions[key] = suppression
+
+    def rollback(self) -> None:
+        data = self._data
+        for kind, key, old in reversed(self._undo):
+            if kind == "contact":
+                current = data.contacts.get(key)
+                if current is not None:
+                    for address in current.address_keys():
+                        data.by_address[address].discard(key)
+                if old is _MISSING:
+                    data.contacts.pop(key, None)
+                else:
+                    data.contacts[key] = old
+                    for address in old.address_keys():
+                        data.by_address[address].add(key)
+            elif kind == "subscription":
+                if old is _MISSING:
+                    data.subscriptions.pop(key, None)
+                else:
+                    data.subscriptions[key] = old
+            elif kind == "rollup":
+                ch, previous, new = old
+                deltas = data.hour_deltas[key]
+                if previous is not SubscriptionState.NEVER_SUBSCRIBED:
+                    deltas[(ch, previous)] += 1
+                deltas[(ch, new)] -= 1
+                data.hour_events[key].pop()
+            elif kind == "inbound":
+                data.inbound.pop(key, None)
+            elif kind == "suppression":
+                data.suppressions.pop(key, None)
+        del data.events[self._events_before :]
+        self._undo.clear()
+
+
+class InMemoryStore:
+    """A store in process memory: the reference implementation of the storage protocol."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._accounts: dict[str, _Account] = {}
+        self._sequence = itertools.count(1)
+
+    def _account(self, account: str) -> _Account:
+        data = self._accounts.get(account)
+        if data is None:
+            data = self._accounts[account] = _Account()
+        return data
+
+    @contextmanager
+    def transaction(self, account: str) -> Iterator[_Transaction]:
+        """Open a write transaction; transactions of this store run one at a time."""
+        with self._lock:
+            tx = _Transaction(self, account)
+            try:
+                yield tx
+            except BaseException:
+                tx.rollback()
+                raise
+
+    def get_contact(self, account: str, contact_id: str) -> Contact | None:
+        with self._lock:
+            return self._account(account).contacts.get(contact_id)
+
+    def list_contacts(self, account: str, *, after: str | None, limit: int) -> list[Contact]:
+        with self._lock:
+            contacts = self._account(account).contacts
+            ids = sorted(cid for cid in contacts if after is None or cid > after)[:limit]
+            return [contacts[cid] for cid in ids]
+
+    def get_subscription(
+        self, account: str, contact_id: str, channel: Channel
+    ) -> Subscription | None:
+        with self._lock:
+            return self._account(account).subscriptions.get((contact_id, channel))
+
+    def subscriptions_of(self, account: str, contact_id: str) -> list[Subscription]:
+        with self._lock:
+            subs = self._account(account).subscriptions
+            return sorted(
+                (s for (cid, _), s in subs.items() if cid == contact_id),
+                key=lambda s: s.channel.key,
+            )
+
+    def subscribed_among(
+        self, account: str, channel: Channel, contact_ids: Iterable[str]
+    ) -> set[str]:
+        with self._lock:
+            subs = self._account(account).subscriptions
+            subscribed = SubscriptionState.SUBSCRIBED
+            result: set[str] = set()
+            for cid in contact_ids:
+                sub = subs.get((cid, channel))
+                if sub is not None and sub.state is subscribed:
+                    result.add(cid)
+            return result
+
+    def list_subscriptions(
+        self, account: str, where: SubscriptionFilter, *, after: str | None, limit: int
+    ) -> list[Subscription]:
+        with self._lock:
+            subs = self._account(account).subscriptions
+            matching = [
+                s
+                for (cid, ch), s in subs.items()
+                if ch == where.channel
+                and s.state is where.state
+                and (after is None or cid > after)
+                and (where.source is None or s.source is where.source)
+                and (where.reason is None or s.reason == where.reason)
+            ]
+            matching.sort(key=lambda s: s.contact_id)
+            return matching[:limit]
+
+    def events(
+        self,
+        account: str,
+        *,
+        contact_id: str | None = None,
+        channel: Channel | None = None,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> Iterator[ConsentEvent]:
+        with self._lock:
+            selected = [
+                e
+                for e in self._account(account).events
+                if (contact_id is None or e.contact_id == contact_id)
+                and (channel is None or e.channel == channel)
+                and (after is None or e.sequence > after)
+            ]
+        return iter(selected if limit is None else selected[:limit])
+
+    def totals_at(
+        self, account: str, instants: Sequence[datetime]
+    ) -> list[dict[tuple[Channel, SubscriptionState], int]]:
+        with self._lock:
+            data = self._account(account)
+            results: list[dict[tuple[Channel, SubscriptionState], int]] = []
+            for instant in instants:
+                cut = hour_bucket(instant)
+                totals: dict[tuple[Channel, SubscriptionState], int] = defaultdict(int)
+                for bucket, deltas in data.hour_deltas.items():
+                    if bucket < cut:
+                        for key, value in deltas.items():
+                            totals[key] += value
+                for occurred_at, ch, previous, new in data.hour_events.get(cut, ()):
+                    if occurred_at < instant:
+                        if previous is not SubscriptionState.NEVER_SUBSCRIBED:
+                            totals[(ch, previous)] -= 1
+                        totals[(ch, new)] += 1
+                results.append({k: v for k, v in totals.items() if v})
+            return results
+
+    def transition_counts(
+        self, account: str, boundaries: Sequence[datetime]
+    ) -> list[dict[tuple[Channel, Transition], int]]:
+        with self._lock:
+            data = self._account(account)
+            results: list[dict[tuple[Channel, Transition], int]] = []
+            for start, end in itertools.pairwise(boundaries):
+                counts: dict[tuple[Channel, Transition], int] = defaultdict(int)
+                for bucket in range(hour_bucket(start), hour_bucket(end) + 1):
+                    for occurred_at, ch, previous, new in data.hour_events.get(bucket, ()):
+                        if start <= occurred_at < end:
+                            transition = transition_of(previous, new)
+                            if transition is not None:
+                                counts[(ch, transition)] += 1
+                results.append(dict(counts))
+            return results
+
+    def close(self) -> None:
+        """Nothing to release."""
