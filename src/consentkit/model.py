@@ -269,6 +269,12 @@ def _evidence_reference(value: object) -> str | None:
     return text
 
 
+def _roles(value: Iterable[str]) -> frozenset[str]:
+    if isinstance(value, str):
+        raise ValidationError("actor.roles", "expected a collection of role names, not a string")
+    return frozenset(validate_id("actor.roles", role) for role in value)
+
+
 def _optional_phone(value: object) -> str | None:
     return None if value is None else normalize_phone(value)
 
@@ -392,7 +398,7 @@ class Actor:
     kind: ActorKind
     id: str = attrs.field(converter=_actor_id)
     account: str = attrs.field(converter=_actor_account)
-    roles: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    roles: frozenset[str] = attrs.field(default=frozenset(), converter=_roles)
 
     @classmethod
     def admin(cls, account: str, user_id: str) -> Actor:

@@ -1,0 +1,612 @@
+"""The public conformance suite every consentkit store must pass.
+
+Subclass :class:`StoreConformance` in a test module, in a class whose name starts with ``Test``,
+and say how to build a fresh, empty store::
+
+    from consentkit.testing import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        def make_store(self, directory):
+            return MyStore(directory / "consent.db")
+
+pytest then runs every contract test against your store.  ``directory`` is a fresh empty directory
+for each store; stores that need no files may ignore it.  The suite closes every store it makes.
+Property-based tests make a new store per example, so keep ``make_store`` reasonably fast.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consentkit.channels import EMAIL, MMS, SMS, WHATSAPP, Channel
+from consentkit.errors import (
+    ConflictError,
+    ConsentError,
+    NotAuthorizedError,
+    UnknownContactError,
+)
+from consentkit.model import (
+    Actor,
+    ActorKind,
+    Contact,
+    Evidence,
+    Justification,
+    ResubscribeReason,
+    Source,
+    SubscriptionState,
+    Suppression,
+    Transition,
+    transition_of,
+)
+from consentkit.service import ConsentService
+from consentkit.storage.base import ChangeBatch, PairChange, Store, SubscriptionFilter
+from consentkit.testing.clock import FakeClock
+from consentkit.testing.replay import check_replay
+from consentkit.testing.strategies import apply_request, change_requests
+
+__all__ = ["StoreConformance"]
+
+ACCOUNT = "acme"
+OTHER_ACCOUNT = "globex"
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+EVIDENCE = Evidence(
+    method="web_form",
+    wording="Yes, send me texts about my orders. Reply STOP to stop.",
+    wording_version="v3",
+    location="https://shop.example/signup",
+    captured_at=datetime(2026, 2, 28, 9, 30, tzinfo=UTC),
+    reference="submission-42",
+)
+JUSTIFICATION = Justification(
+    ResubscribeReason.MISTAKEN_UNSUBSCRIBE, "unsubscribed the wrong row on the contacts page"
+)
+ADMIN = Actor.admin(ACCOUNT, "alice")
+SUBSCRIBED = SubscriptionState.SUBSCRIBED
+UNSUBSCRIBED = SubscriptionState.UNSUBSCRIBED
+NEVER = SubscriptionState.NEVER_SUBSCRIBED
+
+
+class StoreConformance:
+    """The storage contract as tests.  Subclass it and implement :meth:`make_store`."""
+
+    def make_store(self, directory: Path) -> Store:
+        """Return a new, empty store (files, if any, under *directory*)."""
+        raise NotImplementedError("subclasses say how to build their store")
+
+    # ------------------------------------------------------------------ fixtures
+
+    @pytest.fixture
+    def store(self, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+        """A fresh store, closed after the test."""
+        made = self.make_store(tmp_path_factory.mktemp("store"))
+        try:
+            yield made
+        finally:
+            made.close()
+
+    @pytest.fixture
+    def clock(self) -> FakeClock:
+        """A fake clock at T0 that ticks one second per reading."""
+        return FakeClock(T0, tick=timedelta(seconds=1))
+
+    @pytest.fixture
+    def service(self, store: Store, clock: FakeClock) -> ConsentService:
+        """A service with ten contacts c0..c9 in ACCOUNT (and c0..c2 in OTHER_ACCOUNT)."""
+        svc = ConsentService(store, clock=clock)
+        svc.upsert_contacts(
+            ADMIN,
+            [
+                Contact(ACCOUNT, f"c{i}", phone=f"+1415555{i:04d}", email=f"c{i}@example.com")
+                for i in range(10)
+            ],
+        )
+        other_admin = Actor.admin(OTHER_ACCOUNT, "olga")
+        svc.upsert_contacts(
+            other_admin,
+            [Contact(OTHER_ACCOUNT, f"c{i}", phone=f"+4930555{i:04d}") for i in range(3)],
+        )
+        return svc
+
+    def _fresh(self, factory: pytest.TempPathFactory) -> Store:
+        return self.make_store(factory.mktemp("store"))
+
+    # ------------------------------------------------------------------ contacts
+
+    def test_contacts_round_trip(self, store: Store) -> None:
+        """A contact with phone, email and handles reads back equal, and None when unknown."""
+        contact = Contact(
+            ACCOUNT, "ünïcode-1", phone="+14155550100", email="Ann@Example.com",
+            handles={"telegram": "tg-991", "push": "tok:abc"},
+        )
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([contact])
+        assert store.get_contact(ACCOUNT, "ünïcode-1") == contact
+        assert store.get_contact(ACCOUNT, "missing") is None
+        assert store.get_contact(OTHER_ACCOUNT, "ünïcode-1") is None
+
+    def test_contacts_replace_and_address_index(self, store: Store) -> None:
+        """Replacing a contact updates its addresses and the address index."""
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, "a", phone="+14155550100")])
+            tx.put_contacts([Contact(ACCOUNT, "b", phone="+14155550100")])
+        with store.transaction(ACCOUNT) as tx:
+            assert tx.find_contacts_by_address(["phone:+14155550100"]) == {
+                "phone:+14155550100": ["a", "b"]
+            }
+            tx.put_contacts([Contact(ACCOUNT, "a", phone="+14155550199")])
+            assert tx.find_contacts_by_address(["phone:+14155550100", "phone:+14155550199"]) == {
+                "phone:+14155550100": ["b"],
+                "phone:+14155550199": ["a"],
+            }
+            assert tx.missing_contacts(["a", "zz", "b", "yy"]) == ["zz", "yy"]
+            assert set(tx.get_contacts(["a", "zz"])) == {"a"}
+        with store.transaction(OTHER_ACCOUNT) as tx:
+            assert tx.find_contacts_by_address(["phone:+14155550199"]) == {}
+
+    def test_list_contacts_pages_in_id_order(self, store: Store) -> None:
+        """Contacts list in id order, resuming after a given id."""
+        ids = [f"k{i:03d}" for i in range(25)]
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, cid) for cid in reversed(ids)])
+        first = store.list_contacts(ACCOUNT, after=None, limit=10)
+        assert [c.id for c in first] == ids[:10]
+        rest = store.list_contacts(ACCOUNT, after=first[-1].id, limit=100)
+        assert [c.id for c in rest] == ids[10:]
+        assert store.list_contacts(OTHER_ACCOUNT, after=None, limit=10) == []
+
+    # ------------------------------------------------------------------ writes
+
+    def _batch(self, state: SubscriptionState, **kwargs: object) -> ChangeBatch:
+        fields: dict[str, object] = {
+            "account": ACCOUNT,
+            "new_state": state,
+            "actor": ADMIN,
+            "source": Source.API,
+            "occurred_at": T0,
+            "recorded_at": T0 + timedelta(seconds=5),
+            "batch_id": "batch-1",
+        }
+        fields.update(kwargs)
+        return ChangeBatch(**fields)  # type: ignore[arg-type]
+
+    def test_write_changes_round_trips_every_field(self, store: Store) -> None:
+        """Subscriptions and events keep every field, with versions starting at 1."""
+        actor = Actor(ActorKind.ADMIN, "alice", ACCOUNT, roles=frozenset({"owner", "billing"}))
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, "a"), Contact(ACCOUNT, "b")])
+            tx.write_changes(
+                self._batch(
+                    SUBSCRIBED, actor=actor, evidence=EVIDENCE, inbound_message_id="SM123"
+                ),
+                [PairChange("a", SMS, NEVER, 0), PairChange("b", SMS, NEVER, 0)],
+            )
+        sub = store.get_subscription(ACCOUNT, "a", SMS)
+        assert sub is not None
+        assert (sub.state, sub.version, sub.updated_at) == (SUBSCRIBED, 1, T0)
+        assert (sub.changed_by, sub.source, sub.reason) == (ActorKind.ADMIN, Source.API, None)
+        events = list(store.events(ACCOUNT))
+        assert [(e.contact_id, e.channel) for e in events] == [("a", SMS), ("b", SMS)]
+        first = events[0]
+        assert first.actor == actor
+        assert first.evidence == EVIDENCE
+        assert first.justification is None
+        assert (first.previous_state, first.new_state) == (NEVER, SUBSCRIBED)
+        assert first.occurred_at == T0
+        assert first.recorded_at == T0 + timedelta(seconds=5)
+        assert (first.inbound_message_id, first.batch_id) == ("SM123", "batch-1")
+        assert first.transition is Transition.OPT_IN
+        assert events[0].sequence < events[1].sequence
+
+        with store.transaction(ACCOUNT) as tx:
+            tx.write_changes(
+                self._batch(UNSUBSCRIBED, reason="hard_bounce", occurred_at=T0 + timedelta(1)),
+                [PairChange("a", SMS, SUBSCRIBED, 1)],
+            )
+        with store.transaction(ACCOUNT) as tx:
+            tx.write_changes(
+                self._batch(
+                    SUBSCRIBED, justification=JUSTIFICATION, occurred_at=T0 + timedelta(2)
+                ),
+                [PairChange("a", SMS, UNSUBSCRIBED, 2)],
+            )
+        sub = store.get_subscription(ACCOUNT, "a", SMS)
+        assert sub is not None
+        assert (sub.state, sub.version) == (SUBSCRIBED, 3)
+        assert sub.reason == ResubscribeReason.MISTAKEN_UNSUBSCRIBE.value
+        history = list(store.events(ACCOUNT, contact_id="a"))
+        assert [e.new_state for e in history] == [SUBSCRIBED, UNSUBSCRIBED, SUBSCRIBED]
+        assert history[1].reason == "hard_bounce"
+        assert history[2].justification == JUSTIFICATION
+        assert store.subscriptions_of(ACCOUNT, "a") == [sub]
+
+    def test_stale_version_raises_conflict_and_writes_nothing(self, store: Store) -> None:
+        """write_changes refuses a stale expected version with ConflictError; the tx rolls back."""
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, "a"), Contact(ACCOUNT, "b")])
+            tx.write_changes(self._batch(SUBSCRIBED), [PairChange("a", SMS, NEVER, 0)])
+        with pytest.raises(ConflictError), store.transaction(ACCOUNT) as tx:
+            tx.write_changes(
+                self._batch(UNSUBSCRIBED),
+                [PairChange("b", SMS, NEVER, 0), PairChange("a", SMS, NEVER, 0)],
+            )
+        with pytest.raises(ConflictError), store.transaction(ACCOUNT) as tx:
+            tx.write_changes(self._batch(UNSUBSCRIBED), [PairChange("a", SMS, SUBSCRIBED, 7)])
+        assert store.get_subscription(ACCOUNT, "b", SMS) is None
+        sub = store.get_subscription(ACCOUNT, "a", SMS)
+        assert sub is not None
+        assert (sub.state, sub.version) == (SUBSCRIBED, 1)
+        assert len(list(store.events(ACCOUNT))) == 1
+
+    def test_failed_transaction_leaves_nothing(self, store: Store) -> None:
+        """An exception inside a transaction discards every write of it, of every kind."""
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, "keep", phone="+14155550100")])
+
+        def write_everything_then_fail() -> None:
+            with store.transaction(ACCOUNT) as tx:
+                tx.put_contacts([Contact(ACCOUNT, "keep", phone="+14155550111")])
+                tx.put_contacts([Contact(ACCOUNT, "new")])
+                tx.write_changes(self._batch(SUBSCRIBED), [PairChange("keep", SMS, NEVER, 0)])
+                tx.put_inbound_result("msg-1", '{"ok": true}')
+                tx.add_suppressions(
+                    [Suppression(ACCOUNT, "phone:+14155550999", SMS, T0, Source.INBOUND_KEYWORD)]
+                )
+                assert tx.get_inbound_result("msg-1") == '{"ok": true}'
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            write_everything_then_fail()
+        assert store.get_contact(ACCOUNT, "keep") == Contact(
+            ACCOUNT, "keep", phone="+14155550100"
+        )
+        assert store.get_contact(ACCOUNT, "new") is None
+        assert store.get_subscription(ACCOUNT, "keep", SMS) is None
+        assert list(store.events(ACCOUNT)) == []
+        assert store.totals_at(ACCOUNT, [T0 + timedelta(days=1)]) == [{}]
+        with store.transaction(ACCOUNT) as tx:
+            assert tx.get_inbound_result("msg-1") is None
+            assert tx.get_suppressions(["phone:+14155550999"]) == []
+            assert tx.find_contacts_by_address(["phone:+14155550111"]) == {}
+
+    def test_transaction_sees_its_own_writes(self, store: Store) -> None:
+        """Reads through a transaction see what it wrote before it commits."""
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, "a")])
+            assert tx.missing_contacts(["a"]) == []
+            tx.write_changes(self._batch(SUBSCRIBED), [PairChange("a", SMS, NEVER, 0)])
+            locked = tx.lock_subscriptions(["a", "b"], [SMS, EMAIL])
+            assert list(locked) == [("a", SMS)]
+            assert locked[("a", SMS)].version == 1
+
+    def test_inbound_results_are_unique_per_account(self, store: Store) -> None:
+        """An inbound message id is recorded once per account; a second put is a conflict."""
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_inbound_result("SM1", '{"n": 1}')
+        with pytest.raises(ConflictError), store.transaction(ACCOUNT) as tx:
+            tx.put_inbound_result("SM1", '{"n": 2}')
+        with store.transaction(ACCOUNT) as tx:
+            assert tx.get_inbound_result("SM1") == '{"n": 1}'
+        with store.transaction(OTHER_ACCOUNT) as tx:
+            assert tx.get_inbound_result("SM1") is None
+            tx.put_inbound_result("SM1", '{"n": 3}')
+
+    def test_suppressions_keep_the_first_record(self, store: Store) -> None:
+        """Suppressions are stored per (address, channel); a repeat keeps the first."""
+        first = Suppression(ACCOUNT, "phone:+14155550100", SMS, T0, Source.INBOUND_KEYWORD, "m1")
+        later = Suppression(
+            ACCOUNT, "phone:+14155550100", SMS, T0 + timedelta(hours=1), Source.INBOUND_KEYWORD
+        )
+        other = Suppression(ACCOUNT, "phone:+14155550100", MMS, T0, Source.INBOUND_KEYWORD, "m1")
+        with store.transaction(ACCOUNT) as tx:
+            tx.add_suppressions([first, other])
+        with store.transaction(ACCOUNT) as tx:
+            tx.add_suppressions([later])
+            found = tx.get_suppressions(["phone:+14155550100", "email:x@example.com"])
+        assert sorted(found, key=lambda s: s.channel.key) == [other, first]
+        with store.transaction(OTHER_ACCOUNT) as tx:
+            assert tx.get_suppressions(["phone:+14155550100"]) == []
+
+    # ------------------------------------------------------------------ reads
+
+    def test_events_filter_and_resume(self, service: ConsentService, store: Store) -> None:
+        """Events come in append order and can be filtered and resumed by sequence."""
+        service.opt_in(ADMIN, ["c1", "c2", "c3"], [SMS, EMAIL], evidence=EVIDENCE)
+        service.unsubscribe(ADMIN, ["c2"], [SMS])
+        events = list(store.events(ACCOUNT))
+        assert len(events) == 7
+        sequences = [e.sequence for e in events]
+        assert sequences == sorted(sequences)
+        assert len(set(sequences)) == 7
+        assert [e.new_state for e in store.events(ACCOUNT, contact_id="c2", channel=SMS)] == [
+            SUBSCRIBED,
+            UNSUBSCRIBED,
+        ]
+        assert list(store.events(ACCOUNT, after=sequences[2], limit=2)) == events[3:5]
+        assert list(store.events(OTHER_ACCOUNT)) == []
+
+    def test_list_subscriptions_filters_and_pages(
+        self, service: ConsentService, store: Store
+    ) -> None:
+        """Listing by channel and state honours source and reason filters and the cursor."""
+        ids = [f"c{i}" for i in range(10)]
+        service.opt_in(ADMIN, ids, [SMS, EMAIL], evidence=EVIDENCE)
+        service.unsubscribe(ADMIN, ids[:4], [SMS], reason="complaint")
+        service.unsubscribe(
+            Actor.system(ACCOUNT, "carrier"), ids[4:6], [SMS], source=Source.CARRIER
+        )
+        everything = store.list_subscriptions(
+            ACCOUNT, SubscriptionFilter(SMS, UNSUBSCRIBED), after=None, limit=100
+        )
+        assert [s.contact_id for s in everything] == ids[:6]
+        page = store.list_subscriptions(
+            ACCOUNT, SubscriptionFilter(SMS, UNSUBSCRIBED), after="c1", limit=2
+        )
+        assert [s.contact_id for s in page] == ["c2", "c3"]
+        by_source = store.list_subscriptions(
+            ACCOUNT, SubscriptionFilter(SMS, UNSUBSCRIBED, source=Source.CARRIER), after=None,
+            limit=100,
+        )
+        assert [s.contact_id for s in by_source] == ["c4", "c5"]
+        by_reason = store.list_subscriptions(
+            ACCOUNT, SubscriptionFilter(SMS, UNSUBSCRIBED, reason="complaint"), after=None,
+            limit=100,
+        )
+        assert [s.contact_id for s in by_reason] == ids[:4]
+        subscribed_email = store.list_subscriptions(
+            ACCOUNT, SubscriptionFilter(EMAIL, SUBSCRIBED), after=None, limit=100
+        )
+        assert len(subscribed_email) == 10
+        assert store.list_subscriptions(
+            OTHER_ACCOUNT, SubscriptionFilter(SMS, UNSUBSCRIBED), after=None, limit=100
+        ) == []
+
+    def test_subscribed_among_streams_any_number_of_ids(
+        self, service: ConsentService, store: Store
+    ) -> None:
+        """The audience filter takes a generator of many ids, with duplicates and strangers."""
+        service.opt_in(ADMIN, ["c1", "c2", "c3"], [SMS], evidence=EVIDENCE)
+        service.unsubscribe(ADMIN, ["c2"], [SMS])
+
+        def ids() -> Iterator[str]:
+            for i in range(12_000):
+                yield f"stranger-{i}"
+                if i % 1000 == 0:
+                    yield "c1"
+                    yield "c2"
+            yield "c3"
+
+        assert store.subscribed_among(ACCOUNT, SMS, ids()) == {"c1", "c3"}
+        assert store.subscribed_among(ACCOUNT, EMAIL, ["c1"]) == set()
+        assert store.subscribed_among(OTHER_ACCOUNT, SMS, ["c1", "c3"]) == set()
+        assert store.subscribed_among(ACCOUNT, SMS, iter(())) == set()
+
+    def test_reader_never_sees_a_rolled_back_write(self, service: ConsentService) -> None:
+        """A read made while another thread's transaction is open sees the committed state only."""
+        store = service.store
+        service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+        written = threading.Event()
+        release = threading.Event()
+        seen: list[SubscriptionState | None] = []
+
+        def writer() -> None:
+            try:
+                with store.transaction(ACCOUNT) as tx:
+                    tx.write_changes(
+                        self._batch(UNSUBSCRIBED, occurred_at=T0 + timedelta(hours=1)),
+                        [PairChange("c1", SMS, SUBSCRIBED, 1)],
+                    )
+                    written.set()
+                    release.wait(5)
+                    raise RuntimeError("roll back")
+            except RuntimeError:
+                pass
+
+        def reader() -> None:
+            written.wait(5)
+            sub = store.get_subscription(ACCOUNT, "c1", SMS)
+            seen.append(None if sub is None else sub.state)
+
+        threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+        for thread in threads:
+            thread.start()
+        # The reader may block until the writer ends (lock-based stores) or read a snapshot
+        # (MVCC stores); either way it must not see the uncommitted unsubscribe.
+        threads[1].join(0.5)
+        release.set()
+        for thread in threads:
+            thread.join(10)
+        assert seen == [SUBSCRIBED]
+
+    # ------------------------------------------------------------------ service contract
+
+    def test_bulk_call_is_all_or_nothing(self, service: ConsentService, store: Store) -> None:
+        """One refused pair in a bulk resubscribe refuses the whole call and writes nothing."""
+        service.opt_in(ADMIN, ["c1", "c2", "c3"], [SMS], evidence=EVIDENCE)
+        service.unsubscribe(ADMIN, ["c1", "c2"], [SMS])
+        service.unsubscribe(Actor.contact(ACCOUNT, "c3"), ["c3"], [SMS], source=Source.INBOX)
+        before = list(store.events(ACCOUNT))
+        with pytest.raises(NotAuthorizedError, match="CONTACT_REQUEST"):
+            service.resubscribe(ADMIN, ["c1", "c2", "c3"], [SMS], justification=JUSTIFICATION)
+        assert list(store.events(ACCOUNT)) == before
+        assert service.state(ADMIN, "c1", SMS) is UNSUBSCRIBED
+        with pytest.raises(UnknownContactError, match="nobody"):
+            service.unsubscribe(ADMIN, ["c5", "nobody"], [SMS, EMAIL])
+        assert service.state(ADMIN, "c5", SMS) is NEVER
+        assert list(store.events(ACCOUNT)) == before
+
+    def test_partial_bulk_reports_refusals(self, service: ConsentService) -> None:
+        """With partial=True the allowed pairs change and the refused ones are reported."""
+        service.opt_in(ADMIN, ["c1", "c2"], [SMS], evidence=EVIDENCE)
+        service.unsubscribe(ADMIN, ["c1"], [SMS])
+        service.unsubscribe(Actor.contact(ACCOUNT, "c2"), "c2", [SMS], source=Source.INBOX)
+        result = service.resubscribe(
+            ADMIN, ["c1", "c2", "ghost"], [SMS], justification=JUSTIFICATION, partial=True
+        )
+        assert [(p.contact_id, p.channel) for p in result.changed] == [("c1", SMS)]
+        assert sorted(r.contact_id for r in result.refused) == ["c2", "ghost"]
+        assert service.state(ADMIN, "c2", SMS) is UNSUBSCRIBED
+
+    def test_no_op_writes_no_event(self, service: ConsentService, store: Store) -> None:
+        """Setting a pair to the state it is in is reported unchanged and writes no event."""
+        service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+        service.unsubscribe(ADMIN, ["c1"], [SMS])
+        count = len(list(store.events(ACCOUNT)))
+        result = service.unsubscribe(ADMIN, ["c1", "c1"], [SMS])
+        assert result.changed == ()
+        assert result.unchanged_count == 1
+        assert len(list(store.events(ACCOUNT))) == count
+
+    def test_accounts_are_isolated(self, service: ConsentService, store: Store) -> None:
+        """The same contact id in two accounts never shares state, events or access."""
+        other_admin = Actor.admin(OTHER_ACCOUNT, "olga")
+        service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+        service.unsubscribe(other_admin, ["c1"], [SMS])
+        assert service.state(ADMIN, "c1", SMS) is SUBSCRIBED
+        assert service.state(other_admin, "c1", SMS) is UNSUBSCRIBED
+        assert {e.account for e in store.events(ACCOUNT)} == {ACCOUNT}
+        assert len(list(store.events(OTHER_ACCOUNT))) == 1
+        with pytest.raises(UnknownContactError):
+            service.unsubscribe(other_admin, ["c7"], [SMS])
+        assert service.state(ADMIN, "c7", SMS) is NEVER
+
+    def test_concurrent_writers_lose_nothing(self, service: ConsentService, store: Store) -> None:
+        """Threads changing overlapping contacts never lose or duplicate an event."""
+        ids = [f"c{i}" for i in range(10)]
+        service.opt_in(ADMIN, ids, [SMS, WHATSAPP], evidence=EVIDENCE)
+        baseline = len(list(store.events(ACCOUNT)))
+        changed = Counter[str]()
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+
+        def work(worker: int) -> None:
+            try:
+                for round_ in range(15):
+                    targets = ids[(worker + round_) % 10 :][:4] or ids[:4]
+                    if (worker + round_) % 2:
+                        result = service.unsubscribe(ADMIN, targets, [SMS, WHATSAPP])
+                    else:
+                        result = service.resubscribe(
+                            ADMIN, targets, [SMS, WHATSAPP], justification=JUSTIFICATION,
+                            partial=True,
+                        )
+                    with lock:
+                        changed["n"] += result.changed_count
+            except BaseException as error:  # reported below: a thread must not die silently
+                errors.append(error)
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert errors == []
+        assert len(list(store.events(ACCOUNT))) - baseline == changed["n"]
+        check_replay(store, ACCOUNT)
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(data=st.data())
+    def test_state_is_always_the_replay_of_events(
+        self, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+    ) -> None:
+        """After any sequence of requests by any actors, state equals the replay of the events."""
+        store = self._fresh(tmp_path_factory)
+        try:
+            clock = FakeClock(T0, tick=timedelta(minutes=7))
+            service = ConsentService(store, clock=clock)
+            pool = ["a", "b", "c"]
+            service.upsert_contacts(ADMIN, [Contact(ACCOUNT, cid) for cid in pool])
+            requests = data.draw(
+                st.lists(change_requests(ACCOUNT, pool, [SMS, EMAIL]), max_size=12)
+            )
+            reported = 0
+            for request in requests:
+                before = len(list(store.events(ACCOUNT)))
+                try:
+                    reported += apply_request(service, request).changed_count
+                except ConsentError:
+                    assert len(list(store.events(ACCOUNT))) == before
+            assert len(list(store.events(ACCOUNT))) == reported
+            check_replay(store, ACCOUNT)
+        finally:
+            store.close()
+
+    # ------------------------------------------------------------------ trend roll-ups
+
+    @settings(
+        max_examples=20,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        steps=st.lists(
+            st.tuples(
+                st.integers(0, 4),
+                st.sampled_from([SMS, EMAIL]),
+                st.booleans(),
+                st.integers(0, 200_000),
+            ),
+            max_size=25,
+        ),
+        probes=st.lists(st.integers(-3_600, 260_000), min_size=1, max_size=6),
+    )
+    def test_rollups_match_the_event_log(
+        self,
+        tmp_path_factory: pytest.TempPathFactory,
+        steps: list[tuple[int, Channel, bool, int]],
+        probes: list[int],
+    ) -> None:
+        """totals_at and transition_counts equal a brute-force count over the events."""
+        store = self._fresh(tmp_path_factory)
+        try:
+            clock = FakeClock(T0 + timedelta(days=30))
+            service = ConsentService(store, clock=clock)
+            service.upsert_contacts(ADMIN, [Contact(ACCOUNT, f"p{i}") for i in range(5)])
+            # Events of a pair must be in time order, so offsets only grow per step.
+            offset = 0
+            for who, ch, subscribe, gap in steps:
+                offset += gap
+                when = T0 + timedelta(seconds=offset)
+                cid = f"p{who}"
+                if subscribe:
+                    service.set_subscribed(
+                        Actor.contact(ACCOUNT, cid), cid, ch, True, occurred_at=when
+                    )
+                else:
+                    service.unsubscribe(ADMIN, [cid], [ch], occurred_at=when)
+            events = list(store.events(ACCOUNT))
+            instants = sorted(T0 + timedelta(seconds=p) for p in probes)
+            expected_totals = []
+            for instant in instants:
+                state: dict[tuple[str, Channel], SubscriptionState] = {}
+                for e in events:
+                    if e.occurred_at < instant:
+                        state[(e.contact_id, e.channel)] = e.new_state
+                expected_totals.append(
+                    dict(Counter((ch, st_) for (_, ch), st_ in state.items()))
+                )
+            assert store.totals_at(ACCOUNT, instants) == expected_totals
+            expected_counts = []
+            for start, end in itertools.pairwise(instants):
+                counted = Counter[tuple[Channel, Transition]]()
+                for e in events:
+                    transition = transition_of(e.previous_state, e.new_state)
+                    if start <= e.occurred_at < end and transition is not None:
+                        counted[(e.channel, transition)] += 1
+                expected_counts.append(dict(counted))
+            assert store.transition_counts(ACCOUNT, instants) == expected_counts
+            assert store.totals_at(OTHER_ACCOUNT, instants[:1]) == [{}]
+        finally:
+            store.close()
