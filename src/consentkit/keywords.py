@@ -76,7 +76,10 @@ _EDGE_JUNK_CATEGORIES = frozenset(
 )
 
 _ASCII_EDGE_JUNK = string.punctuation + " "
-_ASCII_CONTROLS_TO_SPACE = str.maketrans({code: " " for code in [*range(0x20), 0x7F]})
+_ASCII_TABLE = bytes.maketrans(
+    bytes([*range(0x20), 0x7F]) + b"-_" + string.ascii_uppercase.encode("ascii"),
+    b" " * 33 + b"  " + string.ascii_lowercase.encode("ascii"),
+)
 
 
 def normalize(body: str) -> str:
@@ -105,16 +108,13 @@ def _not_text(body: object) -> ValidationError:
 
 
 def _normalize_ascii(body: str) -> str:
-    # Same result as _normalize_unicode for ASCII input (NFKC, NFD and case folding are identities
-    # or plain lower() there), but a few C-level string methods instead of per-character work:
-    # most replies are ASCII and this path is most of what classification costs.
-    text = body.lower()
-    if "-" in text:
-        text = text.replace("-", " ")
-    if "_" in text:
-        text = text.replace("_", " ")
-    if "  " in text or not text.isprintable():
-        text = " ".join(text.translate(_ASCII_CONTROLS_TO_SPACE).split())
+    # Same result as _normalize_unicode for ASCII input (NFKC and NFD change nothing there and case
+    # folding is lower()), in a few C-level passes: most replies are ASCII and this is most of what
+    # classifying them costs.  One bytes.translate lowers the case and turns hyphens, underscores
+    # and control characters into spaces.
+    text = body.encode("ascii").translate(_ASCII_TABLE).decode("ascii")
+    if "  " in text:
+        text = " ".join(text.split())
     return text.strip(_ASCII_EDGE_JUNK)
 
 

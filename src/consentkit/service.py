@@ -64,6 +64,7 @@ __all__ = [
 T = TypeVar("T")
 
 _MAX_LIMIT = 10_000
+_CURSOR_PREFIX = "ck1:"
 _FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
@@ -166,18 +167,22 @@ class Page(Generic[T]):
 
 
 def _encode_cursor(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode("utf-8")).decode("ascii")
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{key}".encode()).decode("ascii")
 
 
 def _decode_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor.encode("ascii")).decode("utf-8")
-    except (binascii.Error, UnicodeError, ValueError):
+        decoded = base64.b64decode(cursor.encode("ascii"), altchars=b"-_", validate=True)
+        text = decoded.decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError, AttributeError):
+        text = ""
+    if not text.startswith(_CURSOR_PREFIX):
         raise ValidationError(
             "cursor", "is not a cursor returned by this listing; start again without one"
-        ) from None
+        )
+    return text[len(_CURSOR_PREFIX) :]
 
 
 def _limit(limit: int) -> int:
@@ -652,35 +657,39 @@ class ConsentService:
                         )
                         continue
                     error_for_pair: ConsentError | None
-                    if op is Transition.RESUBSCRIBE and state is never:
+                    key = (
+                        ch,
+                        state,
+                        None if sub is None else sub.changed_by,
+                        None if sub is None else sub.source,
+                    )
+                    if key in decisions:
+                        error_for_pair = decisions[key]
+                    else:
+                        error_for_pair = decisions[key] = self.policy.check_change(
+                            ProposedChange(
+                                actor=actor,
+                                channel=ch,
+                                current=state,
+                                current_changed_by=key[2],
+                                current_source=key[3],
+                                target=target,
+                                source=source,
+                                justification=justification,
+                                evidence=evidence,
+                            )
+                        )
+                    if (
+                        op is Transition.RESUBSCRIBE
+                        and state is never
+                        and not isinstance(error_for_pair, NotAuthorizedError)
+                    ):
+                        # Authorization errors come first so a member hears "ask an admin".
                         error_for_pair = ValidationError(
                             "contact_ids",
                             f"{cid!r} was never subscribed to {ch.key}, so there is nothing to "
                             "resubscribe: record an opt-in with evidence instead",
                         )
-                    else:
-                        key = (
-                            ch,
-                            state,
-                            None if sub is None else sub.changed_by,
-                            None if sub is None else sub.source,
-                        )
-                        if key in decisions:
-                            error_for_pair = decisions[key]
-                        else:
-                            error_for_pair = decisions[key] = self.policy.check_change(
-                                ProposedChange(
-                                    actor=actor,
-                                    channel=ch,
-                                    current=state,
-                                    current_changed_by=key[2],
-                                    current_source=key[3],
-                                    target=target,
-                                    source=source,
-                                    justification=justification,
-                                    evidence=evidence,
-                                )
-                            )
                     if error_for_pair is not None:
                         if not partial:
                             raise error_for_pair
