@@ -27,7 +27,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """With CONSENTKIT_REQUIRE_POSTGRES=1 (.ci/run sets it), skipped PostgreSQL tests fail the run."""
+    """Fail the run when CONSENTKIT_REQUIRE_POSTGRES=1 and PostgreSQL tests were skipped."""
     if os.environ.get("CONSENTKIT_REQUIRE_POSTGRES") != "1":
         return
     if _postgres_outcomes["skipped"] or not _postgres_outcomes["passed"]:

@@ -1,0 +1,29 @@
+# Both targets bootstrap .venv from scratch with plain `python3 -m venv` + pip when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.consentkit-installed
+
+.PHONY: demo test lint typecheck bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "consentkit needs Python 3.11 or newer")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet -e ".[postgres]" --group dev
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/consentkit demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+	$(BIN)/python -m mypy --strict
+	$(BIN)/python -m ruff check src tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_sqlite.py
+	$(BIN)/python bench/bench_keywords.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
