@@ -11,7 +11,8 @@ import base64
 import binascii
 import itertools
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
@@ -26,6 +27,14 @@ from consentkit.errors import (
     UnknownContactError,
     ValidationError,
 )
+from consentkit.inbound import (
+    InboundMessage,
+    InboundOutcome,
+    InboundResult,
+    OptOutScope,
+    PossibleOptOutAction,
+)
+from consentkit.keywords import Classification
 from consentkit.model import (
     Actor,
     ActorKind,
@@ -36,12 +45,15 @@ from consentkit.model import (
     Source,
     Subscription,
     SubscriptionState,
+    Suppression,
     Transition,
+    address_key,
     ensure_aware,
     validate_id,
     validate_reason_code,
 )
 from consentkit.policy import AdminOnlyPolicy, Policy, ProposedChange
+from consentkit.settings import AccountSettings
 from consentkit.storage.base import (
     CHUNK_SIZE,
     ChangeBatch,
@@ -49,6 +61,13 @@ from consentkit.storage.base import (
     Store,
     StoreTransaction,
     SubscriptionFilter,
+)
+from consentkit.trends import (
+    ChannelTotals,
+    Interval,
+    TransitionCounts,
+    TrendReport,
+    plan_report,
 )
 
 __all__ = [
@@ -64,6 +83,7 @@ __all__ = [
 T = TypeVar("T")
 
 _MAX_LIMIT = 10_000
+_INBOUND_ATTEMPTS = 5
 _CURSOR_PREFIX = "ck1:"
 _FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -226,6 +246,9 @@ class ConsentService:
         policy: who may do what; :class:`~consentkit.policy.AdminOnlyPolicy` by default.
         clock: the time source; :class:`~consentkit.clock.SystemClock` by default.
         channel_groups: which channels one inbound STOP covers.
+        settings: per-account settings (time zone, inbound keywords and replies, spike
+            thresholds): one :class:`~consentkit.settings.AccountSettings` for every account, or a
+            function from account id to its settings.
         chunk_size: how many contact ids bulk calls pass to the store at once (bounds memory).
     """
 
@@ -236,6 +259,7 @@ class ConsentService:
         policy: Policy | None = None,
         clock: Clock | None = None,
         channel_groups: ChannelGroups = DEFAULT_CHANNEL_GROUPS,
+        settings: AccountSettings | Callable[[str], AccountSettings] | None = None,
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
         if not 1 <= chunk_size <= CHUNK_SIZE:
@@ -244,7 +268,19 @@ class ConsentService:
         self.policy: Policy = policy if policy is not None else AdminOnlyPolicy()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.channel_groups = channel_groups
+        self._settings = AccountSettings() if settings is None else settings
         self._chunk_size = chunk_size
+
+    def settings_for(self, account: str) -> AccountSettings:
+        """The settings of *account*."""
+        if isinstance(self._settings, AccountSettings):
+            return self._settings
+        chosen = self._settings(account)
+        if not isinstance(chosen, AccountSettings):
+            raise ValidationError(
+                "settings", f"the settings function returned {chosen!r}, not AccountSettings"
+            )
+        return chosen
 
     # ------------------------------------------------------------------ helpers
 
@@ -832,3 +868,233 @@ class ConsentService:
             if len(page) < page_size:
                 return
             position = page[-1].sequence
+
+    # ------------------------------------------------------------------ inbound replies
+
+    def handle_inbound(self, message: InboundMessage) -> InboundResult:
+        """Act on a contact's reply: STOP unsubscribes, START resubscribes, HELP answers.
+
+        The reply is matched with the account's keyword matcher.  An opt-out unsubscribes every
+        contact with the sender's address, as the contact themselves (source inbound keyword), on
+        every channel of the inbound channel's group; one from an address no contact has is put on
+        the suppression list, so a later import cannot add it.  A possible opt-out ("please stop
+        texting me") is applied or recorded for review, per the account's settings.  START,
+        UNSTOP and YES resubscribe the sender as their own explicit request.
+
+        Handling is idempotent per (account, message id): a redelivered message returns the stored
+        result (with ``replayed=True``) and writes nothing, also when deliveries race.
+        """
+        if not isinstance(message, InboundMessage):
+            raise ValidationError("message", f"expected an InboundMessage, got {message!r}")
+        settings = self.settings_for(message.account).inbound
+        match = settings.matcher.classify(message.body)
+        last_conflict: ConflictError | None = None
+        for _ in range(_INBOUND_ATTEMPTS):
+            try:
+                with self.store.transaction(message.account) as tx:
+                    stored = tx.get_inbound_result(message.message_id)
+                    if stored is not None:
+                        return InboundResult.from_json(stored, replayed=True)
+                    result = self._handle_inbound_in_tx(tx, message, match.classification,
+                                                        match.keyword)
+                    tx.put_inbound_result(message.message_id, result.to_json())
+                    return result
+            except ConflictError as conflict:
+                # A concurrent delivery of the same message (or a racing change of the same
+                # pairs) committed first; the next attempt finds its result or fresh state.
+                last_conflict = conflict
+        assert last_conflict is not None
+        raise last_conflict
+
+    def _handle_inbound_in_tx(
+        self,
+        tx: StoreTransaction,
+        message: InboundMessage,
+        classification: Classification,
+        keyword: str | None,
+    ) -> InboundResult:
+        account = message.account
+        settings = self.settings_for(account).inbound
+        now = self._now()
+        received = self._occurred(message.received_at, now)
+        key = address_key(message.channel, message.sender)
+        contact_ids = tuple(tx.find_contacts_by_address([key]).get(key, []))
+        if settings.scope is OptOutScope.GROUP:
+            group = self.channel_groups.group_of(message.channel)
+            channels = (message.channel, *sorted(group - {message.channel}))
+        else:
+            channels = (message.channel,)
+        batch_id = uuid.uuid4().hex
+        changed: list[tuple[str, Channel]] = []
+        outcome = InboundOutcome.NONE
+        reply: str | None = None
+        honor_by: datetime | None = None
+        opt_out = classification is Classification.OPT_OUT or (
+            classification is Classification.POSSIBLE_OPT_OUT
+            and settings.possible_opt_out is PossibleOptOutAction.APPLY
+        )
+        if opt_out:
+            honor_by = settings.honor_by(message.channel, received)
+            reply = settings.templates.opt_out
+            reason = (
+                "stop_keyword"
+                if classification is Classification.OPT_OUT
+                else "possible_opt_out"
+            )
+            if contact_ids:
+                outcome = InboundOutcome.OPTED_OUT
+                for cid in contact_ids:
+                    result = self._apply_in_tx(
+                        tx,
+                        Actor.contact(account, cid),
+                        [cid],
+                        channels,
+                        SubscriptionState.UNSUBSCRIBED,
+                        op=Transition.UNSUBSCRIBE,
+                        source=Source.INBOUND_KEYWORD,
+                        reason=reason,
+                        occurred_at=self._not_before_last_change(tx, cid, channels, received),
+                        now=now,
+                        batch_id=batch_id,
+                        inbound_message_id=message.message_id,
+                    )
+                    changed.extend((p.contact_id, p.channel) for p in result.changed)
+            else:
+                outcome = InboundOutcome.SUPPRESSED
+                tx.add_suppressions(
+                    [
+                        Suppression(
+                            account=account,
+                            address_key=key,
+                            channel=ch,
+                            occurred_at=received,
+                            source=Source.INBOUND_KEYWORD,
+                            inbound_message_id=message.message_id,
+                        )
+                        for ch in channels
+                    ]
+                )
+        elif classification is Classification.POSSIBLE_OPT_OUT:
+            outcome = InboundOutcome.NEEDS_REVIEW
+            honor_by = settings.honor_by(message.channel, received)
+        elif classification is Classification.OPT_IN:
+            if not contact_ids:
+                outcome = InboundOutcome.NO_CONTACT
+            else:
+                outcome = InboundOutcome.OPTED_IN
+                reply = settings.templates.opt_in
+                for cid in contact_ids:
+                    # START undoes the shared opt-out of the group but opts the contact in
+                    # anew only on the channel they wrote from.
+                    current = tx.lock_subscriptions([cid], channels)
+                    targets = [
+                        ch
+                        for ch in channels
+                        if ch == message.channel
+                        or (
+                            (cid, ch) in current
+                            and current[(cid, ch)].state is SubscriptionState.UNSUBSCRIBED
+                        )
+                    ]
+                    result = self._apply_in_tx(
+                        tx,
+                        Actor.contact(account, cid),
+                        [cid],
+                        targets,
+                        SubscriptionState.SUBSCRIBED,
+                        op=None,
+                        source=Source.INBOUND_KEYWORD,
+                        reason="start_keyword",
+                        occurred_at=self._not_before_last_change(tx, cid, targets, received),
+                        now=now,
+                        batch_id=batch_id,
+                        inbound_message_id=message.message_id,
+                    )
+                    changed.extend((p.contact_id, p.channel) for p in result.changed)
+        elif classification is Classification.HELP:
+            outcome = InboundOutcome.HELP
+            reply = settings.templates.help
+        return InboundResult(
+            account=account,
+            message_id=message.message_id,
+            channel=message.channel,
+            sender=message.sender,
+            classification=classification,
+            keyword=keyword,
+            outcome=outcome,
+            contact_ids=contact_ids,
+            channels=channels,
+            changed=tuple(changed),
+            reply=reply,
+            honor_by=honor_by,
+            received_at=received,
+            batch_id=batch_id if changed else None,
+        )
+
+    @staticmethod
+    def _not_before_last_change(
+        tx: StoreTransaction, contact_id: str, channels: Sequence[Channel], received: datetime
+    ) -> datetime:
+        # Providers deliver late and out of order; a reply must still be honoured, so it is
+        # recorded no earlier than the pair's last change (keeping each pair's log in order).
+        current = tx.lock_subscriptions([contact_id], channels)
+        latest = max((s.updated_at for s in current.values()), default=received)
+        return max(latest, received)
+
+    # ------------------------------------------------------------------ trends
+
+    def trends(
+        self,
+        actor: Actor,
+        *,
+        as_of: datetime | None = None,
+        months: int = 12,
+    ) -> TrendReport:
+        """Subscriber trends of the actor's account: per channel, subscribed and unsubscribed
+        totals now against one calendar month earlier (in the account's time zone), the monthly
+        series for the last *months* months, and unsubscribe spike checks.
+
+        The store answers from roll-ups, so the cost depends on months and channels, not on the
+        number of contacts or events.
+        """
+        account = self._read_scope(actor)
+        if actor.kind is ActorKind.CONTACT:
+            raise NotAuthorizedError("contacts may not read the account's trends")
+        settings = self.settings_for(account)
+        when = self._now() if as_of is None else ensure_aware("as_of", as_of)
+        plan = plan_report(when, settings.timezone, months=months, spike_settings=settings.spikes)
+        instants = plan.totals_instants()
+        totals: dict[datetime, dict[Channel, ChannelTotals]] = {}
+        for instant, raw in zip(instants, self.store.totals_at(account, instants), strict=True):
+            per_channel: dict[Channel, dict[str, int]] = defaultdict(dict)
+            for (ch, state), count in raw.items():
+                per_channel[ch][state.value] = count
+            totals[instant] = {
+                ch: ChannelTotals(
+                    subscribed=figures.get("subscribed", 0),
+                    unsubscribed=figures.get("unsubscribed", 0),
+                )
+                for ch, figures in per_channel.items()
+            }
+        # One store call counts every elementary interval between all window edges; each window
+        # is then a sum of consecutive elementary intervals.
+        intervals = plan.count_intervals()
+        edges = sorted({i.start for i in intervals} | {i.end for i in intervals})
+        elementary = self.store.transition_counts(account, edges) if len(edges) > 1 else []
+        position = {edge: index for index, edge in enumerate(edges)}
+        counts: dict[Interval, dict[Channel, TransitionCounts]] = {}
+        for interval in intervals:
+            summed: dict[Channel, TransitionCounts] = defaultdict(TransitionCounts)
+            for index in range(position[interval.start], position[interval.end]):
+                for (ch, transition), count in elementary[index].items():
+                    summed[ch] = summed[ch] + _counts_of(transition, count)
+            counts[interval] = dict(summed)
+        return plan.build(totals=totals, counts=counts)
+
+
+def _counts_of(transition: Transition, count: int) -> TransitionCounts:
+    if transition is Transition.OPT_IN:
+        return TransitionCounts(opt_ins=count)
+    if transition is Transition.UNSUBSCRIBE:
+        return TransitionCounts(unsubscribes=count)
+    return TransitionCounts(resubscribes=count)

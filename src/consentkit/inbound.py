@@ -1,0 +1,306 @@
+"""Inbound replies: the message, what to do with it, and what to send back.
+
+Pure domain: no I/O.  :meth:`consentkit.service.ConsentService.handle_inbound` uses these to turn a
+contact's STOP / START / HELP reply into consent changes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo
+
+import attrs
+
+from consentkit.channels import EMAIL, Channel, channel
+from consentkit.errors import ValidationError
+from consentkit.keywords import Classification, KeywordMatcher
+from consentkit.model import (
+    ensure_aware,
+    normalize_address,
+    validate_id,
+)
+
+__all__ = [
+    "FCC_OPT_OUT_BUSINESS_DAYS",
+    "BusinessCalendar",
+    "InboundMessage",
+    "InboundOutcome",
+    "InboundResult",
+    "InboundSettings",
+    "OptOutScope",
+    "PossibleOptOutAction",
+    "ReplyTemplates",
+    "WeekdayCalendar",
+]
+
+FCC_OPT_OUT_BUSINESS_DAYS = 10
+"""FCC (47 CFR 64.1200(a)(10)) and CASL: honour a revocation within 10 business days."""
+EMAIL_OPT_OUT_HOURS = 48
+"""Gmail/Yahoo bulk-sender rules: process email unsubscribes within two days."""
+
+
+def _message_id(value: object) -> str:
+    return validate_id("message_id", value)
+
+
+def _account(value: object) -> str:
+    return validate_id("account", value)
+
+
+def _channel(value: object) -> Channel:
+    return channel(value)  # type: ignore[arg-type]
+
+
+def _body(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(
+            "body", f"expected the message text as str, got {type(value).__name__}"
+        )
+    return value
+
+
+def _received_at(value: object) -> datetime:
+    return ensure_aware("received_at", value)
+
+
+@attrs.frozen
+class InboundMessage:
+    """A reply a contact sent, as delivered by the messaging provider's webhook.
+
+    Attributes:
+        account: the account whose number or address received it.
+        channel: the channel it arrived on.
+        sender: the contact's address (normalised for the channel: E.164 for phone channels).
+        body: the text, as received (any length; only its start is examined for keywords inside).
+        message_id: the provider's message id: retried deliveries of one message share it.
+        received_at: when the provider received it (aware).
+    """
+
+    account: str = attrs.field(converter=_account)
+    channel: Channel = attrs.field(converter=_channel)
+    sender: str
+    body: str = attrs.field(converter=_body)
+    message_id: str = attrs.field(converter=_message_id)
+    received_at: datetime = attrs.field(converter=_received_at)
+
+    def __attrs_post_init__(self) -> None:
+        normalised = normalize_address(self.channel, self.sender, "sender")
+        object.__setattr__(self, "sender", normalised)
+
+
+class PossibleOptOutAction(enum.Enum):
+    """What to do with a reply that contains an opt-out word inside a longer message.
+
+    The FCC lets consumers revoke consent "by any reasonable means", so such a reply is never
+    dropped silently: either it is honoured, or it is recorded for a person to review.
+    """
+
+    APPLY = "apply"
+    REVIEW = "review"
+
+
+class OptOutScope(enum.Enum):
+    """Which channels one inbound STOP covers."""
+
+    GROUP = "group"
+    """Every channel of the inbound channel's group (SMS, MMS and RCS together by default)."""
+    CHANNEL = "channel"
+    """Only the channel the reply arrived on."""
+
+
+class InboundOutcome(enum.Enum):
+    """What handling an inbound message did."""
+
+    OPTED_OUT = "opted_out"
+    """The sender's contacts were unsubscribed (or were already)."""
+    SUPPRESSED = "suppressed"
+    """No contact has this address: it was put on the suppression list."""
+    OPTED_IN = "opted_in"
+    """The sender's contacts were resubscribed at their own request."""
+    HELP = "help"
+    """A HELP/INFO request: nothing changed, the help text is the reply."""
+    NEEDS_REVIEW = "needs_review"
+    """A possible opt-out recorded for review; nothing changed."""
+    NO_CONTACT = "no_contact"
+    """An opt-in from an address that matches no contact: nothing to change."""
+    NONE = "none"
+    """An ordinary message: nothing to do."""
+
+
+@runtime_checkable
+class BusinessCalendar(Protocol):
+    """Counts business days, for the opt-out deadline."""
+
+    def add_business_days(self, start: datetime, days: int) -> datetime:
+        """The instant *days* business days after *start*."""
+        ...
+
+
+@attrs.frozen
+class WeekdayCalendar:
+    """Monday to Friday, minus the given holidays, in one time zone.
+
+    Attributes:
+        holidays: dates that are not business days.
+        timezone: the zone whose calendar days count.
+    """
+
+    holidays: frozenset[date] = frozenset()
+    timezone: str = "UTC"
+
+    def add_business_days(self, start: datetime, days: int) -> datetime:
+        """Step over weekends and holidays, keeping the local wall time of *start*."""
+        local = ensure_aware("start", start).astimezone(ZoneInfo(self.timezone))
+        remaining = days
+        while remaining > 0:
+            local += timedelta(days=1)
+            if local.weekday() < 5 and local.date() not in self.holidays:
+                remaining -= 1
+        return local
+
+
+_DEFAULT_OPT_OUT_REPLY = (
+    "You have been unsubscribed and will receive no more messages from us. Reply START to "
+    "resubscribe."
+)
+_DEFAULT_OPT_IN_REPLY = (
+    "You have been resubscribed and will receive messages again. Reply STOP to unsubscribe."
+)
+_DEFAULT_HELP_REPLY = (
+    "Reply STOP to unsubscribe, START to resubscribe. Msg & data rates may apply."
+)
+
+
+def _template(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("templates", "reply templates must be non-empty text")
+    return value
+
+
+@attrs.frozen
+class ReplyTemplates:
+    """What to send back.  One confirmation per opt-out, with no marketing in it (FCC).
+
+    Attributes:
+        opt_out: the opt-out confirmation.
+        opt_in: the confirmation of a START/UNSTOP.
+        help: the answer to HELP/INFO.
+    """
+
+    opt_out: str = attrs.field(default=_DEFAULT_OPT_OUT_REPLY, converter=_template)
+    opt_in: str = attrs.field(default=_DEFAULT_OPT_IN_REPLY, converter=_template)
+    help: str = attrs.field(default=_DEFAULT_HELP_REPLY, converter=_template)
+
+
+def _default_matcher() -> KeywordMatcher:
+    return KeywordMatcher()
+
+
+@attrs.frozen
+class InboundSettings:
+    """How one account handles inbound replies.
+
+    Attributes:
+        matcher: the keyword matcher (``KeywordMatcher.for_locales(["fr"])`` for French words).
+        possible_opt_out: apply a possible opt-out, or record it for review (the default).
+        scope: which channels a STOP covers.
+        templates: the replies.
+        calendar: business days for the opt-out deadline.
+    """
+
+    matcher: KeywordMatcher = attrs.field(factory=_default_matcher)
+    possible_opt_out: PossibleOptOutAction = PossibleOptOutAction.REVIEW
+    scope: OptOutScope = OptOutScope.GROUP
+    templates: ReplyTemplates = attrs.field(factory=ReplyTemplates)
+    calendar: BusinessCalendar = attrs.field(factory=WeekdayCalendar)
+
+    def honor_by(self, ch: Channel, received_at: datetime) -> datetime:
+        """The deadline for honouring an opt-out received at *received_at* on *ch*."""
+        if ch == EMAIL:
+            return received_at + timedelta(hours=EMAIL_OPT_OUT_HOURS)
+        return self.calendar.add_business_days(received_at, FCC_OPT_OUT_BUSINESS_DAYS)
+
+
+@attrs.frozen
+class InboundResult:
+    """What handling one inbound message did and what to send back.
+
+    Attributes:
+        account: the account.
+        message_id: the provider's message id.
+        channel: the channel it arrived on.
+        sender: the normalised sender address.
+        classification: what the text asked for.
+        keyword: the keyword that matched, if any.
+        outcome: what was done.
+        contact_ids: the contacts the sender address belongs to.
+        channels: the channels the request covered.
+        changed: ``(contact_id, channel)`` pairs whose state changed.
+        reply: the text to send back, or None to send nothing.
+        honor_by: for opt-outs, the legal deadline for honouring it (it is honoured at once).
+        received_at: when the message was received.
+        batch_id: the batch id of the events written, if any.
+        replayed: True when this message id had been handled before and this is the stored result
+            (send no second reply).  Not part of equality.
+    """
+
+    account: str
+    message_id: str
+    channel: Channel
+    sender: str
+    classification: Classification
+    keyword: str | None
+    outcome: InboundOutcome
+    contact_ids: tuple[str, ...]
+    channels: tuple[Channel, ...]
+    changed: tuple[tuple[str, Channel], ...]
+    reply: str | None
+    honor_by: datetime | None
+    received_at: datetime
+    batch_id: str | None = None
+    replayed: bool = attrs.field(default=False, eq=False)
+
+    def to_json(self) -> str:
+        """A JSON document of this result (stored for idempotent redelivery)."""
+        data: dict[str, Any] = {
+            "account": self.account,
+            "message_id": self.message_id,
+            "channel": self.channel.key,
+            "sender": self.sender,
+            "classification": self.classification.value,
+            "keyword": self.keyword,
+            "outcome": self.outcome.value,
+            "contact_ids": list(self.contact_ids),
+            "channels": [c.key for c in self.channels],
+            "changed": [[cid, ch.key] for cid, ch in self.changed],
+            "reply": self.reply,
+            "honor_by": None if self.honor_by is None else self.honor_by.isoformat(),
+            "received_at": self.received_at.isoformat(),
+            "batch_id": self.batch_id,
+        }
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str, *, replayed: bool = False) -> InboundResult:
+        """Rebuild a result stored by :meth:`to_json`."""
+        data = json.loads(text)
+        return cls(
+            account=data["account"],
+            message_id=data["message_id"],
+            channel=channel(data["channel"]),
+            sender=data["sender"],
+            classification=Classification(data["classification"]),
+            keyword=data["keyword"],
+            outcome=InboundOutcome(data["outcome"]),
+            contact_ids=tuple(data["contact_ids"]),
+            channels=tuple(channel(c) for c in data["channels"]),
+            changed=tuple((cid, channel(ch)) for cid, ch in data["changed"]),
+            reply=data["reply"],
+            honor_by=None if data["honor_by"] is None else datetime.fromisoformat(data["honor_by"]),
+            received_at=datetime.fromisoformat(data["received_at"]),
+            batch_id=data["batch_id"],
+            replayed=replayed,
+        )

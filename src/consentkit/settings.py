@@ -1,0 +1,29 @@
+"""Per-account settings, passed to the service explicitly (nothing is configured globally)."""
+
+from __future__ import annotations
+
+import attrs
+
+from consentkit.inbound import InboundSettings
+from consentkit.trends import SpikeSettings, validate_timezone
+
+__all__ = ["AccountSettings"]
+
+
+def _timezone(value: object) -> str:
+    return str(validate_timezone(value).key)  # type: ignore[arg-type]
+
+
+@attrs.frozen
+class AccountSettings:
+    """How one account behaves.
+
+    Attributes:
+        timezone: the account's IANA time zone; months of the trend report are its local months.
+        inbound: keyword lists, what to do with possible opt-outs, reply templates, opt-out scope.
+        spikes: thresholds of unsubscribe spike detection.
+    """
+
+    timezone: str = attrs.field(default="UTC", converter=_timezone)
+    inbound: InboundSettings = attrs.field(factory=InboundSettings)
+    spikes: SpikeSettings = attrs.field(factory=SpikeSettings)
