@@ -34,6 +34,7 @@ from consentkit.errors import (
     NotAuthorizedError,
     UnknownContactError,
 )
+from consentkit.inbound import InboundMessage, InboundOutcome
 from consentkit.model import (
     Actor,
     ActorKind,
@@ -610,3 +611,105 @@ class StoreConformance:
             assert store.totals_at(OTHER_ACCOUNT, instants[:1]) == [{}]
         finally:
             store.close()
+
+    # ------------------------------------------------------------------ inbound replies
+
+    def test_inbound_stop_is_honoured_once(self, service: ConsentService, store: Store) -> None:
+        """A STOP unsubscribes the sender's group; redeliveries return the same result, no event."""
+        service.opt_in(ADMIN, ["c1"], [SMS, WHATSAPP], evidence=EVIDENCE)
+        message = InboundMessage(ACCOUNT, SMS, "+14155550001", " Stop. ", "SM-1", T0)
+        first = service.handle_inbound(message)
+        assert first.outcome is InboundOutcome.OPTED_OUT
+        assert first.reply is not None
+        assert {(cid, ch.key) for cid, ch in first.changed} == {
+            ("c1", "sms"),
+            ("c1", "mms"),
+            ("c1", "rcs"),
+        }
+        events = list(store.events(ACCOUNT))
+        for _ in range(3):
+            again = service.handle_inbound(message)
+            assert again == first
+            assert again.replayed
+        assert list(store.events(ACCOUNT)) == events
+        assert service.state(ADMIN, "c1", WHATSAPP) is SUBSCRIBED
+        stop = [e for e in events if e.inbound_message_id == "SM-1"]
+        assert {e.actor.kind for e in stop} == {ActorKind.CONTACT}
+        assert {e.source for e in stop} == {Source.INBOUND_KEYWORD}
+
+    def test_concurrent_redeliveries_make_one_event(
+        self, service: ConsentService, store: Store
+    ) -> None:
+        """Ten concurrent deliveries of one message id produce one set of events and one result."""
+        service.opt_in(ADMIN, ["c2"], [SMS], evidence=EVIDENCE)
+        message = InboundMessage(ACCOUNT, SMS, "+14155550002", "STOP", "SM-race", T0)
+        results = []
+        errors: list[BaseException] = []
+        lock = threading.Lock()
+        start = threading.Barrier(10)
+
+        def deliver() -> None:
+            try:
+                start.wait(10)
+                result = service.handle_inbound(message)
+                with lock:
+                    results.append(result)
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=deliver) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == []
+        assert len(results) == 10
+        assert all(r == results[0] for r in results)
+        assert sum(not r.replayed for r in results) == 1
+        tagged = [e for e in store.events(ACCOUNT) if e.inbound_message_id == "SM-race"]
+        assert len(tagged) == 3  # sms, mms, rcs
+        check_replay(store, ACCOUNT)
+
+    def test_stop_from_unknown_sender_blocks_a_later_import(self, service: ConsentService) -> None:
+        """An opt-out from an unknown address is a suppression a later import cannot override."""
+        result = service.handle_inbound(
+            InboundMessage(ACCOUNT, SMS, "+14155559999", "unsubscribe", "SM-u", T0)
+        )
+        assert result.outcome is InboundOutcome.SUPPRESSED
+        added = service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "newbie", phone="+14155559999")])
+        assert {p.channel.key for p in added.suppressed} == {"sms", "mms", "rcs"}
+        imported = service.opt_in(
+            Actor.system(ACCOUNT, "importer"), ["newbie"], [SMS, WHATSAPP], evidence=EVIDENCE,
+            source=Source.IMPORT,
+        )
+        assert [p.channel for p in imported.changed] == [WHATSAPP]
+        assert service.state(ADMIN, "newbie", SMS) is UNSUBSCRIBED
+
+    # ------------------------------------------------------------------ trends
+
+    def test_trend_report_counts_backdated_events_in_their_month(
+        self, store: Store
+    ) -> None:
+        """Month-over-month totals and the series come from occurred_at, not recording time."""
+        clock = FakeClock(datetime(2026, 3, 31, 15, 0, tzinfo=UTC))
+        service = ConsentService(store, clock=clock)
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, f"t{i}") for i in range(6)])
+        importer = Actor.system(ACCOUNT, "importer")
+        january = datetime(2026, 1, 10, tzinfo=UTC)
+        service.opt_in(importer, [f"t{i}" for i in range(4)], [SMS], evidence=EVIDENCE,
+                       source=Source.IMPORT, occurred_at=january)
+        service.unsubscribe(ADMIN, ["t0"], [SMS], occurred_at=datetime(2026, 2, 20, tzinfo=UTC))
+        service.opt_in(importer, ["t4", "t5"], [SMS], evidence=EVIDENCE,
+                       occurred_at=datetime(2026, 3, 5, tzinfo=UTC))
+        service.unsubscribe(ADMIN, ["t1"], [SMS], occurred_at=datetime(2026, 3, 30, tzinfo=UTC))
+        report = service.trends(ADMIN, months=4)
+        assert report.compared_with == datetime(2026, 2, 28, 15, 0, tzinfo=UTC)
+        sms = report.trend_of(SMS)
+        assert sms is not None
+        assert (sms.subscribed.previous, sms.subscribed.current) == (3, 4)
+        assert (sms.unsubscribed.previous, sms.unsubscribed.current) == (1, 2)
+        assert sms.subscribed.percent is not None
+        assert round(sms.subscribed.percent, 3) == 33.333
+        assert [p.month for p in report.series] == ["2025-12", "2026-01", "2026-02", "2026-03"]
+        assert [p.totals_of(SMS).subscribed for p in report.series] == [0, 4, 3, 4]
+        assert [p.totals_of(SMS).unsubscribed for p in report.series] == [0, 0, 1, 2]

@@ -1,0 +1,257 @@
+"""Inbound replies: STOP, START, HELP, possible opt-outs, settings and bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consentkit import (
+    EMAIL,
+    MMS,
+    RCS,
+    SMS,
+    WHATSAPP,
+    Actor,
+    ChannelGroups,
+    ConsentService,
+    Contact,
+    Evidence,
+    InMemoryStore,
+    Source,
+    SubscriptionState,
+    ValidationError,
+)
+from consentkit.channels import DEFAULT_CHANNEL_GROUPS
+from consentkit.inbound import (
+    InboundMessage,
+    InboundOutcome,
+    InboundResult,
+    InboundSettings,
+    OptOutScope,
+    PossibleOptOutAction,
+    ReplyTemplates,
+    WeekdayCalendar,
+)
+from consentkit.keywords import Classification, KeywordMatcher
+from consentkit.settings import AccountSettings
+from consentkit.testing import FakeClock, check_replay
+
+T0 = datetime(2026, 4, 3, 16, 0, tzinfo=UTC)  # a Friday
+ADMIN = Actor.admin("acme", "alice")
+EVIDENCE = Evidence("web_form", "Text me", "v1")
+PHONE = "+14155550100"
+SUB = SubscriptionState.SUBSCRIBED
+UNSUB = SubscriptionState.UNSUBSCRIBED
+NEVER = SubscriptionState.NEVER_SUBSCRIBED
+
+
+def make_service(
+    *,
+    settings: AccountSettings | Callable[[str], AccountSettings] | None = None,
+    channel_groups: ChannelGroups = DEFAULT_CHANNEL_GROUPS,
+) -> ConsentService:
+    service = ConsentService(
+        InMemoryStore(), clock=FakeClock(T0), settings=settings, channel_groups=channel_groups
+    )
+    service.upsert_contacts(
+        ADMIN,
+        [
+            Contact("acme", "ann", phone=PHONE, email="ann@example.com"),
+            Contact("acme", "ann-work", phone=PHONE),
+            Contact("acme", "bo", phone="+14155550101"),
+        ],
+    )
+    service.opt_in(ADMIN, ["ann", "ann-work", "bo"], [SMS, WHATSAPP, EMAIL], evidence=EVIDENCE)
+    return service
+
+
+def reply(
+    body: str,
+    message_id: str = "SM1",
+    sender: str = PHONE,
+    channel: object = SMS,
+    *,
+    account: str = "acme",
+    received_at: datetime = T0,
+) -> InboundMessage:
+    return InboundMessage(account, channel, sender, body, message_id, received_at)
+
+
+def test_stop_unsubscribes_every_contact_with_the_number_on_the_group() -> None:
+    """STOP on SMS covers SMS, MMS and RCS for every contact sharing the number, not WhatsApp."""
+    service = make_service()
+    result = service.handle_inbound(reply("STOP"))
+    assert result.outcome is InboundOutcome.OPTED_OUT
+    assert result.classification is Classification.OPT_OUT
+    assert result.contact_ids == ("ann", "ann-work")
+    assert set(result.channels) == {SMS, MMS, RCS}
+    for cid in ("ann", "ann-work"):
+        for ch in (SMS, MMS, RCS):
+            assert service.state(ADMIN, cid, ch) is UNSUB
+        assert service.state(ADMIN, cid, WHATSAPP) is SUB
+    assert service.state(ADMIN, "bo", SMS) is SUB
+    sub = service.subscription(ADMIN, "ann", SMS)
+    assert sub is not None
+    assert (sub.source, sub.reason) == (Source.INBOUND_KEYWORD, "stop_keyword")
+
+
+def test_opt_out_reply_is_one_confirmation_and_deadline_is_ten_business_days() -> None:
+    """The result carries the confirmation text and a deadline of 10 business days."""
+    service = make_service()
+    result = service.handle_inbound(reply("stop"))
+    assert result.reply == ReplyTemplates().opt_out
+    assert result.honor_by == datetime(2026, 4, 17, 16, 0, tzinfo=UTC)
+    email = service.handle_inbound(reply("unsubscribe", "E1", "ann@example.com", EMAIL))
+    assert email.honor_by == T0 + timedelta(hours=48)
+
+
+def test_holidays_push_the_deadline() -> None:
+    """A business calendar with holidays moves the deadline past them."""
+    holidays = frozenset({date(2026, 4, 6), date(2026, 4, 7)})
+    inbound = InboundSettings(calendar=WeekdayCalendar(holidays=holidays))
+    service = make_service(settings=AccountSettings(inbound=inbound))
+    assert service.handle_inbound(reply("STOP")).honor_by == datetime(
+        2026, 4, 21, 16, 0, tzinfo=UTC
+    )
+
+
+def test_scope_can_be_the_inbound_channel_only() -> None:
+    """With OptOutScope.CHANNEL a STOP on SMS leaves MMS and RCS alone."""
+    service = make_service(settings=AccountSettings(inbound=InboundSettings(
+        scope=OptOutScope.CHANNEL)))
+    result = service.handle_inbound(reply("STOP"))
+    assert result.channels == (SMS,)
+    assert service.state(ADMIN, "ann", MMS) is NEVER
+
+
+def test_channel_groups_are_the_services_setting() -> None:
+    """A host that groups WhatsApp with SMS gets both unsubscribed by one STOP."""
+    service = make_service(channel_groups=ChannelGroups([(SMS, WHATSAPP)]))
+    service.handle_inbound(reply("STOP"))
+    assert service.state(ADMIN, "ann", WHATSAPP) is UNSUB
+    assert service.state(ADMIN, "ann", MMS) is NEVER
+
+
+def test_start_resubscribes_as_the_contacts_own_request() -> None:
+    """START after STOP resubscribes the group, recorded as the contact's own act."""
+    service = make_service()
+    service.handle_inbound(reply("STOP", "SM1"))
+    result = service.handle_inbound(reply("Start", "SM2"))
+    assert result.outcome is InboundOutcome.OPTED_IN
+    assert result.reply == ReplyTemplates().opt_in
+    assert service.state(ADMIN, "ann", SMS) is SUB
+    last = service.history(ADMIN, "ann", SMS)[-1]
+    assert last.actor == Actor.contact("acme", "ann")
+    assert last.inbound_message_id == "SM2"
+    assert last.justification is None
+    check_replay(service.store, "acme")
+
+
+def test_help_changes_nothing_and_answers() -> None:
+    """HELP and INFO return the help text and write no event."""
+    service = make_service()
+    before = list(service.audit_log(ADMIN))
+    for number, body in enumerate(["HELP", "info"]):
+        result = service.handle_inbound(reply(body, f"H{number}"))
+        assert (result.outcome, result.reply) == (InboundOutcome.HELP, ReplyTemplates().help)
+    assert list(service.audit_log(ADMIN)) == before
+
+
+def test_possible_opt_out_is_recorded_for_review_by_default() -> None:
+    """'please stop texting me' changes nothing by default but is recorded, never dropped."""
+    service = make_service()
+    result = service.handle_inbound(reply("please stop texting me", "P1"))
+    assert result.outcome is InboundOutcome.NEEDS_REVIEW
+    assert result.keyword == "stop"
+    assert result.honor_by is not None
+    assert service.state(ADMIN, "ann", SMS) is SUB
+    with service.store.transaction("acme") as tx:
+        stored = tx.get_inbound_result("P1")
+    assert stored is not None
+    assert InboundResult.from_json(stored) == result
+
+
+def test_possible_opt_out_can_be_applied() -> None:
+    """With PossibleOptOutAction.APPLY the longer message unsubscribes, with its own reason."""
+    inbound = InboundSettings(possible_opt_out=PossibleOptOutAction.APPLY)
+    service = make_service(settings=AccountSettings(inbound=inbound))
+    result = service.handle_inbound(reply("STOP PLEASE", "P2"))
+    assert result.outcome is InboundOutcome.OPTED_OUT
+    sub = service.subscription(ADMIN, "ann", SMS)
+    assert sub is not None
+    assert (sub.state, sub.reason) == (UNSUB, "possible_opt_out")
+
+
+def test_settings_per_account_pick_locale_and_templates() -> None:
+    """Accounts choose their keyword locales and reply templates."""
+    french = AccountSettings(inbound=InboundSettings(
+        matcher=KeywordMatcher.for_locales(["fr"]),
+        templates=ReplyTemplates(opt_out="Vous êtes désabonné(e)."),
+    ))
+    service = make_service(settings=lambda account: french if account == "acme" else
+                           AccountSettings())
+    result = service.handle_inbound(reply("Arrêt", "F1"))
+    assert (result.outcome, result.reply) == (InboundOutcome.OPTED_OUT, "Vous êtes désabonné(e).")
+
+
+def test_ordinary_messages_and_unknown_start_change_nothing() -> None:
+    """A normal reply is NONE; START from an unknown number has no contact to resubscribe."""
+    service = make_service()
+    assert service.handle_inbound(reply("see you at 5", "N1")).outcome is InboundOutcome.NONE
+    unknown = service.handle_inbound(reply("START", "N2", sender="+14155550999"))
+    assert unknown.outcome is InboundOutcome.NO_CONTACT
+    assert unknown.reply is None
+
+
+def test_late_delivery_is_still_honoured_after_a_newer_change() -> None:
+    """A STOP received before the pair's last change is recorded at that change's time."""
+    service = make_service()
+    late = reply("STOP", "L1", received_at=T0 - timedelta(hours=3))
+    assert service.handle_inbound(late).outcome is InboundOutcome.OPTED_OUT
+    assert service.state(ADMIN, "ann", SMS) is UNSUB
+    check_replay(service.store, "acme")
+
+
+@pytest.mark.parametrize(
+    ("field", "build"),
+    [
+        ("received_at", lambda: reply("STOP", received_at=datetime(2026, 4, 3))),
+        ("sender", lambda: reply("STOP", sender="not a number")),
+        ("channel", lambda: reply("STOP", channel="S M S")),
+        ("message_id", lambda: reply("STOP", message_id="")),
+        ("body", lambda: reply(b"STOP")),  # type: ignore[arg-type]
+        ("account", lambda: reply("STOP", account="bad\x00account")),
+    ],
+)
+def test_bad_messages_are_refused_naming_the_field(field: str, build: object) -> None:
+    """Malformed inbound messages raise ValidationError naming the field, before any write."""
+    with pytest.raises(ValidationError, match=rf"^{field}"):
+        build()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["", "   ", "STOP\x00", "\ud800STOP", "s" * 1_000_000, "STOP " * 200_000, "🛑"],
+)
+def test_strange_bodies_never_crash(body: str) -> None:
+    """Empty, NUL, lone surrogates and 1 MB bodies are classified without raising."""
+    service = make_service()
+    result = service.handle_inbound(reply(body, "W1"))
+    assert result.outcome in set(InboundOutcome)
+    check_replay(service.store, "acme")
+
+
+@settings(max_examples=60, deadline=None)
+@given(body=st.text(max_size=200))
+def test_any_text_is_handled_and_state_stays_the_replay(body: str) -> None:
+    """Whatever the text, handling it never raises and state remains the replay of events."""
+    service = make_service()
+    result = service.handle_inbound(reply(body, "X1"))
+    assert result == service.handle_inbound(reply(body, "X1"))
+    if result.outcome is not InboundOutcome.OPTED_OUT:
+        assert service.state(ADMIN, "ann", SMS) is SUB
+    check_replay(service.store, "acme")
