@@ -2,11 +2,11 @@
 
 This module is pure: it reads no clock, does no I/O and keeps no state.  It decides *which* instants
 and intervals a store must be asked about, and turns the store's figures into a
-:class:`TrendReport`.  A service typically does::
+:class:`TrendReport`.  :meth:`consentkit.service.ConsentService.trends` does, in outline::
 
     plan = plan_report(now, "America/New_York")
-    totals = {t: store.totals_at(account, t) for t in plan.totals_instants()}
-    counts = {i: store.transition_counts(account, i.start, i.end) for i in plan.count_intervals()}
+    totals = ...  # the store's totals at each of plan.totals_instants()
+    counts = ...  # the store's transition counts over each of plan.count_intervals()
     report = plan.build(totals=totals, counts=counts)
 
 Two figures come from a store, and both use half-open time so they add up without double counting:
@@ -507,7 +507,7 @@ class SpikeWindow(enum.StrEnum):
     """The recent window whose unsubscribes are checked against a baseline."""
 
     LAST_7_DAYS = "last_7_days"
-    """The 168 hours (7 days) before ``as_of``, against the 7-day windows just before it."""
+    """The 168 hours before ``as_of``, against the 168-hour windows just before it."""
     MONTH_TO_DATE = "month_to_date"
     """Local month start to ``as_of``, against the same span of previous months."""
 
@@ -591,8 +591,8 @@ class SpikeWindows:
     Attributes:
         as_of: the instant the report is for, aware UTC.
         settings: the settings the windows were planned with (and are evaluated with).
-        last_7_days: ``[as_of - 7 days, as_of)``; 168 hours (7 days), so every weekly window has the
-            same length whatever DST does.
+        last_7_days: ``[as_of - 168 hours, as_of)``: elapsed hours, not local days, so every
+            weekly window has the same length whatever DST does.
         weekly_baseline: the ``baseline_weeks`` 7-day windows just before :attr:`last_7_days`,
             contiguous, oldest first.
         month_to_date: ``[month_start(as_of), as_of)``.
