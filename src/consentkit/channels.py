@@ -54,7 +54,7 @@ def _validate_key(_: object, __: object, value: str) -> None:
         )
 
 
-@attrs.frozen(order=True)
+@attrs.frozen(order=True, cache_hash=True)
 class Channel:
     """A communication channel, identified by its key.
 

@@ -328,6 +328,10 @@ class Contact:
 class SubscriptionState(enum.Enum):
     """Consent state of one (contact, channel) pair."""
 
+    # Members are singletons compared by identity; the identity hash runs in C, while Enum's
+    # default hashes the name in Python, which shows up in bulk paths (millions of dict keys).
+    __hash__ = object.__hash__
+
     SUBSCRIBED = "subscribed"
     UNSUBSCRIBED = "unsubscribed"
     NEVER_SUBSCRIBED = "never_subscribed"
@@ -336,6 +340,10 @@ class SubscriptionState(enum.Enum):
 
 class Transition(enum.Enum):
     """The kind of a state change."""
+
+    # Members are singletons compared by identity; the identity hash runs in C, while Enum's
+    # default hashes the name in Python, which shows up in bulk paths (millions of dict keys).
+    __hash__ = object.__hash__
 
     OPT_IN = "opt_in"
     """never subscribed -> subscribed"""
@@ -360,6 +368,10 @@ def transition_of(previous: SubscriptionState, new: SubscriptionState) -> Transi
 class Source(enum.Enum):
     """Where a change came from (the page, the channel or the process)."""
 
+    # Members are singletons compared by identity; the identity hash runs in C, while Enum's
+    # default hashes the name in Python, which shows up in bulk paths (millions of dict keys).
+    __hash__ = object.__hash__
+
     CONTACTS_PAGE = "contacts_page"
     INBOX = "inbox"
     API = "api"
@@ -375,6 +387,10 @@ class Source(enum.Enum):
 
 class ActorKind(enum.Enum):
     """Who acts: the default policy decides by kind (see :mod:`consentkit.policy`)."""
+
+    # Members are singletons compared by identity; the identity hash runs in C, while Enum's
+    # default hashes the name in Python, which shows up in bulk paths (millions of dict keys).
+    __hash__ = object.__hash__
 
     ADMIN = "admin"
     MEMBER = "member"

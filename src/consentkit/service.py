@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 import attrs
 
@@ -88,9 +88,8 @@ _CURSOR_PREFIX = "ck1:"
 _FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
-@attrs.frozen
-class PairRef:
-    """One (contact, channel) pair.
+class PairRef(NamedTuple):
+    """One (contact, channel) pair (a named tuple: bulk results hold one per changed pair).
 
     Attributes:
         contact_id: the contact.

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import attrs
 
@@ -86,9 +86,11 @@ class ChangeBatch:
     inbound_message_id: str | None = None
 
 
-@attrs.frozen
-class PairChange:
+class PairChange(NamedTuple):
     """One (contact, channel) pair of a :class:`ChangeBatch`.
+
+    A named tuple rather than an attrs class: bulk calls make one per pair, and tuples are the
+    cheapest thing Python builds.
 
     Attributes:
         contact_id: the contact.

@@ -516,7 +516,12 @@ class StoreConformance:
     @settings(
         max_examples=25,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        suppress_health_check=[
+            # One contract, many stores: every subclass runs the same test on its own store.
+            HealthCheck.differing_executors,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+        ],
     )
     @given(data=st.data())
     def test_state_is_always_the_replay_of_events(
@@ -549,7 +554,12 @@ class StoreConformance:
     @settings(
         max_examples=20,
         deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        suppress_health_check=[
+            # One contract, many stores: every subclass runs the same test on its own store.
+            HealthCheck.differing_executors,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.too_slow,
+        ],
     )
     @given(
         steps=st.lists(
