@@ -76,6 +76,12 @@ _EDGE_JUNK_CATEGORIES = frozenset(
 )
 
 _ASCII_EDGE_JUNK = string.punctuation + " "
+_ASCII_PUNCTUATION_TO_SPACE = bytes.maketrans(
+    string.punctuation.encode("ascii"), b" " * len(string.punctuation)
+)
+_ASCII_CHARS = frozenset(map(chr, range(0x80)))
+_ASCII_SPACE_LIKE = frozenset(map(chr, [*range(0x20), 0x7F])) | {"-", "_"}
+_ASCII_EDGE_JUNK_CHARS = frozenset(string.punctuation) - _ASCII_SPACE_LIKE
 _ASCII_TABLE = bytes.maketrans(
     bytes([*range(0x20), 0x7F]) + b"-_" + string.ascii_uppercase.encode("ascii"),
     b" " * 33 + b"  " + string.ascii_lowercase.encode("ascii"),
@@ -120,24 +126,26 @@ def _normalize_ascii(body: str) -> str:
 
 def _normalize_unicode(body: str) -> str:
     text = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", body).casefold())
-    # Categories are looked up once per distinct character rather than per character, so a long
-    # body costs C-level passes plus a loop over its alphabet.
-    table: dict[int, str | None] = {}
-    edge_junk: set[str] = set()
-    for char in set(text):
+    # Characters are classified once per distinct character, not per occurrence, and ASCII ones by
+    # fixed sets, so a long body costs a few C-level passes plus a loop over its non-ASCII alphabet.
+    present = set(text)
+    table: dict[int, str | None] = dict.fromkeys(map(ord, present & _ASCII_SPACE_LIKE), " ")
+    edge_junk = present & _ASCII_EDGE_JUNK_CHARS
+    for char in present - _ASCII_CHARS:
         category = unicodedata.category(char)
         if category in _DROPPED_CATEGORIES:
             table[ord(char)] = None
         elif category in _SPACE_CATEGORIES:
-            if not char.isspace():  # str.split() already collapses real whitespace
-                table[ord(char)] = " "
+            table[ord(char)] = " "
         elif category in _EDGE_JUNK_CATEGORIES:
             edge_junk.add(char)
     if table:
         text = text.translate(table)
-    # NFC puts back what NFD split apart without being a mark (Hangul syllables), so the normalised
-    # text still reads like the message.
-    text = unicodedata.normalize("NFC", " ".join(text.split()))
+    text = " ".join(text.split())
+    if not text.isascii():
+        # NFC puts back what NFD split apart without being a mark (Hangul syllables), so the
+        # normalised text still reads like the message.
+        text = unicodedata.normalize("NFC", text)
     if not edge_junk:
         return text
     edge_junk.add(" ")
@@ -213,8 +221,8 @@ class KeywordSet:
                 names = ", ".join(repr(keyword) for keyword in sorted(shared))
                 raise ValidationError(
                     "keywords",
-                    f"{names} is both a {first} and a {second} keyword (after normalisation): "
-                    "a reply must mean one thing, so keep it in one class only",
+                    f"{names} is in both {first} and {second} (after normalisation): a reply "
+                    "must mean one thing, so keep each keyword in one class only",
                 )
 
     def union(self, other: KeywordSet) -> KeywordSet:
@@ -300,14 +308,13 @@ def _spellings(keyword: str) -> set[str]:
 def _possible_opt_out_pattern(opt_out: frozenset[str]) -> re.Pattern[str] | None:
     if not opt_out:
         return None
-    # The "not after a word character" check sits after each keyword's first character, so every
-    # alternative starts with a literal and re can skip ahead to candidate first letters instead of
-    # trying every alternative at every position.  Longest first so "stop all" wins over "stop".
-    alternatives = [
-        re.escape(keyword[0]) + r"(?<!\w.)" + re.escape(keyword[1:])
-        for keyword in sorted(opt_out, key=lambda keyword: (-len(keyword), keyword))
-    ]
-    return re.compile("(?:" + "|".join(alternatives) + r")(?!\w)", re.DOTALL)
+    # Longest first, so "stop all" is reported rather than "stop".
+    alternatives = sorted(opt_out, key=lambda keyword: (-len(keyword), keyword))
+    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, alternatives)) + r")(?!\w)")
+
+
+def _ascii_words(text: str) -> list[bytes]:
+    return text.encode("ascii").translate(_ASCII_PUNCTUATION_TO_SPACE).split()
 
 
 class KeywordMatcher:
@@ -322,7 +329,7 @@ class KeywordMatcher:
         keywords: the keyword set this matcher recognises.
     """
 
-    __slots__ = ("_exact", "_keywords", "_possible")
+    __slots__ = ("_exact", "_keywords", "_possible", "_possible_first_words")
 
     def __init__(self, keywords: KeywordSet = DEFAULT_KEYWORDS) -> None:
         if not isinstance(keywords, KeywordSet):
@@ -331,7 +338,7 @@ class KeywordMatcher:
             )
         self._keywords = keywords
         # One shared, immutable match per keyword, found by its normalised form or by a common raw
-        # spelling ("STOP", "Stop.", "Opt-Out"), so exact keywords skip normalisation and allocation.
+        # spelling ("STOP", "Stop.", "Opt-Out"): exact keywords skip normalising and allocating.
         exact: dict[str, KeywordMatch] = {}
         for classification, words in (
             (Classification.OPT_OUT, keywords.opt_out),
@@ -345,6 +352,12 @@ class KeywordMatcher:
                         exact[spelling] = match
         self._exact = exact
         self._possible = _possible_opt_out_pattern(keywords.opt_out)
+        # In normalised ASCII text the regex's word boundaries are exactly the spaces and
+        # punctuation, so a message none of whose words starts an ASCII opt-out keyword cannot
+        # match it: a set test on its words rules out most replies at a third of the regex's cost.
+        self._possible_first_words = frozenset(
+            _ascii_words(keyword)[0] for keyword in keywords.opt_out if keyword.isascii()
+        )
 
     @classmethod
     def for_locales(
@@ -380,27 +393,30 @@ class KeywordMatcher:
         """
         if type(body) is not str and not isinstance(body, str):
             raise _not_text(body)
-        match = self._exact.get(body)
+        # str.strip() returns the body itself when there is nothing to strip, so this costs little
+        # on ordinary replies and catches " STOP\n" without normalising.
+        match = self._exact.get(body.strip())
         if match is not None:
             return match
         text = _normalize_ascii(body) if body.isascii() else _normalize_unicode(body)
         match = self._exact.get(text)
         if match is not None:
             return match
-        if self._possible is not None:
-            if len(text) > _POSSIBLE_SCAN_CHARS:
-                # Cut at a space so a word cut in half ("stop|ped") cannot look like a keyword.
-                scan_end = max(text.rfind(" ", 0, _POSSIBLE_SCAN_CHARS + 1), 0)
-            else:
-                scan_end = len(text)
-            found = self._possible.search(text, 0, scan_end)
-            if found is not None:
-                return KeywordMatch(
-                    Classification.POSSIBLE_OPT_OUT,
-                    found.group(),
-                    text[:_PREVIEW_CHARS],
-                )
-        return KeywordMatch(Classification.NONE, None, text[:_PREVIEW_CHARS])
+        keyword = self._possible_opt_out(text)
+        if keyword is None:
+            return KeywordMatch(Classification.NONE, None, text[:_PREVIEW_CHARS])
+        return KeywordMatch(Classification.POSSIBLE_OPT_OUT, keyword, text[:_PREVIEW_CHARS])
+
+    def _possible_opt_out(self, text: str) -> str | None:
+        if self._possible is None:
+            return None
+        if len(text) > _POSSIBLE_SCAN_CHARS:
+            # Cut at a space so that a word cut in half ("stop|ped") cannot pass for a keyword.
+            text = text[: max(text.rfind(" ", 0, _POSSIBLE_SCAN_CHARS + 1), 0)]
+        if text.isascii() and self._possible_first_words.isdisjoint(_ascii_words(text)):
+            return None
+        found = self._possible.search(text)
+        return None if found is None else found.group()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._keywords!r})"

@@ -1,0 +1,505 @@
+"""Inbound reply classification: normalisation, exact and possible opt-outs, locales, validation."""
+
+from __future__ import annotations
+
+import re
+import types
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from consentkit.errors import ValidationError
+from consentkit.keywords import (
+    DEFAULT_KEYWORDS,
+    LOCALE_KEYWORDS,
+    Classification,
+    KeywordMatch,
+    KeywordMatcher,
+    KeywordSet,
+    _normalize_ascii,
+    _normalize_unicode,
+    normalize,
+)
+
+DEFAULT = KeywordMatcher()
+
+OPT_OUT = Classification.OPT_OUT
+POSSIBLE = Classification.POSSIBLE_OPT_OUT
+OPT_IN = Classification.OPT_IN
+HELP = Classification.HELP
+NONE = Classification.NONE
+
+# Spellings of every default keyword as providers document them.
+DEFAULT_SPELLINGS = (
+    "STOP", "QUIT", "END", "REVOKE", "OPT OUT", "CANCEL", "UNSUBSCRIBE", "STOPALL", "STOP ALL",
+    "OPTOUT", "OPT-OUT", "REMOVE", "ARRET", "TD", "START", "YES", "UNSTOP", "HELP", "INFO",
+)  # fmt: skip
+
+# Characters that may surround a keyword without changing what it means: whitespace, controls,
+# punctuation (ASCII, full-width, Spanish), symbols, emoji and the invisible characters that come
+# with emoji (ZWJ, variation selector 16, zero-width space), and a lone surrogate.
+EDGE_CHARACTERS = (
+    " \t\n\r\x00\x0b\x1f\x7f.,;:!?¡¿'\"()[]{}<>*~#@&%$€+=/\\|^`-_…–—！？。、"
+    "🛑✋🙏😡👍❤\u200d\ufe0f\u200b\u00ad\ud800"
+)
+edges = st.text(st.sampled_from(EDGE_CHARACTERS), max_size=6)
+any_text = st.text(st.characters(exclude_categories=()))  # every code point, surrogates included
+
+
+def bare_class(spelling: str) -> Classification:
+    """Return the class a bare default spelling belongs to, from DEFAULT_KEYWORDS itself."""
+    form = spelling.lower().replace("-", " ")
+    if form in DEFAULT_KEYWORDS.opt_out:
+        return OPT_OUT
+    if form in DEFAULT_KEYWORDS.opt_in:
+        return OPT_IN
+    assert form in DEFAULT_KEYWORDS.help
+    return HELP
+
+
+def contains_opt_out_tokens(text: str, opt_out: frozenset[str]) -> bool:
+    """Say whether the alphanumeric tokens of normalize(text) contain those of an opt-out keyword.
+
+    Deliberately simpler and looser than the matcher: any non-alphanumeric character separates
+    tokens, so "opt, out" counts as containing "opt out".
+    """
+
+    def tokens(value: str) -> list[str]:
+        return "".join(c if c.isalnum() else " " for c in value).split()
+
+    words = tokens(normalize(text))
+    for keyword in opt_out:
+        wanted = tokens(keyword)
+        if any(words[i : i + len(wanted)] == wanted for i in range(len(words))):
+            return True
+    return False
+
+
+# --- examples ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "keyword"),
+    [
+        ("STOP", "stop"),
+        ("Stop.", "stop"),
+        (" STOP ", "stop"),
+        ("\tstop\r\n", "stop"),
+        ("ＳＴＯＰ", "stop"),
+        ("stop!!", "stop"),
+        ("¡STOP!", "stop"),
+        ("🛑 stop 🛑", "stop"),
+        ("Stop\u200d", "stop"),
+        ("stop\ufe0f", "stop"),
+        ("\u200bST\u00adOP", "stop"),
+        ("Opt-Out", "opt out"),
+        ("opt  out", "opt out"),
+        ("OPT_OUT", "opt out"),
+        ("opt – out", "opt out"),
+        ("OPTOUT", "optout"),
+        ("STOP ALL", "stop all"),
+        ("stopall", "stopall"),
+        ("Unsubscribe", "unsubscribe"),
+        ("quit", "quit"),
+        ("END.", "end"),
+        ("Revoke", "revoke"),
+        ("cancel!", "cancel"),
+        ("REMOVE", "remove"),
+        ("td", "td"),
+        ("arrêt", "arret"),
+        ("ARRÊT", "arret"),
+    ],
+)
+def test_exact_opt_out_keywords(body: str, keyword: str) -> None:
+    """A whole message that normalises to an opt-out keyword is an opt-out naming that keyword."""
+    assert DEFAULT.classify(body) == KeywordMatch(OPT_OUT, keyword, keyword)
+
+
+@pytest.mark.parametrize(
+    ("body", "classification", "keyword"),
+    [
+        ("HELP", HELP, "help"),
+        ("help?", HELP, "help"),
+        ("Info", HELP, "info"),
+        ("START", OPT_IN, "start"),
+        ("Yes!", OPT_IN, "yes"),
+        ("unstop", OPT_IN, "unstop"),
+        (" UnStop\n", OPT_IN, "unstop"),
+    ],
+)
+def test_exact_opt_in_and_help_keywords(
+    body: str, classification: Classification, keyword: str
+) -> None:
+    """A whole message that normalises to an opt-in or help keyword gets that class."""
+    assert DEFAULT.classify(body) == KeywordMatch(classification, keyword, keyword)
+
+
+@pytest.mark.parametrize(
+    ("body", "keyword"),
+    [
+        ("please stop texting me", "stop"),
+        ("STOP PLEASE", "stop"),
+        ("Stop, please!", "stop"),
+        ("can you end this", "end"),
+        ("Who gave you my number? Stop!", "stop"),
+        ("I want to opt-out of these", "opt out"),
+        ("STOP ALL messages now", "stop all"),
+        ("please remove me from your list", "remove"),
+        ("td pls", "td"),
+        ("Je veux arrêter... ARRÊT svp", "arret"),
+        ("stop🛑now", "stop"),
+    ],
+)
+def test_keyword_inside_a_longer_message_is_a_possible_opt_out(body: str, keyword: str) -> None:
+    """An opt-out keyword occurring as whole word(s) in a longer message is a possible opt-out."""
+    match = DEFAULT.classify(body)
+    assert match.classification is POSSIBLE
+    assert match.keyword == keyword
+    assert match.normalized == normalize(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "weekend",
+        "Have a great weekend!",
+        "stopped by",
+        "We stopped by yesterday",
+        "endless",
+        "It's non-stopping",
+        "tdd",
+        "quitting time",
+        "Cancelled? No, rescheduled",
+        "unsubscribed",
+        "optional",
+        "start the car",
+        "yes please",
+        "help me with my order",
+        "more info please",
+        "ok",
+        "",
+        "   ",
+        "\x00",
+        "🛑",
+        "...!!!",
+        "\u200d\ufe0f",
+    ],
+)
+def test_ordinary_replies_are_none(body: str) -> None:
+    """Messages without an opt-out word, and opt-in or help words inside sentences, are NONE."""
+    match = DEFAULT.classify(body)
+    assert match.classification is NONE
+    assert match.keyword is None
+
+
+def test_locale_words_only_with_their_locale() -> None:
+    """BAJA, ALTA and AYUDA mean something only to a matcher built for Spanish."""
+    assert DEFAULT.classify("BAJA").classification is NONE
+    spanish = KeywordMatcher.for_locales(["es"])
+    assert spanish.classify("BAJA") == KeywordMatch(OPT_OUT, "baja", "baja")
+    assert spanish.classify("Alta").classification is OPT_IN
+    assert spanish.classify("ayuda").classification is HELP
+    assert spanish.classify("STOP").classification is OPT_OUT  # the base words are kept
+
+
+@pytest.mark.parametrize(
+    ("locale", "body", "classification"),
+    [
+        ("fr", "arrêt", OPT_OUT),
+        ("fr", "Aide", HELP),
+        ("FR-ca", "ARRÊT", OPT_OUT),
+        ("fr_CA", "aide", HELP),
+        ("pt-BR", "PARAR", OPT_OUT),
+        ("pt-br", "Sair", OPT_OUT),
+        ("pt-BR", "ajuda", HELP),
+        ("es-MX", "baja", OPT_OUT),
+    ],
+)
+def test_locale_tags_are_matched_loosely(
+    locale: str, body: str, classification: Classification
+) -> None:
+    """Locale tags ignore case and '_' versus '-', and a regional tag uses its language's words."""
+    assert KeywordMatcher.for_locales([locale]).classify(body).classification is classification
+
+
+def test_several_locales_combine() -> None:
+    """Words of every requested locale are recognised together."""
+    matcher = KeywordMatcher.for_locales(["es", "pt-BR", "fr"])
+    assert matcher.keywords == DEFAULT_KEYWORDS.union(LOCALE_KEYWORDS["es"]).union(
+        LOCALE_KEYWORDS["pt-BR"]
+    ).union(LOCALE_KEYWORDS["fr"])
+    assert {matcher.classify(word).classification for word in ("baja", "parar", "arret")} == {
+        OPT_OUT
+    }
+
+
+def test_unknown_locale_is_refused_with_the_known_ones() -> None:
+    """An unknown locale raises ValidationError on "locales" listing the known locales."""
+    with pytest.raises(ValidationError, match="known locales are 'es', 'fr', 'pt-BR'") as caught:
+        KeywordMatcher.for_locales(["de"])
+    assert caught.value.field == "locales"
+    with pytest.raises(ValidationError, match="unknown locale 'pt'"):
+        KeywordMatcher.for_locales(["pt"])
+
+
+def test_locales_must_be_a_collection() -> None:
+    """A bare string for locales is refused instead of being read letter by letter."""
+    with pytest.raises(ValidationError, match=r"pass a list, e\.g\. \['fr'\]"):
+        KeywordMatcher.for_locales("fr")
+
+
+def test_for_locales_with_a_custom_base() -> None:
+    """for_locales adds the locale words to the given base set instead of the defaults."""
+    matcher = KeywordMatcher.for_locales(["es"], base=KeywordSet(opt_out={"basta"}))
+    assert matcher.keywords == KeywordSet(
+        opt_out={"basta", "baja"}, opt_in={"alta"}, help={"ayuda"}
+    )
+    assert matcher.classify("STOP").classification is NONE
+
+
+def test_locale_table_is_read_only() -> None:
+    """LOCALE_KEYWORDS cannot be changed at run time by one part of a host app for all others."""
+    assert isinstance(LOCALE_KEYWORDS, types.MappingProxyType)
+    with pytest.raises(TypeError):
+        LOCALE_KEYWORDS["de"] = KeywordSet(opt_out={"halt"})  # type: ignore[index]
+
+
+def test_default_keywords_cover_fcc_and_providers() -> None:
+    """The defaults hold the FCC's seven words and the Twilio, AWS and Telnyx keywords."""
+    fcc = {"stop", "quit", "end", "revoke", "opt out", "cancel", "unsubscribe"}
+    providers = {"stopall", "optout", "remove", "arret", "td", "stop all"}
+    assert fcc | providers <= DEFAULT_KEYWORDS.opt_out
+    assert {"start", "yes", "unstop"} <= DEFAULT_KEYWORDS.opt_in
+    assert {"help", "info"} <= DEFAULT_KEYWORDS.help
+
+
+def test_custom_keyword_set_is_normalised() -> None:
+    """Keywords given by users are stored and matched in their normalised form."""
+    keywords = KeywordSet(opt_out={"Basta!", "NO MÁS"}, opt_in={"Go"}, help={"¿Ayuda?"})
+    assert keywords == KeywordSet(opt_out={"basta", "no mas"}, opt_in={"go"}, help={"ayuda"})
+    matcher = KeywordMatcher(keywords)
+    assert matcher.keywords is keywords
+    assert matcher.classify("no-más").classification is OPT_OUT
+    assert matcher.classify("basta ya").classification is POSSIBLE
+    assert matcher.classify("STOP").classification is NONE
+
+
+def test_matcher_without_opt_out_words_never_finds_possible_opt_outs() -> None:
+    """A set without opt-out keywords still classifies, and nothing is a possible opt-out."""
+    matcher = KeywordMatcher(KeywordSet(help={"help"}))
+    assert matcher.classify("please stop").classification is NONE
+    assert matcher.classify("HELP").classification is HELP
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "!!!", "🛑", "\u200d", "-_-"])
+def test_keyword_empty_after_normalisation_is_refused(bad: str) -> None:
+    """A keyword with no letters or digits left after normalisation raises ValidationError."""
+    with pytest.raises(ValidationError, match="empty once normalised") as caught:
+        KeywordSet(opt_in={"start", bad})
+    assert caught.value.field == "opt_in"
+
+
+def test_keyword_in_two_classes_is_refused_by_name() -> None:
+    """A keyword that is both opt-out and opt-in (after normalisation) is refused, named."""
+    with pytest.raises(ValidationError, match="'stop' is in both opt_out and opt_in") as caught:
+        KeywordSet(opt_out={"STOP"}, opt_in={"stop!"})
+    assert caught.value.field == "keywords"
+    with pytest.raises(ValidationError, match="'alta'"):
+        KeywordSet(opt_out={"alta"}).union(LOCALE_KEYWORDS["es"])
+    with pytest.raises(ValidationError, match="'info' is in both opt_in and help"):
+        KeywordMatcher.for_locales(["fr"], base=KeywordSet(opt_in={"info"}))
+
+
+def test_keyword_values_must_be_strings_in_a_collection() -> None:
+    """A bare string or a non-string keyword raises ValidationError instead of a TypeError."""
+    with pytest.raises(ValidationError, match="single string 'stop'"):
+        KeywordSet(opt_out="stop")
+    with pytest.raises(ValidationError, match="is not a str"):
+        KeywordSet(opt_out=[b"stop"])  # type: ignore[list-item]
+    with pytest.raises(ValidationError, match="expected a KeywordSet"):
+        KeywordMatcher(keywords={"stop"})  # type: ignore[arg-type]
+
+
+def test_non_string_body_is_refused() -> None:
+    """classify and normalize raise ValidationError on "body" for anything but a str."""
+    for bad in (b"STOP", None, 42, ["stop"]):
+        with pytest.raises(ValidationError, match="expected the message text as str") as caught:
+            DEFAULT.classify(bad)  # type: ignore[arg-type]
+        assert caught.value.field == "body"
+        with pytest.raises(ValidationError):
+            normalize(bad)  # type: ignore[arg-type]
+
+
+def test_normalized_body_is_truncated() -> None:
+    """A match keeps the first 160 normalised characters, not the whole body."""
+    body = "Hello " * 1_000
+    match = DEFAULT.classify(body)
+    assert match.normalized == normalize(body)[:160]
+    assert len(match.normalized) == 160
+
+
+def test_possible_search_is_capped_but_exact_check_is_not() -> None:
+    """An opt-out word far into a huge body is not searched for, but a padded keyword is exact."""
+    assert DEFAULT.classify("stop " + "blah " * 200_000).classification is POSSIBLE
+    assert DEFAULT.classify("blah " * 1_000 + "stop").classification is NONE
+    assert DEFAULT.classify(" " * 1_000_000 + "STOP" + "!" * 1_000_000).classification is OPT_OUT
+    assert DEFAULT.classify("🛑" * 500_000 + " Stop ").classification is OPT_OUT
+
+
+def test_possible_search_cut_does_not_split_words() -> None:
+    """A word cut by the scan limit is not mistaken for a keyword ("stop|ped")."""
+    filler = "x" * 1_995 + " "
+    assert len(filler + "stop") == 2_000
+    assert DEFAULT.classify(filler + "stopped by").classification is NONE
+    assert DEFAULT.classify(filler + "stop now").classification is POSSIBLE
+
+
+def test_matcher_is_read_only() -> None:
+    """A matcher's keywords cannot be replaced after construction."""
+    with pytest.raises(AttributeError):
+        DEFAULT.keywords = KeywordSet()  # type: ignore[misc]
+    assert repr(DEFAULT).startswith("KeywordMatcher(KeywordSet(")
+
+
+@pytest.mark.parametrize(
+    ("body", "normal"),
+    [
+        ("  Hello,   World!  ", "hello, world"),
+        ("Opt-Out", "opt out"),
+        ("ARRÊT", "arret"),
+        ("Straße", "strasse"),
+        ("ＳＴＯＰ　ＡＬＬ", "stop all"),
+        ("a\x00b\ud800c\u0007d", "a b c d"),
+        ("«stop»", "stop"),
+        ("don't stop!", "don't stop"),
+        ("1️⃣", "1"),
+        ("중지", "중지"),
+    ],
+)
+def test_normalize_examples(body: str, normal: str) -> None:
+    """normalize folds width, case and accents, reads dashes as spaces and trims edge junk."""
+    assert normalize(body) == normal
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+
+@st.composite
+def keyword_variants(draw: st.DrawFn) -> tuple[str, str]:
+    """Draw a default spelling and a variant of it in other case, padding, separators and junk."""
+    spelling = draw(st.sampled_from(DEFAULT_SPELLINGS))
+    flips = draw(st.lists(st.booleans(), min_size=len(spelling), max_size=len(spelling)))
+    cased = "".join(c.swapcase() if flip else c for c, flip in zip(spelling, flips, strict=True))
+    separator = draw(st.sampled_from([" ", "  ", "-", "_", "\t", " - ", "\u00a0", "\u3000"]))
+    cased = re.sub(r"[ -]", lambda _: separator, cased)
+    return spelling, draw(edges) + cased + draw(edges)
+
+
+@given(keyword_variants())
+def test_variants_of_a_keyword_keep_its_class(drawn: tuple[str, str]) -> None:
+    """Any case, padding, punctuation or emoji around a default keyword gives the bare class."""
+    spelling, variant = drawn
+    match = DEFAULT.classify(variant)
+    assert match.classification is bare_class(spelling)
+    assert match == DEFAULT.classify(spelling)
+
+
+near_misses = st.sampled_from(
+    [
+        "stopped", "stops", "nonstop", "weekend", "endless", "ending", "send", "tdd", "std",
+        "quitting", "cancelled", "removed", "revoked", "unsubscribed", "optional", "opt", "out",
+        "all", "arrete", "starts", "yess", "helper", "information", "hello", "thanks", "see",
+        "you", "soon", "ok", "please", "me", "stop", "end", "td",
+    ]
+)  # fmt: skip
+separators = st.sampled_from([" ", ", ", ". ", "-", "_", "!", "  ", "\n", "'", "…", " 🛑 "])
+
+
+@st.composite
+def replies(draw: st.DrawFn) -> str:
+    """Draw a reply made of near-miss words (and some keywords) or of arbitrary letters."""
+    if draw(st.booleans()):
+        words = draw(st.lists(near_misses, max_size=8))
+        return "".join(word + draw(separators) for word in words)
+    return draw(st.text(st.sampled_from("stopendquiacvlrmbyhTDSOP é-_.!? \u200d"), max_size=30))
+
+
+@given(replies())
+def test_no_opt_out_without_opt_out_tokens(body: str) -> None:
+    """A message whose normalised tokens hold no opt-out keyword is never an (possible) opt-out."""
+    assume(not contains_opt_out_tokens(body, DEFAULT_KEYWORDS.opt_out))
+    assert DEFAULT.classify(body).classification not in {OPT_OUT, POSSIBLE}
+
+
+@given(st.one_of(replies(), any_text))
+def test_classify_agrees_with_a_plain_reference(body: str) -> None:
+    """classify equals a slow reference: exact set lookups, then one word search per keyword."""
+    text = normalize(body)
+    expected: tuple[Classification, str | None]
+    if text in DEFAULT_KEYWORDS.opt_out:
+        expected = (OPT_OUT, text)
+    elif text in DEFAULT_KEYWORDS.opt_in:
+        expected = (OPT_IN, text)
+    elif text in DEFAULT_KEYWORDS.help:
+        expected = (HELP, text)
+    else:
+        found = [
+            (m.start(), -len(keyword), keyword)
+            for keyword in DEFAULT_KEYWORDS.opt_out
+            if (m := re.search(rf"(?<!\w){re.escape(keyword)}(?!\w)", text)) is not None
+        ]
+        expected = (POSSIBLE, min(found)[2]) if found else (NONE, None)
+    match = DEFAULT.classify(body)
+    assert (match.classification, match.keyword) == expected
+    assert match.normalized == text[:160]
+
+
+@given(any_text)
+def test_classify_never_raises_on_any_text(body: str) -> None:
+    """Any str, with NUL, controls, lone surrogates or unassigned code points, is classified."""
+    match = DEFAULT.classify(body)
+    assert (match.keyword is None) == (match.classification is NONE)
+    assert len(match.normalized) <= 160
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(st.characters(exclude_categories=()), min_size=1, max_size=8))
+def test_classify_never_raises_on_megabyte_bodies(unit: str) -> None:
+    """A 1 MB body made of any characters is classified without error."""
+    body = unit * (1_000_000 // len(unit))
+    assert DEFAULT.classify(body).normalized == normalize(body)[:160]
+
+
+@given(any_text)
+def test_normalize_is_idempotent_and_trimmed(body: str) -> None:
+    """normalize is its own fixed point and leaves no edge or doubled spaces."""
+    text = normalize(body)
+    assert normalize(text) == text
+    assert text == text.strip()
+    assert "  " not in text
+
+
+@given(st.text(st.characters(max_codepoint=0x7F)))
+def test_ascii_fast_path_matches_the_unicode_path(body: str) -> None:
+    """The ASCII-only shortcut normalises exactly like the general Unicode path."""
+    assert _normalize_ascii(body) == _normalize_unicode(body)
+
+
+@given(st.text(st.sampled_from(EDGE_CHARACTERS), max_size=10))
+def test_keyword_of_only_junk_is_refused(keyword: str) -> None:
+    """Any keyword made only of spaces, punctuation, symbols or emoji raises ValidationError."""
+    with pytest.raises(ValidationError, match="empty once normalised"):
+        KeywordSet(help={keyword})
+
+
+@given(
+    st.sampled_from(DEFAULT_SPELLINGS),
+    st.sampled_from(["opt_out", "opt_in", "help"]),
+    st.sampled_from(["opt_out", "opt_in", "help"]),
+)
+def test_keyword_in_two_classes_is_always_refused(keyword: str, first: str, second: str) -> None:
+    """Putting one keyword (in any spelling) in two different classes raises ValidationError."""
+    assume(first != second)
+    with pytest.raises(ValidationError, match=re.escape(repr(normalize(keyword)))):
+        KeywordSet(**{first: {keyword.upper()}, second: {keyword.lower()}})
