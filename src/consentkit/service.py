@@ -727,7 +727,10 @@ class ConsentService:
                         )
                     if error_for_pair is not None:
                         if not partial:
-                            raise error_for_pair
+                            # A member is refused whatever the pair; naming one would mislead.
+                            if actor.kind is ActorKind.MEMBER:
+                                raise error_for_pair
+                            raise _for_pair(error_for_pair, cid, ch)
                         refused.append(RefusedPair(cid, ch, error_for_pair))
                         continue
                     if sub is not None and occurred_at < sub.updated_at:
@@ -847,7 +850,10 @@ class ConsentService:
         """The audit events of one contact (optionally one channel), oldest first."""
         account = self._read_scope(actor, contact_id)
         ch = None if channel_ is None else channel(channel_)
-        return list(self.store.events(account, contact_id=contact_id, channel=ch))
+        events = list(self.store.events(account, contact_id=contact_id, channel=ch))
+        if not events and self.store.get_contact(account, contact_id) is None:
+            raise UnknownContactError(account, [contact_id])
+        return events
 
     def audit_log(
         self, actor: Actor, *, after: int | None = None, page_size: int = 1000
@@ -1089,6 +1095,17 @@ class ConsentService:
                     summed[ch] = summed[ch] + _counts_of(transition, count)
             counts[interval] = dict(summed)
         return plan.build(totals=totals, counts=counts)
+
+
+def _for_pair(error: ConsentError, contact_id: str, ch: Channel) -> ConsentError:
+    """A copy of a policy refusal that names the pair it refused (decisions are shared between
+    pairs, so the original is not modified)."""
+    located = type(error).__new__(type(error))
+    located.__dict__.update(error.__dict__)
+    located.args = (f"contact {contact_id!r} on {ch.key}: {error}",)
+    located.contact_id = contact_id  # type: ignore[attr-defined]
+    located.channel = ch  # type: ignore[attr-defined]
+    return located
 
 
 def _counts_of(transition: Transition, count: int) -> TransitionCounts:
