@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from consentkit import Clock, demo
 from consentkit.cli import main
 from consentkit.demo import STEPS, DemoContext, run_demo
 from consentkit.errors import ValidationError
+from consentkit.inbound import ReplyTemplates
 from consentkit.testing import FakeClock
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -56,6 +57,54 @@ def test_tour_shows_every_capability() -> None:
     ]
     for fact in expected:
         assert fact in text, fact
+
+
+def test_tour_shows_inbound_replies_and_trends() -> None:
+    """The inbound step shows the STOP honoured, the duplicate ignored, the review, HELP and the
+    suppression; the trends step shows percentages, sparklines and the flagged spike's reason."""
+    code, text = _tour()
+    assert code == 0, text
+    inbound = text[text.index("A contact replies STOP") : text.index("Filtering for unsub")]
+    for fact in [
+        'message SM0001 on sms from +14155550107: opt_out (keyword "stop")',
+        "gus  sms -> unsubscribed",
+        "gus  mms -> unsubscribed",
+        "gus  rcs -> unsubscribed",
+        f"reply to send: {ReplyTemplates().opt_out}",
+        "honour by: ",
+        "(duplicate delivery: already handled, nothing changed)",
+        "outcome: needs review",
+        "fay on sms is still subscribed",
+        f"reply to send: {ReplyTemplates().help}",
+        "outcome: suppressed",
+        "suppressed hal sms: the number opted out before hal existed",
+        "skipped    hal    sms: unsubscribed",
+    ]:
+        assert fact in inbound, fact
+    counts = re.search(r"audit log: (\d+) events before the redelivery, (\d+) after", text)
+    assert counts is not None
+    assert counts[1] == counts[2]
+    assert "gus    sms       unsubscribed  by contact via inbound_keyword" in text  # the filter
+    assert "can_send(gus,   sms) = False" in text
+    trends = text[text.index("Subscriber trends") :]
+    sms_row = next(line for line in trends.splitlines() if line.strip().startswith("sms "))
+    assert re.search(r" -\d+\.\d% +[▁▂▃▄▅▆▇█]{6}$", sms_row), sms_row
+    assert "n/a (was 0)" in trends
+    assert "unsubscribe spike on sms (last 7 days): " in trends
+    assert "sd above the mean, over the 3 sd" in trends
+    assert "within the 3 sd threshold" in trends  # email's ordinary week, for comparison
+
+
+@pytest.mark.parametrize(
+    "start",
+    [datetime(2026, 3, 31, 23, 30, tzinfo=UTC), datetime(2026, 3, 1, 0, 5, tzinfo=UTC)],
+    ids=["end-of-march", "start-of-month"],
+)
+def test_trends_step_holds_at_awkward_dates(start: datetime) -> None:
+    """The trends step's own checks (sms down, email up, the spike flagged) hold at month ends
+    and starts, where the generated history falls differently into calendar months."""
+    code, text = _tour(FakeClock(start, tick=timedelta(seconds=1)))
+    assert code == 0, text
 
 
 def test_output_is_deterministic_apart_from_timestamps() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -149,6 +150,32 @@ def test_start_resubscribes_as_the_contacts_own_request() -> None:
     assert last.inbound_message_id == "SM2"
     assert last.justification is None
     check_replay(service.store, "acme")
+
+
+def test_start_restores_only_channels_the_stop_took_away() -> None:
+    """START after STOP resubscribes group channels that were subscribed before, never ones the
+    STOP merely suppressed (never subscribed -> unsubscribed)."""
+    service = make_service()
+    service.opt_in(ADMIN, ["ann"], [MMS], evidence=EVIDENCE)
+    service.handle_inbound(reply("STOP", "S1"))
+    assert {service.state(ADMIN, "ann", ch) for ch in (SMS, MMS, RCS)} == {UNSUB}
+    result = service.handle_inbound(reply("UNSTOP", "S2"))
+    assert {ch for cid, ch in result.changed if cid == "ann"} == {SMS, MMS}
+    assert service.state(ADMIN, "ann", RCS) is UNSUB
+    assert service.state(ADMIN, "ann-work", MMS) is UNSUB
+
+
+def test_deadline_counts_business_days_in_the_accounts_time_zone() -> None:
+    """Friday 20:00 in Los Angeles is Saturday in UTC; the deadline counts from the local Friday."""
+    friday_evening = datetime(2026, 3, 28, 3, 0, tzinfo=UTC)  # Fri 27 Mar 20:00 PDT
+    pacific = make_service(settings=AccountSettings(timezone="America/Los_Angeles"))
+    utc = make_service()
+    local = pacific.handle_inbound(reply("STOP", received_at=friday_evening)).honor_by
+    in_utc = utc.handle_inbound(reply("STOP", received_at=friday_evening)).honor_by
+    assert local is not None
+    assert in_utc is not None
+    assert local == datetime(2026, 4, 10, 20, 0, tzinfo=ZoneInfo("America/Los_Angeles"))
+    assert in_utc == datetime(2026, 4, 10, 3, 0, tzinfo=UTC)
 
 
 def test_help_changes_nothing_and_answers() -> None:

@@ -9,6 +9,9 @@ the command in a group.
 
 Exit codes: 0 success; 1 refused or invalid input (one line ``consentkit: error: ...`` on
 stderr); 2 usage errors (argparse); 130 interrupted.
+
+Times given on the command line (``--received-at``, ``--as-of``) are ISO 8601 with a UTC offset;
+a time without one is refused, as everywhere in consentkit.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +36,7 @@ import cattrs
 from consentkit.channels import BUILTIN_CHANNELS, Channel, channel
 from consentkit.clock import Clock, SystemClock
 from consentkit.errors import ConsentError, UnknownContactError, ValidationError
+from consentkit.inbound import InboundMessage, InboundOutcome, InboundResult
 from consentkit.model import (
     Actor,
     ActorKind,
@@ -53,9 +57,21 @@ from consentkit.serialization import (
     make_converter,
 )
 from consentkit.service import ChangeResult, ConsentService, ContactsResult, PairRef
+from consentkit.settings import AccountSettings
 from consentkit.storage.base import Store
+from consentkit.trends import Change, SpikeCheck, SpikeWindow, TrendReport, sparkline
 
-__all__ = ["COMMANDS", "Command", "Context", "StoreFactory", "main", "open_sqlite_store"]
+__all__ = [
+    "COMMANDS",
+    "Command",
+    "Context",
+    "StoreFactory",
+    "inbound_lines",
+    "main",
+    "open_sqlite_store",
+    "spike_lines",
+    "trend_lines",
+]
 
 T = TypeVar("T")
 
@@ -63,6 +79,7 @@ PROG = "consentkit"
 DEFAULT_DB = "consentkit.db"
 DEFAULT_ACCOUNT = "default"
 DEFAULT_READER = "member:cli"
+DEFAULT_TIMEZONE = "UTC"
 _ACTING_KINDS = ("admin", "member", "system")
 # Long listings of pairs are cut here: the counts on the summary line are always complete.
 _MAX_PAIRS_SHOWN = 100
@@ -190,7 +207,7 @@ class Context:
         return Progress(self.err, label, unit)
 
 
-Access = Literal["read", "write", "standalone"]
+Access = Literal["read", "write", "contact", "standalone"]
 
 
 @attrs.frozen
@@ -203,7 +220,8 @@ class Command:
         arguments: adds the command's own arguments to its parser.
         run: does the work and returns the exit code.
         access: ``"write"`` needs ``--as``; ``"read"`` defaults the actor to a member;
-            ``"standalone"`` opens no store and takes no global options.
+            ``"contact"`` writes as the contact themselves (an inbound reply), so ``--as`` is
+            refused; ``"standalone"`` opens no store and takes no global options.
         creates_db: whether the command may create a missing ``--db`` file.
         description: longer help shown by ``consentkit NAME --help``.
     """
@@ -221,12 +239,25 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
-def _table(ctx: Context, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+def _table_lines(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], *, right: Collection[int] = ()
+) -> list[str]:
+    """Aligned columns; the columns numbered in *right* (figures) are right-aligned."""
     materialised = [list(headers), *([str(cell) for cell in row] for row in rows)]
     widths = [max(len(row[i]) for row in materialised) for i in range(len(headers))]
+    lines = []
     for row in materialised:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        ctx.print("  ".join(cells).rstrip())
+        cells = [
+            cell.rjust(width) if index in right else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _table(ctx: Context, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    for line in _table_lines(headers, rows):
+        ctx.print(line)
 
 
 def _json(ctx: Context, document: Any) -> None:
@@ -235,6 +266,24 @@ def _json(ctx: Context, document: Any) -> None:
 
 def _when(instant: datetime) -> str:
     return instant.isoformat(timespec="seconds")
+
+
+def _instant(field: str, option: str, text: str) -> datetime:
+    """An aware datetime from an ISO 8601 argument; one without a UTC offset is refused."""
+    example = "2026-04-03T16:00:00Z or 2026-04-03T18:00:00+02:00"
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValidationError(
+            field, f"{option} {text!r} is not an ISO 8601 time: write e.g. {example}"
+        ) from None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            field,
+            f"{option} {text!r} has no UTC offset, so the instant is ambiguous: add one, "
+            f"e.g. {example}",
+        )
+    return value
 
 
 # ---------------------------------------------------------------------- shared arguments
@@ -287,7 +336,8 @@ def _add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> N
         default=default,
         help=(
             "who acts: admin:ID, member:ID or system:ID. Required by commands that change "
-            f"data; read-only commands default to {DEFAULT_READER}"
+            "data (except inbound, which acts as the sender); read-only commands default to "
+            f"{DEFAULT_READER}"
         ),
     )
 
@@ -928,6 +978,298 @@ def _export(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- inbound replies
+
+
+def _inbound_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--channel",
+        required=True,
+        metavar="C",
+        help="the channel the message arrived on (sms, mms, rcs, whatsapp, email...)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="sender",
+        required=True,
+        metavar="ADDRESS",
+        help="the sender's address: an E.164 number such as +14155550100 on phone channels, "
+        "an email address on email",
+    )
+    parser.add_argument(
+        "--message-id",
+        required=True,
+        metavar="ID",
+        help="the provider's message id (e.g. Twilio's MessageSid): a redelivery with the same "
+        "id is recognised and changes nothing",
+    )
+    parser.add_argument(
+        "--received-at",
+        metavar="TIME",
+        help="when the provider received it, ISO 8601 with a UTC offset, e.g. "
+        "2026-04-03T16:00:00Z (default: now)",
+    )
+    body = parser.add_mutually_exclusive_group(required=True)
+    body.add_argument("body", nargs="?", metavar="BODY", help="the message text")
+    body.add_argument(
+        "--body-file",
+        type=Path,
+        metavar="FILE",
+        help="read the message text from FILE ('-' for stdin), exactly as it is",
+    )
+    _add_format(parser)
+
+
+def _read_body(path: Path) -> str:
+    name = "stdin" if str(path) == "-" else str(path)
+    if str(path) == "-":
+        binary = getattr(sys.stdin, "buffer", None)
+        raw: bytes | str = sys.stdin.read() if binary is None else binary.read()
+    else:
+        raw = path.read_bytes()
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError("--body-file", f"{name} is not UTF-8 text") from None
+
+
+_OUTCOME_TEXT = {
+    InboundOutcome.OPTED_OUT: "opted out: the sender's contacts are unsubscribed from {channels}",
+    InboundOutcome.SUPPRESSED: "suppressed: no contact has this address, so it is on the "
+    "suppression list for {channels}; a contact registered with it later starts unsubscribed",
+    InboundOutcome.OPTED_IN: "opted in: resubscribed at the contact's own request",
+    InboundOutcome.HELP: "help: nothing changed; send the help text",
+    InboundOutcome.NEEDS_REVIEW: "needs review: it may be an opt-out, so it is recorded for a "
+    "person to review; nothing changed",
+    InboundOutcome.NO_CONTACT: "no contact: an opt-in from an address no contact has; nothing "
+    "changed",
+    InboundOutcome.NONE: "none: an ordinary message; nothing changed",
+}
+
+
+def inbound_lines(result: InboundResult) -> list[str]:
+    """What handling one inbound message did, as lines for a person (the CLI and the demo)."""
+    keyword = f' (keyword "{result.keyword}")' if result.keyword else ""
+    channels = ", ".join(ch.key for ch in result.channels)
+    lines = []
+    if result.replayed:
+        lines.append("(duplicate delivery: already handled, nothing changed)")
+    lines += [
+        f"message {result.message_id} on {result.channel.key} from {result.sender}: "
+        f"{result.classification.value}{keyword}",
+        f"outcome: {_OUTCOME_TEXT[result.outcome].format(channels=channels)}",
+        "contacts: " + (", ".join(result.contact_ids) or "none with this address"),
+    ]
+    new_state = (
+        SubscriptionState.SUBSCRIBED
+        if result.outcome is InboundOutcome.OPTED_IN
+        else SubscriptionState.UNSUBSCRIBED
+    )
+    if result.changed:
+        lines.append("changed at the first delivery:" if result.replayed else "changed:")
+        width = max(len(cid) for cid, _ in result.changed)
+        key_width = max(len(ch.key) for _, ch in result.changed)
+        lines += [
+            f"  {cid:<{width}}  {ch.key:<{key_width}} -> {new_state.value}"
+            for cid, ch in result.changed
+        ]
+    elif result.outcome in (InboundOutcome.OPTED_OUT, InboundOutcome.OPTED_IN):
+        lines.append(f"changed: nothing (already {new_state.value})")
+    if result.reply is None:
+        lines.append("reply to send: none")
+    elif result.replayed:
+        lines.append("reply to send: none (it was due for the first delivery)")
+    else:
+        lines.append(f"reply to send: {result.reply}")
+    if result.honor_by is not None:
+        when = _when(result.honor_by)
+        if result.outcome is InboundOutcome.NEEDS_REVIEW:
+            lines.append(f"honour by: {when}, if a reviewer finds it is an opt-out")
+        else:
+            lines.append(f"honour by: {when} (the legal deadline; already honoured)")
+    return lines
+
+
+def _inbound(ctx: Context, args: argparse.Namespace) -> int:
+    body: str = args.body if args.body_file is None else _read_body(args.body_file)
+    received = (
+        ctx.clock.now()
+        if args.received_at is None
+        else _instant("received_at", "--received-at", args.received_at)
+    )
+    message = InboundMessage(
+        account=ctx.actor.account,
+        channel=args.channel,
+        sender=args.sender,
+        body=body,
+        message_id=args.message_id,
+        received_at=received,
+    )
+    result = ctx.svc.handle_inbound(message)
+    if args.format == "json":
+        document = json.loads(result.to_json())
+        document["replayed"] = result.replayed
+        _json(ctx, document)
+        return 0
+    for line in inbound_lines(result):
+        ctx.print(line)
+    return 0
+
+
+# ---------------------------------------------------------------------- trends
+
+
+def _trends_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--months",
+        type=int,
+        default=12,
+        metavar="N",
+        help="months in the monthly series, 1 to 120; the last one is the month to date "
+        "(default 12)",
+    )
+    parser.add_argument(
+        "--as-of",
+        metavar="TIME",
+        help="the instant to report for, ISO 8601 with a UTC offset (default: now)",
+    )
+    parser.add_argument(
+        "--timezone",
+        metavar="ZONE",
+        help="the account's IANA time zone, e.g. America/New_York: months are its calendar "
+        f"months (env CONSENTKIT_TIMEZONE, default {DEFAULT_TIMEZONE})",
+    )
+    _add_format(parser)
+
+
+_WINDOW_TEXT = {SpikeWindow.LAST_7_DAYS: "last 7 days", SpikeWindow.MONTH_TO_DATE: "month to date"}
+
+
+def _signed(value: int) -> str:
+    return f"{value:+,}" if value else "0"
+
+
+def spike_lines(report: TrendReport) -> list[str]:
+    """The flagged unsubscribe spikes with their reasons, or a line saying there are none."""
+    flagged = report.flagged_spikes
+    if not flagged:
+        return ["no unsubscribe spikes"]
+    return [
+        f"unsubscribe spike on {check.channel.key} ({_WINDOW_TEXT[check.window]}): {check.reason}"
+        for check in flagged
+    ]
+
+
+def trend_lines(report: TrendReport) -> list[str]:
+    """The trend table, two rows per channel (subscribed, unsubscribed: now, a month earlier,
+    change, percentage and a sparkline of the monthly series), for a person (the CLI and the
+    demo)."""
+    if not report.channels:
+        return ["no subscriptions yet: nothing to compare"]
+    first, last = report.series[0].month, report.series[-1].month
+    rows: list[tuple[str, ...]] = []
+    for trend in report.channels:
+        series = report.series_of(trend.channel)
+        figures: tuple[tuple[str, Change, list[int]], ...] = (
+            ("subscribed", trend.subscribed, [t.subscribed for t in series]),
+            ("unsubscribed", trend.unsubscribed, [t.unsubscribed for t in series]),
+        )
+        for index, (label, moved, values) in enumerate(figures):
+            rows.append(
+                (
+                    trend.channel.key if index == 0 else "",
+                    label,
+                    f"{moved.current:,}",
+                    f"{moved.previous:,}",
+                    _signed(moved.absolute),
+                    moved.describe(),
+                    sparkline(values),
+                )
+            )
+    headers = ("CHANNEL", "TOTAL", "NOW", "MONTH AGO", "CHANGE", "PERCENT", f"{first}..{last}")
+    return _table_lines(headers, rows, right={2, 3, 4, 5})
+
+
+def _change_document(moved: Change) -> dict[str, Any]:
+    return {
+        "previous": moved.previous,
+        "current": moved.current,
+        "absolute": moved.absolute,
+        "percent": moved.percent,
+        "direction": moved.direction.value,
+        "note": moved.note,
+    }
+
+
+def _spike_document(check: SpikeCheck) -> dict[str, Any]:
+    return {
+        "channel": check.channel.key,
+        "window": check.window.value,
+        "observed": check.observed,
+        "baseline_mean": check.baseline_mean,
+        "baseline_stdev": check.baseline_stdev,
+        "threshold": check.threshold,
+        "z_score": check.z_score,
+        "history_periods": check.history_periods,
+        "baseline_periods": check.baseline_periods,
+        "flagged": check.flagged,
+        "reason": check.reason,
+    }
+
+
+def _trends_document(account: str, report: TrendReport) -> dict[str, Any]:
+    every = sorted(
+        {trend.channel for trend in report.channels}
+        | {ch for point in report.series for ch, _ in point.totals}
+    )
+    return {
+        "account": account,
+        "as_of": report.as_of.isoformat(),
+        "compared_with": report.compared_with.isoformat(),
+        "timezone": report.timezone,
+        "channels": [
+            {
+                "channel": trend.channel.key,
+                "subscribed": _change_document(trend.subscribed),
+                "unsubscribed": _change_document(trend.unsubscribed),
+            }
+            for trend in report.channels
+        ],
+        "series": [
+            {
+                "month": point.month,
+                "at": point.at.isoformat(),
+                "totals": {
+                    ch.key: {
+                        "subscribed": point.totals_of(ch).subscribed,
+                        "unsubscribed": point.totals_of(ch).unsubscribed,
+                    }
+                    for ch in every
+                },
+            }
+            for point in report.series
+        ],
+        "spikes": [_spike_document(check) for check in report.spikes],
+    }
+
+
+def _trends(ctx: Context, args: argparse.Namespace) -> int:
+    as_of = None if args.as_of is None else _instant("as_of", "--as-of", args.as_of)
+    report = ctx.svc.trends(ctx.actor, as_of=as_of, months=args.months)
+    if args.format == "json":
+        _json(ctx, _trends_document(ctx.actor.account, report))
+        return 0
+    ctx.print(
+        f"subscriber trends of account {ctx.actor.account!r} as of {_when(report.as_of)}, "
+        f"compared with {_when(report.compared_with)} (calendar months in {report.timezone})"
+    )
+    for line in [*trend_lines(report), "", *spike_lines(report)]:
+        ctx.print(line)
+    return 0
+
+
 # ---------------------------------------------------------------------- demo
 
 
@@ -1029,6 +1371,30 @@ COMMANDS: tuple[Command, ...] = (
         access="read",
     ),
     Command(
+        "inbound",
+        "handle one inbound reply (STOP, START, HELP...) as the provider's webhook would",
+        _inbound_arguments,
+        _inbound,
+        access="contact",
+        description="Feed one inbound message through the account's keyword rules, e.g. to "
+        "replay a provider's log: STOP unsubscribes the sender's contacts from the channel's "
+        "group, START resubscribes them, HELP changes nothing; the reply to send and the "
+        "opt-out deadline are printed. The change is recorded as the sender's own act (actor "
+        "contact:ID, source inbound_keyword), so --as is not taken. A message id that was "
+        "handled before changes nothing and prints the stored result.",
+    ),
+    Command(
+        "trends",
+        "subscribed and unsubscribed totals per channel vs a month earlier, and spikes",
+        _trends_arguments,
+        _trends,
+        access="read",
+        description="Subscriber trends of the account: per channel, subscribed and "
+        "unsubscribed totals now and one calendar month earlier with the change and "
+        "percentage, a sparkline of each monthly series, and the unsubscribe spikes flagged "
+        "against the account's own recent history.",
+    ),
+    Command(
         "demo",
         "a guided tour of every capability on a fresh database",
         _demo_arguments,
@@ -1045,6 +1411,7 @@ who acts:
   --as KIND:ID names the acting user: admin:alice, member:bob or system:importer.
   Commands that change data require it; read-only commands default to {DEFAULT_READER}.
   The account's policy applies as in any host app: only admins unsubscribe and resubscribe.
+  inbound takes no --as: a reply is the contact's own act and is recorded as theirs.
 
 exit codes:
   0 success, 1 refused or invalid input (one line on stderr), 2 usage error.
@@ -1054,6 +1421,8 @@ examples:
   consentkit --as admin:alice contacts add ana --phone +14155550100 --email ana@example.com
   consentkit --as admin:alice unsubscribe ana ben --channel sms,whatsapp
   consentkit subscribers --channel sms --state unsubscribed
+  consentkit inbound --channel sms --from +14155550100 --message-id SM123 STOP
+  consentkit trends --months 6 --timezone America/New_York
   consentkit export --format csv --output audit.csv
 """
 
@@ -1098,6 +1467,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _actor_of(args: argparse.Namespace, command: Command) -> Actor:
     account = args.account or os.environ.get("CONSENTKIT_ACCOUNT") or DEFAULT_ACCOUNT
     spec: tuple[ActorKind, str] | None = getattr(args, "acting_as", None)
+    if command.access == "contact":
+        if spec is not None:
+            args.parser.error(
+                f"{command.name} takes no --as: the message is recorded as the sender's own "
+                "act (actor contact:ID, source inbound_keyword); leave --as out"
+            )
+        # The placeholder only carries the account: the service acts as the sender.
+        spec = _actor_spec(DEFAULT_READER)
     if spec is None:
         if command.access == "write":
             args.parser.error(
@@ -1106,6 +1483,24 @@ def _actor_of(args: argparse.Namespace, command: Command) -> Actor:
         spec = _actor_spec(DEFAULT_READER)
     kind, actor_id = spec
     return Actor(kind, actor_id, account)
+
+
+def _settings_of(args: argparse.Namespace) -> AccountSettings:
+    """The account's settings.  Only commands with a ``--timezone`` option read the time zone
+    (and CONSENTKIT_TIMEZONE), so a bad value never stops a command that does not use it."""
+    if not hasattr(args, "timezone"):
+        return AccountSettings()
+    given, option = args.timezone, "--timezone"
+    if given is None:
+        given, option = os.environ.get("CONSENTKIT_TIMEZONE"), "CONSENTKIT_TIMEZONE"
+    if not given:
+        return AccountSettings(timezone=DEFAULT_TIMEZONE)
+    try:
+        return AccountSettings(timezone=given)
+    except ValidationError as e:
+        raise ValidationError(
+            "timezone", f"{option} {str(e).removeprefix('timezone: ')}"
+        ) from None
 
 
 def _run(args: argparse.Namespace, store_factory: StoreFactory, clock: Clock) -> int:
@@ -1124,10 +1519,11 @@ def _run(args: argparse.Namespace, store_factory: StoreFactory, clock: Clock) ->
         )
         return command.run(ctx, args)
     actor = _actor_of(args, command)
+    settings = _settings_of(args)
     db = args.db or Path(os.environ.get("CONSENTKIT_DB") or DEFAULT_DB)
     store = store_factory(db, create=command.creates_db)
     try:
-        service = ConsentService(store, clock=clock)
+        service = ConsentService(store, clock=clock, settings=settings)
         ctx = Context(service, actor, sys.stdout, sys.stderr, converter, clock, store_factory)
         return command.run(ctx, args)
     finally:

@@ -6,23 +6,28 @@ line is its title; the step prints what it does and the actual results through
 that nothing changed), so the tour doubles as an end-to-end smoke test.  To add a step, write
 ``step_xxx(ctx) -> None`` and put it in :data:`STEPS`.
 
-Apart from timestamps, the output is the same on every run.
+Apart from timestamps, the output is the same on every run.  The trends step generates its history
+relative to the clock's now, so its figures depend on where that history falls in calendar months;
+two runs in the same hour print the same report.
 """
 
 from __future__ import annotations
 
 import tempfile
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 import attrs
 
-from consentkit.channels import EMAIL, SMS, WHATSAPP, Channel
-from consentkit.cli import event_details
+from consentkit.channels import EMAIL, MMS, RCS, SMS, WHATSAPP, Channel
+from consentkit.cli import event_details, inbound_lines, spike_lines, trend_lines
 from consentkit.clock import Clock, SystemClock
 from consentkit.errors import ConsentError, ValidationError
+from consentkit.inbound import InboundMessage, InboundOutcome, InboundResult
 from consentkit.model import (
     Actor,
     Contact,
@@ -35,6 +40,7 @@ from consentkit.model import (
 )
 from consentkit.service import ChangeResult, ConsentService
 from consentkit.storage.base import Store
+from consentkit.trends import Direction, SpikeWindow
 
 __all__ = ["STEPS", "DemoCheckError", "DemoContext", "run_demo"]
 
@@ -50,6 +56,7 @@ IMPORTED = (("fay", "+14155550106", "fay@example.com"), ("gus", "+14155550107", 
 ADMIN = Actor.admin(ACCOUNT, "alice")
 MEMBER = Actor.member(ACCOUNT, "mia")
 _INDENT = "   "
+_WRAP = 92  # long reasons are wrapped to fit a terminal with the indentation
 
 
 class DemoCheckError(AssertionError):
@@ -359,6 +366,240 @@ def step_history_of_one_contact(ctx: DemoContext) -> None:
     ctx.say("The refused requests and the skipped import row left no event: nothing happened.")
 
 
+# The numbers of the inbound step: gus (imported above) replies from his phone; nobody has the
+# unknown number until an import tries to add it.
+STOP_MESSAGE_ID = "SM0001"
+UNKNOWN_NUMBER = "+14155550199"
+_PHONES = {cid: phone for cid, phone, _ in (*PEOPLE, *IMPORTED) if phone is not None}
+
+
+def _audit_length(ctx: DemoContext) -> int:
+    return sum(1 for _ in ctx.service.audit_log(ctx.admin))
+
+
+def _say_lines(ctx: DemoContext, lines: list[str], indent: str = "  ") -> None:
+    for line in lines:
+        ctx.say(f"{indent}{line}" if line else "")
+
+
+def _inbound(ctx: DemoContext, sender: str, body: str, message_id: str) -> InboundResult:
+    message = InboundMessage(
+        account=ACCOUNT,
+        channel=SMS,
+        sender=sender,
+        body=body,
+        message_id=message_id,
+        received_at=ctx.service.clock.now(),
+    )
+    return ctx.service.handle_inbound(message)
+
+
+def step_inbound_replies(ctx: DemoContext) -> None:
+    """A contact replies STOP to a text message"""
+    gus_phone = _PHONES["gus"]
+    ctx.say(f'gus replies "Stop." from {gus_phone}; the SMS provider\'s webhook delivers it')
+    ctx.say(f"as message {STOP_MESSAGE_ID} and the host calls handle_inbound():")
+    stop = _inbound(ctx, gus_phone, "Stop.", STOP_MESSAGE_ID)
+    _say_lines(ctx, inbound_lines(stop))
+    ctx.check(
+        stop.outcome is InboundOutcome.OPTED_OUT
+        and set(stop.changed) == {("gus", SMS), ("gus", MMS), ("gus", RCS)}
+        and stop.reply is not None
+        and ctx.state("gus", SMS) is SubscriptionState.UNSUBSCRIBED,
+        "a STOP unsubscribes gus from sms, mms and rcs and returns a confirmation",
+    )
+    ctx.say("One confirmation goes back, with no marketing in it; the opt-out is recorded as")
+    ctx.say("gus's own act (actor contact:gus, source inbound_keyword, reason stop_keyword).")
+
+    ctx.say()
+    before = _audit_length(ctx)
+    ctx.say(f"The provider did not see the webhook's 200 in time and delivers {STOP_MESSAGE_ID}")
+    ctx.say("again:")
+    again = _inbound(ctx, gus_phone, "Stop.", STOP_MESSAGE_ID)
+    _say_lines(ctx, inbound_lines(again)[:1])
+    after = _audit_length(ctx)
+    ctx.say(f"audit log: {before} events before the redelivery, {after} after; no second reply.")
+    ctx.check(again.replayed and again == stop and after == before, "a redelivery is ignored")
+
+    ctx.say()
+    fay_phone = _PHONES["fay"]
+    ctx.say('fay writes "please stop texting me": a keyword inside a longer message.')
+    maybe = _inbound(ctx, fay_phone, "please stop texting me", "SM0002")
+    _say_lines(ctx, inbound_lines(maybe))
+    fay_sms = ctx.state("fay", SMS)
+    ctx.say(f"fay on sms is still {fay_sms.value}; the account's setting is to record such")
+    ctx.say("messages for review (it can be set to apply them), and they are never dropped.")
+    ctx.check(
+        maybe.outcome is InboundOutcome.NEEDS_REVIEW and fay_sms is SubscriptionState.SUBSCRIBED,
+        "a possible opt-out is recorded for review without changing state",
+    )
+
+    ctx.say()
+    ctx.say('ana texts "HELP":')
+    before = _audit_length(ctx)
+    helped = _inbound(ctx, _PHONES["ana"], "HELP", "SM0003")
+    _say_lines(ctx, inbound_lines(helped))
+    ctx.check(
+        helped.outcome is InboundOutcome.HELP
+        and helped.reply is not None
+        and _audit_length(ctx) == before,
+        "HELP returns the help text and changes nothing",
+    )
+
+    ctx.say()
+    ctx.say(f'{UNKNOWN_NUMBER}, a number no contact has, texts "STOP":')
+    unknown = _inbound(ctx, UNKNOWN_NUMBER, "STOP", "SM0004")
+    _say_lines(ctx, inbound_lines(unknown))
+    ctx.check(unknown.outcome is InboundOutcome.SUPPRESSED, "an unknown number is suppressed")
+    importer = Actor.system(ACCOUNT, "importer")
+    ctx.say(f"A week later {importer} registers hal with that number and imports an sms opt-in:")
+    registered = ctx.service.upsert_contacts(importer, [Contact(ACCOUNT, "hal", UNKNOWN_NUMBER)])
+    for pair in registered.suppressed:
+        ctx.say(f"  suppressed hal {pair.channel.key}: the number opted out before hal existed")
+    result = ctx.service.opt_in(
+        importer, ["hal"], [SMS], evidence=IMPORT_EVIDENCE, source=Source.IMPORT
+    )
+    ctx.say_result(result)
+    ctx.check(
+        {pair.channel for pair in registered.suppressed} == {SMS, MMS, RCS}
+        and [skip.contact_id for skip in result.skipped] == ["hal"]
+        and ctx.state("hal", SMS) is SubscriptionState.UNSUBSCRIBED,
+        "a later import of a suppressed number is refused",
+    )
+
+
+# The generated history of the trends step, counted back from the clock's now.
+TREND_WEEKS = 26
+IMPORTED_LIST = 300
+SIGNUPS_PER_WEEK = 4
+SMS_LEAVERS = (3, 2, 4, 3, 2, 3, 4, 3)  # per week, cycled: an ordinary, slightly uneven trickle
+EMAIL_LEAVERS_PER_WEEK = 2
+STOP_BURST = 40
+LIST_EVIDENCE = Evidence(
+    method="import",
+    wording="Yes, send me offers by text message and email. Reply STOP to opt out.",
+    wording_version="2025-newsletter",
+    location="the shop's previous newsletter tool",
+)
+
+
+def _generated(number: int) -> Contact:
+    cid = f"g{number:03d}"
+    return Contact(ACCOUNT, cid, phone=f"+1415556{number:04d}", email=f"{cid}@example.com")
+
+
+def _generate_history(ctx: DemoContext, now: datetime) -> None:
+    """Six months of back-dated history for the trends step (see its narrative)."""
+    service = ctx.service
+    importer = Actor.system(ACCOUNT, "importer")
+    signup = Actor.system(ACCOUNT, "signup-form")
+    listed = [_generated(n) for n in range(IMPORTED_LIST)]
+    signups = [
+        _generated(IMPORTED_LIST + n) for n in range(TREND_WEEKS * SIGNUPS_PER_WEEK)
+    ]
+    service.upsert_contacts(importer, [*listed, *signups])
+    service.opt_in(
+        importer,
+        [c.id for c in listed],
+        [SMS, EMAIL],
+        evidence=LIST_EVIDENCE,
+        source=Source.IMPORT,
+        occurred_at=now - timedelta(weeks=TREND_WEEKS, days=1),
+        details=False,
+    )
+    leavers = iter(listed)
+    # Week k is the span from 7k to 7k+7 days before now; events sit half a day or more inside
+    # it, so they fall into the same weekly window whenever the report is made in this step.
+    for week in range(TREND_WEEKS - 1, -1, -1):
+        start = now - timedelta(weeks=week)
+        batch = signups[week * SIGNUPS_PER_WEEK : (week + 1) * SIGNUPS_PER_WEEK]
+        service.opt_in(
+            signup,
+            [c.id for c in batch],
+            [SMS, EMAIL],
+            evidence=SIGNUP_EVIDENCE,
+            source=Source.SIGNUP_FORM,
+            occurred_at=start - timedelta(days=3, hours=12),
+        )
+        sms_leavers = SMS_LEAVERS[week % len(SMS_LEAVERS)]
+        for day in range(sms_leavers + EMAIL_LEAVERS_PER_WEEK):
+            leaver = next(leavers).id
+            service.unsubscribe(
+                Actor.contact(ACCOUNT, leaver),
+                [leaver],
+                [SMS if day < sms_leavers else EMAIL],
+                source=Source.UNSUBSCRIBE_LINK,
+                occurred_at=start - timedelta(days=day, hours=12),
+            )
+    for number in range(STOP_BURST):
+        phone = next(leavers).phone
+        assert phone is not None
+        service.handle_inbound(
+            InboundMessage(
+                account=ACCOUNT,
+                channel=SMS,
+                sender=phone,
+                body="STOP",
+                message_id=f"SMB{number:04d}",
+                received_at=now - timedelta(days=2) + timedelta(minutes=70 * number),
+            )
+        )
+
+
+def step_subscriber_trends(ctx: DemoContext) -> None:
+    """Subscriber trends: month over month, by month, and an unsubscribe spike"""
+    now = ctx.service.clock.now()
+    ctx.say("For something to show, the tour writes six months of history, each event")
+    ctx.say("back-dated with occurred_at (trends count when things happened, not when they")
+    ctx.say("were recorded):")
+    ctx.say(f"  - {TREND_WEEKS} weeks ago, system:importer imports an old newsletter list:")
+    ctx.say(f"    {IMPORTED_LIST} contacts opted in to sms and email;")
+    ctx.say(f"  - every week {SIGNUPS_PER_WEEK} people sign up on the web form (sms and email),")
+    ctx.say(
+        f"    {min(SMS_LEAVERS)} to {max(SMS_LEAVERS)} leave sms and {EMAIL_LEAVERS_PER_WEEK} "
+        "leave email through unsubscribe links;"
+    )
+    ctx.say(f"  - in the last two days, after three campaigns in a row, {STOP_BURST} people")
+    ctx.say("    reply STOP.")
+    _generate_history(ctx, now)
+    report = ctx.service.trends(ctx.admin, months=6)
+    ctx.say()
+    ctx.say(f"trends(months=6) as of {report.as_of.isoformat(timespec='seconds')}, against")
+    ctx.say(
+        f"{report.compared_with.isoformat(timespec='seconds')} (calendar months in "
+        f"{report.timezone}); the last column"
+    )
+    ctx.say("draws each total at the end of every month, the current month to date last:")
+    _say_lines(ctx, trend_lines(report))
+    ctx.say("A STOP covers the whole SMS group, so the STOP replies also recorded mms and rcs")
+    ctx.say("opt-outs for contacts who never subscribed there; a month ago those totals were 0,")
+    ctx.say("so they have no percentage.")
+    sms = report.trend_of(SMS)
+    email = report.trend_of(EMAIL)
+    ctx.check(
+        sms is not None
+        and email is not None
+        and sms.subscribed.direction is Direction.DOWN
+        and sms.unsubscribed.direction is Direction.UP
+        and email.subscribed.direction is Direction.UP,
+        "sms subscribers fell over the month and email subscribers grew",
+    )
+    ctx.say()
+    ctx.say("Unsubscribe spikes, each channel against its own previous 8 weeks and 6 months:")
+    for line in spike_lines(report):
+        _say_lines(ctx, textwrap.wrap(line, _WRAP, subsequent_indent="  "))
+    flagged = {(check.channel, check.window) for check in report.flagged_spikes}
+    ctx.check((SMS, SpikeWindow.LAST_7_DAYS) in flagged, "the STOP burst is flagged on sms")
+    ctx.check(all(ch != EMAIL for ch, _ in flagged), "email's ordinary week is not flagged")
+    quiet = next(
+        check
+        for check in report.spikes
+        if check.channel == EMAIL and check.window is SpikeWindow.LAST_7_DAYS
+    )
+    ctx.say("For comparison, email in the last 7 days (not flagged):")
+    _say_lines(ctx, textwrap.wrap(quiet.reason, _WRAP, subsequent_indent="  "))
+
+
 STEPS: list[Callable[[DemoContext], None]] = [
     step_register_contacts,
     step_opt_in_with_evidence,
@@ -369,9 +610,11 @@ STEPS: list[Callable[[DemoContext], None]] = [
     step_resubscribe_from_contacts_page,
     step_resubscribe_from_inbox,
     step_import_skips_unsubscribed,
+    step_inbound_replies,
     step_filter_unsubscribed,
     step_can_send_before_sending,
     step_history_of_one_contact,
+    step_subscriber_trends,
 ]
 """The tour, in the order of the seed document."""
 
@@ -448,5 +691,6 @@ def run_demo(
     else:
         out.write(
             f"\nDone. Explore it: consentkit --db {db_path} --account {ACCOUNT} history dev\n"
+            f"             or: consentkit --db {db_path} --account {ACCOUNT} trends --months 6\n"
         )
     return 0

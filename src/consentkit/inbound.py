@@ -208,20 +208,25 @@ class InboundSettings:
         possible_opt_out: apply a possible opt-out, or record it for review (the default).
         scope: which channels a STOP covers.
         templates: the replies.
-        calendar: business days for the opt-out deadline.
+        calendar: business days for the opt-out deadline; None (the default) counts Monday to
+            Friday in the account's time zone.
     """
 
     matcher: KeywordMatcher = attrs.field(factory=_default_matcher)
     possible_opt_out: PossibleOptOutAction = PossibleOptOutAction.REVIEW
     scope: OptOutScope = OptOutScope.GROUP
     templates: ReplyTemplates = attrs.field(factory=ReplyTemplates)
-    calendar: BusinessCalendar = attrs.field(factory=WeekdayCalendar)
+    calendar: BusinessCalendar | None = None
 
-    def honor_by(self, ch: Channel, received_at: datetime) -> datetime:
-        """The deadline for honouring an opt-out received at *received_at* on *ch*."""
+    def honor_by(self, ch: Channel, received_at: datetime, timezone: str = "UTC") -> datetime:
+        """The deadline for honouring an opt-out received at *received_at* on *ch*, counting
+        business days in *timezone* when no calendar is set."""
         if ch == EMAIL:
             return received_at + timedelta(hours=EMAIL_OPT_OUT_HOURS)
-        return self.calendar.add_business_days(received_at, FCC_OPT_OUT_BUSINESS_DAYS)
+        calendar = self.calendar
+        if calendar is None:
+            calendar = WeekdayCalendar(timezone=timezone)
+        return calendar.add_business_days(received_at, FCC_OPT_OUT_BUSINESS_DAYS)
 
 
 @attrs.frozen
@@ -264,8 +269,16 @@ class InboundResult:
     replayed: bool = attrs.field(default=False, eq=False)
 
     def to_json(self) -> str:
-        """A JSON document of this result (stored for idempotent redelivery)."""
-        data: dict[str, Any] = {
+        """A JSON document of this result (stored for idempotent redelivery; without
+        ``replayed``, which describes a delivery, not the result)."""
+        return json.dumps(self._document(), sort_keys=True, separators=(",", ":"))
+
+    def to_document(self) -> dict[str, Any]:
+        """A JSON-compatible dict of this result, including ``replayed``."""
+        return {**self._document(), "replayed": self.replayed}
+
+    def _document(self) -> dict[str, Any]:
+        return {
             "account": self.account,
             "message_id": self.message_id,
             "channel": self.channel.key,
@@ -281,7 +294,6 @@ class InboundResult:
             "received_at": self.received_at.isoformat(),
             "batch_id": self.batch_id,
         }
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str, *, replayed: bool = False) -> InboundResult:

@@ -919,7 +919,8 @@ class ConsentService:
         keyword: str | None,
     ) -> InboundResult:
         account = message.account
-        settings = self.settings_for(account).inbound
+        account_settings = self.settings_for(account)
+        settings = account_settings.inbound
         now = self._now()
         received = self._occurred(message.received_at, now)
         key = address_key(message.channel, message.sender)
@@ -939,7 +940,7 @@ class ConsentService:
             and settings.possible_opt_out is PossibleOptOutAction.APPLY
         )
         if opt_out:
-            honor_by = settings.honor_by(message.channel, received)
+            honor_by = settings.honor_by(message.channel, received, account_settings.timezone)
             reply = settings.templates.opt_out
             reason = (
                 "stop_keyword"
@@ -981,7 +982,7 @@ class ConsentService:
                 )
         elif classification is Classification.POSSIBLE_OPT_OUT:
             outcome = InboundOutcome.NEEDS_REVIEW
-            honor_by = settings.honor_by(message.channel, received)
+            honor_by = settings.honor_by(message.channel, received, account_settings.timezone)
         elif classification is Classification.OPT_IN:
             if not contact_ids:
                 outcome = InboundOutcome.NO_CONTACT
@@ -989,17 +990,15 @@ class ConsentService:
                 outcome = InboundOutcome.OPTED_IN
                 reply = settings.templates.opt_in
                 for cid in contact_ids:
-                    # START undoes the shared opt-out of the group but opts the contact in
-                    # anew only on the channel they wrote from.
+                    # START subscribes the channel the contact wrote from, and undoes the shared
+                    # opt-out of the group only where a STOP unsubscribed a pair that was
+                    # subscribed before (version >= 2: a pair's only way into UNSUBSCRIBED at
+                    # version 1 is from never-subscribed, which START must not turn into consent).
                     current = tx.lock_subscriptions([cid], channels)
                     targets = [
                         ch
                         for ch in channels
-                        if ch == message.channel
-                        or (
-                            (cid, ch) in current
-                            and current[(cid, ch)].state is SubscriptionState.UNSUBSCRIBED
-                        )
+                        if ch == message.channel or _undone_by_start(current.get((cid, ch)))
                     ]
                     result = self._apply_in_tx(
                         tx,
@@ -1095,6 +1094,16 @@ class ConsentService:
                     summed[ch] = summed[ch] + _counts_of(transition, count)
             counts[interval] = dict(summed)
         return plan.build(totals=totals, counts=counts)
+
+
+def _undone_by_start(sub: Subscription | None) -> bool:
+    return (
+        sub is not None
+        and sub.state is SubscriptionState.UNSUBSCRIBED
+        and sub.version >= 2
+        and sub.changed_by is ActorKind.CONTACT
+        and sub.source is Source.INBOUND_KEYWORD
+    )
 
 
 def _for_pair(error: ConsentError, contact_id: str, ch: Channel) -> ConsentError:
