@@ -33,10 +33,6 @@ __all__ = [
     "normalize",
 ]
 
-# A KeywordMatch keeps this much of the normalised body: one SMS segment is enough to audit why a
-# reply was classified, and a 1 MB body must not be copied into every event.
-_PREVIEW_CHARS = 160
-
 # Only this much of the normalised body is searched for an opt-out keyword inside a longer message.
 # A revocation in a conversational reply comes early ("stop texting me", "please remove me"), while
 # this search is the one step whose cost grows with the body times the number of keywords; the cap
@@ -76,16 +72,31 @@ _EDGE_JUNK_CATEGORIES = frozenset(
 )
 
 _ASCII_EDGE_JUNK = string.punctuation + " "
-_ASCII_PUNCTUATION_TO_SPACE = bytes.maketrans(
-    string.punctuation.encode("ascii"), b" " * len(string.punctuation)
-)
-_ASCII_CHARS = frozenset(map(chr, range(0x80)))
+# The ASCII characters that need no work beyond case folding; every other ASCII character is read
+# as a space (_ASCII_SPACE_LIKE) or is punctuation, removed at the ends only.
+_ASCII_PLAIN = frozenset(string.ascii_letters + string.digits + " ")
 _ASCII_SPACE_LIKE = frozenset(map(chr, [*range(0x20), 0x7F])) | {"-", "_"}
 _ASCII_EDGE_JUNK_CHARS = frozenset(string.punctuation) - _ASCII_SPACE_LIKE
+# Lowers the case and turns hyphens, underscores and controls into spaces: normalize() on ASCII text
+# is this, spaces collapsed and edge punctuation stripped.
 _ASCII_TABLE = bytes.maketrans(
     bytes([*range(0x20), 0x7F]) + b"-_" + string.ascii_uppercase.encode("ascii"),
     b" " * 33 + b"  " + string.ascii_lowercase.encode("ascii"),
 )
+# Lowers the case and turns everything but letters and digits into spaces, so that .split() gives
+# the words of ASCII text: the runs of letters and digits, the same for a body and its normal form.
+_ASCII_WORD_TABLE = bytes.maketrans(
+    bytes([*range(0x20), 0x7F])
+    + string.punctuation.encode("ascii")
+    + string.ascii_uppercase.encode("ascii"),
+    b" " * (33 + len(string.punctuation)) + string.ascii_lowercase.encode("ascii"),
+)
+# Up to this many distinct characters to drop or read as spaces, one str.replace pass per character
+# beats str.translate with a dict, which looks every character of the text up in the dict.
+_MAX_REPLACE_PASSES = 8
+# str.strip(chars) looks each end character up in *chars* by a linear scan, so many distinct edge
+# characters (a body of unassigned code points) are stripped by a loop over a set instead.
+_MAX_STRIP_CHARS = 32
 
 
 def normalize(body: str) -> str:
@@ -125,34 +136,49 @@ def _normalize_ascii(body: str) -> str:
 
 
 def _normalize_unicode(body: str) -> str:
-    text = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", body).casefold())
+    return _normalize_compatible(unicodedata.normalize("NFKC", body))
+
+
+def _normalize_compatible(body: str) -> str:
+    # The rest of _normalize_unicode, for a body already in NFKC.
+    text = unicodedata.normalize("NFD", body.casefold())
     # Characters are classified once per distinct character, not per occurrence, and ASCII ones by
-    # fixed sets, so a long body costs a few C-level passes plus a loop over its non-ASCII alphabet.
-    present = set(text)
-    table: dict[int, str | None] = dict.fromkeys(map(ord, present & _ASCII_SPACE_LIKE), " ")
-    edge_junk = present & _ASCII_EDGE_JUNK_CHARS
-    for char in present - _ASCII_CHARS:
-        category = unicodedata.category(char)
-        if category in _DROPPED_CATEGORIES:
-            table[ord(char)] = None
-        elif category in _SPACE_CATEGORIES:
-            table[ord(char)] = " "
-        elif category in _EDGE_JUNK_CATEGORIES:
-            edge_junk.add(char)
-    if table:
-        text = text.translate(table)
+    # fixed sets, so a long body costs a few C-level passes plus a loop over its alphabet less the
+    # lowercase letters, digits and space.
+    replacements: list[tuple[str, str]] = []
+    edge_junk = [" "]
+    for char in set(text) - _ASCII_PLAIN:
+        if char in _ASCII_SPACE_LIKE:
+            replacements.append((char, " "))
+        elif char in _ASCII_EDGE_JUNK_CHARS:
+            edge_junk.append(char)
+        else:
+            category = unicodedata.category(char)
+            if category in _DROPPED_CATEGORIES:
+                replacements.append((char, ""))
+            elif category in _SPACE_CATEGORIES:
+                replacements.append((char, " "))
+            elif category in _EDGE_JUNK_CATEGORIES:
+                edge_junk.append(char)
+    # Every replacement is "" or an ASCII space, which is never replaced itself, so replacing one
+    # character after the other gives what one str.translate pass gives.
+    if len(replacements) <= _MAX_REPLACE_PASSES:
+        for char, replacement in replacements:
+            text = text.replace(char, replacement)
+    else:
+        text = text.translate({ord(char): replacement for char, replacement in replacements})
     text = " ".join(text.split())
     if not text.isascii():
         # NFC puts back what NFD split apart without being a mark (Hangul syllables), so the
         # normalised text still reads like the message.
         text = unicodedata.normalize("NFC", text)
-    if not edge_junk:
-        return text
-    edge_junk.add(" ")
+    if len(edge_junk) <= _MAX_STRIP_CHARS:
+        return text.strip("".join(edge_junk))
+    junk = frozenset(edge_junk)
     start, end = 0, len(text)
-    while start < end and text[start] in edge_junk:
+    while start < end and text[start] in junk:
         start += 1
-    while end > start and text[end - 1] in edge_junk:
+    while end > start and text[end - 1] in junk:
         end -= 1
     return text[start:end]
 
@@ -282,20 +308,30 @@ def _known_locale(tag: object) -> str:
 
 # --- matching ------------------------------------------------------------------------------------
 
+# A body is looked up among the common spellings of the keywords only if it is at most this much
+# longer than the longest of them: room for whitespace around a keyword ("  STOP\r\n").
+_SPELLING_PADDING = 8
+
 
 @attrs.frozen
 class KeywordMatch:
     """The classification of one inbound reply.
 
+    A match holds nothing of the message itself: a matcher hands out shared, immutable instances
+    (one for ``NONE``, one per keyword and class), so classifying allocates nothing in the common
+    cases and a 1 MB body is never copied into an event.  Call :func:`normalize` on the body for the
+    form the keywords were matched against.
+
     Attributes:
         classification: what the reply asks for.
         keyword: the normalised keyword that matched, or ``None`` for :attr:`Classification.NONE`.
-        normalized: the normalised body (:func:`normalize`), cut to its first 160 characters.
     """
 
     classification: Classification
     keyword: str | None
-    normalized: str
+
+
+_NO_MATCH = KeywordMatch(Classification.NONE, None)
 
 
 def _spellings(keyword: str) -> set[str]:
@@ -305,16 +341,38 @@ def _spellings(keyword: str) -> set[str]:
     return {form + end for form in cased for end in ("", ".", "!")}
 
 
+def _alternation(keywords: Iterable[str]) -> str:
+    # Longest first, so "stop all" is reported rather than "stop" where both match.
+    return "|".join(map(re.escape, sorted(keywords, key=lambda keyword: (-len(keyword), keyword))))
+
+
 def _possible_opt_out_pattern(opt_out: frozenset[str]) -> re.Pattern[str] | None:
     if not opt_out:
         return None
-    # Longest first, so "stop all" is reported rather than "stop".
-    alternatives = sorted(opt_out, key=lambda keyword: (-len(keyword), keyword))
-    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, alternatives)) + r")(?!\w)")
+    return re.compile(r"(?<!\w)(?:" + _alternation(opt_out) + r")(?!\w)")
 
 
 def _ascii_words(text: str) -> list[bytes]:
-    return text.encode("ascii").translate(_ASCII_PUNCTUATION_TO_SPACE).split()
+    return text.encode("ascii").translate(_ASCII_WORD_TABLE).split()
+
+
+def _first_word_patterns(opt_out: frozenset[str]) -> dict[bytes, re.Pattern[str]]:
+    """Return, by first word, a pattern finding the ASCII opt-out keywords that start with it.
+
+    The word comes first and the "no word character before it" test right after it, so the pattern
+    starts with a literal and the regex engine jumps between occurrences of that word instead of
+    trying every position of the text.
+    """
+    by_first_word: dict[bytes, list[str]] = {}
+    for keyword in opt_out:
+        if keyword.isascii():
+            by_first_word.setdefault(_ascii_words(keyword)[0], []).append(keyword)
+    patterns: dict[bytes, re.Pattern[str]] = {}
+    for word, keywords in by_first_word.items():
+        first = re.escape(word.decode("ascii"))
+        rests = _alternation(keyword[len(word) :] for keyword in keywords)
+        patterns[word] = re.compile(f"{first}(?<!\\w{first})(?:{rests})(?!\\w)")
+    return patterns
 
 
 class KeywordMatcher:
@@ -323,13 +381,25 @@ class KeywordMatcher:
     Immutable once built; share one instance.  An exact keyword gives ``OPT_OUT``, ``OPT_IN`` or
     ``HELP``; otherwise an opt-out keyword occurring as whole word(s) in the first 2,000 normalised
     characters gives ``POSSIBLE_OPT_OUT`` ("stop texting me", but not "weekend" or "stopped by");
-    anything else, including an empty body, gives ``NONE``.
+    anything else, including an empty body, gives ``NONE``.  Equal results are the same shared
+    :class:`KeywordMatch` instance.
 
     Attributes:
         keywords: the keyword set this matcher recognises.
     """
 
-    __slots__ = ("_exact", "_keywords", "_possible", "_possible_first_words")
+    __slots__ = (
+        "_exact",
+        "_first_word_only",
+        "_first_word_patterns",
+        "_first_words",
+        "_keywords",
+        "_max_spelling",
+        "_max_words",
+        "_possible",
+        "_possible_first_words",
+        "_possible_matches",
+    )
 
     def __init__(self, keywords: KeywordSet = DEFAULT_KEYWORDS) -> None:
         if not isinstance(keywords, KeywordSet):
@@ -338,26 +408,52 @@ class KeywordMatcher:
             )
         self._keywords = keywords
         # One shared, immutable match per keyword, found by its normalised form or by a common raw
-        # spelling ("STOP", "Stop.", "Opt-Out"): exact keywords skip normalising and allocating.
+        # spelling ("STOP", "Stop.", "Opt-Out"): exact keywords skip normalising.
         exact: dict[str, KeywordMatch] = {}
+        ascii_words: list[list[bytes]] = []
         for classification, words in (
             (Classification.OPT_OUT, keywords.opt_out),
             (Classification.OPT_IN, keywords.opt_in),
             (Classification.HELP, keywords.help),
         ):
             for keyword in words:
-                match = KeywordMatch(classification, keyword, keyword)
+                match = KeywordMatch(classification, keyword)
                 for spelling in _spellings(keyword):
                     if normalize(spelling) == keyword:
                         exact[spelling] = match
+                if keyword.isascii():
+                    ascii_words.append(_ascii_words(keyword))
         self._exact = exact
+        self._max_spelling = max(map(len, exact), default=0) + _SPELLING_PADDING
+        self._possible_matches = {
+            keyword: KeywordMatch(Classification.POSSIBLE_OPT_OUT, keyword)
+            for keyword in keywords.opt_out
+        }
         self._possible = _possible_opt_out_pattern(keywords.opt_out)
-        # In normalised ASCII text the regex's word boundaries are exactly the spaces and
-        # punctuation, so a message none of whose words starts an ASCII opt-out keyword cannot
-        # match it: a set test on its words rules out most replies at a third of the regex's cost.
-        self._possible_first_words = frozenset(
-            _ascii_words(keyword)[0] for keyword in keywords.opt_out if keyword.isascii()
-        )
+        self._first_word_patterns = _first_word_patterns(keywords.opt_out)
+        self._possible_first_words = frozenset(self._first_word_patterns)
+        # For an opt-out keyword of one word ("stop", "unsubscribe"): its match, and the other
+        # words of the longer keywords starting with it ("all" for "stop all").  A message whose
+        # only opt-out first word is that one, and that has none of those other words, holds that
+        # keyword and no other, so it is a possible opt-out without normalising or searching.
+        longer_words: dict[bytes, set[bytes]] = {}
+        one_word: dict[bytes, KeywordMatch] = {}
+        for keyword in keywords.opt_out:
+            if keyword.isascii():
+                first, *others = _ascii_words(keyword)
+                longer_words.setdefault(first, set()).update(others)
+                if first == keyword.encode("ascii"):
+                    one_word[first] = self._possible_matches[keyword]
+        self._first_word_only = {
+            first: (match, frozenset(longer_words[first])) for first, match in one_word.items()
+        }
+        # ASCII text normalises to ASCII text with the same words (runs of letters and digits), and
+        # both an exact keyword and one found inside a longer message are whole words of the
+        # normalised text, starting with the keyword's first word: a message none of whose words
+        # starts a keyword is NONE after one translate, one split and one set test.  An exact
+        # keyword also has as many words as the message.
+        self._first_words = frozenset(words[0] for words in ascii_words)
+        self._max_words = max(map(len, ascii_words), default=0)
 
     @classmethod
     def for_locales(
@@ -393,30 +489,84 @@ class KeywordMatcher:
         """
         if type(body) is not str and not isinstance(body, str):
             raise _not_text(body)
-        # str.strip() returns the body itself when there is nothing to strip, so this costs little
-        # on ordinary replies and catches " STOP\n" without normalising.
-        match = self._exact.get(body.strip())
-        if match is not None:
-            return match
-        text = _normalize_ascii(body) if body.isascii() else _normalize_unicode(body)
-        match = self._exact.get(text)
-        if match is not None:
-            return match
-        keyword = self._possible_opt_out(text)
-        if keyword is None:
-            return KeywordMatch(Classification.NONE, None, text[:_PREVIEW_CHARS])
-        return KeywordMatch(Classification.POSSIBLE_OPT_OUT, keyword, text[:_PREVIEW_CHARS])
+        # A short body is first looked up as it is: this catches " STOP\n" and "Stop." without
+        # normalising, and str.strip() returns the body itself when there is nothing to strip.
+        # Longer bodies skip it rather than hash a whole reply for nothing.
+        if len(body) <= self._max_spelling:
+            match = self._exact.get(body.strip())
+            if match is not None:
+                return match
+        if not body.isascii():
+            return self._classify_unicode(body)
+        words = body.encode().translate(_ASCII_WORD_TABLE).split()
+        if self._first_words.isdisjoint(words):
+            return _NO_MATCH
+        return self._classify_ascii_words(words, None, body)
 
-    def _possible_opt_out(self, text: str) -> str | None:
-        if self._possible is None:
-            return None
+    def _classify_unicode(self, body: str) -> KeywordMatch:
+        compatible = unicodedata.normalize("NFKC", body)
+        if compatible.isascii():
+            # NFKC is the first step of normalize(), so "ＳＴＯＰ" classifies like "STOP".
+            return self.classify(compatible)
+        text = _normalize_compatible(compatible)
+        if not text.isascii():
+            match = self._exact.get(text)
+            return match if match is not None else self._possible_unicode(text)
+        words = _ascii_words(text)
+        if self._first_words.isdisjoint(words):
+            return _NO_MATCH
+        return self._classify_ascii_words(words, text, body)
+
+    def _classify_ascii_words(
+        self, words: list[bytes], text: str | None, body: str
+    ) -> KeywordMatch:
+        """Classify a body whose normal form is ASCII, from the words of that normal form.
+
+        *text* is ``normalize(body)``, or ``None`` if not computed yet (an ASCII body): most
+        messages that get here are long and are told apart by their words alone.
+        """
+        if len(words) <= self._max_words:
+            if text is None:
+                text = _normalize_ascii(body)
+            match = self._exact.get(text)
+            if match is not None:
+                return match
+        first_words = self._possible_first_words.intersection(words)
+        if not first_words:
+            return _NO_MATCH
+        if len(first_words) == 1 and len(body if text is None else text) <= _POSSIBLE_SCAN_CHARS:
+            (word,) = first_words
+            only = self._first_word_only.get(word)
+            if only is not None and only[1].isdisjoint(words):
+                return only[0]
+        # Possible opt-out: one pattern per first word of an opt-out keyword the message has.  Two
+        # first words cannot match at one position (the word there is one or the other), so the
+        # leftmost match of all is the one the reference search over every keyword finds.
+        if text is None:
+            text = _normalize_ascii(body)
         if len(text) > _POSSIBLE_SCAN_CHARS:
-            # Cut at a space so that a word cut in half ("stop|ped") cannot pass for a keyword.
-            text = text[: max(text.rfind(" ", 0, _POSSIBLE_SCAN_CHARS + 1), 0)]
-        if text.isascii() and self._possible_first_words.isdisjoint(_ascii_words(text)):
-            return None
-        found = self._possible.search(text)
-        return None if found is None else found.group()
+            text = _possible_scan(text)
+        patterns = self._first_word_patterns
+        found: re.Match[str] | None = None
+        for word in first_words:
+            candidate = patterns[word].search(text)
+            if candidate is not None and (found is None or candidate.start() < found.start()):
+                found = candidate
+        return _NO_MATCH if found is None else self._possible_matches[found[0]]
+
+    def _possible_unicode(self, text: str) -> KeywordMatch:
+        if self._possible is None:
+            return _NO_MATCH
+        found = self._possible.search(_possible_scan(text))
+        return _NO_MATCH if found is None else self._possible_matches[found[0]]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._keywords!r})"
+
+
+def _possible_scan(text: str) -> str:
+    """Return the part of normalised *text* searched for an opt-out keyword inside a message."""
+    if len(text) <= _POSSIBLE_SCAN_CHARS:
+        return text
+    # Cut at a space so that a word cut in half ("stop|ped") cannot pass for a keyword.
+    return text[: max(text.rfind(" ", 0, _POSSIBLE_SCAN_CHARS + 1), 0)]
