@@ -1,0 +1,612 @@
+"""The SQLite store passes the public conformance suite, plus checks of what only SQLite has:
+the schema and its version, file handling, pragmas, error translation and threads."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import random
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from consentkit import (
+    EMAIL,
+    SMS,
+    WHATSAPP,
+    Actor,
+    ConflictError,
+    ConsentError,
+    ConsentService,
+    Contact,
+    Evidence,
+    InMemoryStore,
+    Justification,
+    ResubscribeReason,
+    Source,
+    StorageError,
+    SubscriptionState,
+    ValidationError,
+    channel,
+)
+from consentkit.storage import ChangeBatch, PairChange, Store, SubscriptionFilter
+from consentkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
+from consentkit.testing import FakeClock, StoreConformance, check_replay
+
+ACCOUNT = "acme"
+ADMIN = Actor.admin(ACCOUNT, "alice")
+T0 = datetime(2026, 1, 31, 22, 30, tzinfo=UTC)
+EVIDENCE = Evidence(
+    "web_form", "Yes, text me offers. Reply STOP to stop.", "v1", captured_at=T0 - timedelta(1)
+)
+REQUEST = Justification(ResubscribeReason.CONTACT_REQUEST, "asked by phone")
+
+
+class TestSQLiteStoreConformance(StoreConformance):
+    """Runs every contract test against :class:`SQLiteStore` on a file in a fresh directory."""
+
+    def make_store(self, directory: Path) -> SQLiteStore:
+        """A fresh SQLite store in *directory*."""
+        return SQLiteStore(directory / "consent.db")
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """Where the test's database file goes."""
+    return tmp_path / "consent.db"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[SQLiteStore]:
+    """A fresh store, closed after the test."""
+    with SQLiteStore(path) as made:
+        yield made
+
+
+@pytest.fixture
+def service(store: SQLiteStore) -> ConsentService:
+    """A service on the store with contacts c0..c9 (phones), on a clock that ticks a second."""
+    svc = ConsentService(store, clock=FakeClock(T0, tick=timedelta(seconds=1)))
+    svc.upsert_contacts(
+        ADMIN, [Contact(ACCOUNT, f"c{i}", phone=f"+1415555{i:04d}") for i in range(10)]
+    )
+    return svc
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection to look at the file behind the store's back."""
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def batch(state: SubscriptionState, **fields: object) -> ChangeBatch:
+    """A change batch in ACCOUNT by ADMIN at T0."""
+    values: dict[str, object] = {
+        "account": ACCOUNT,
+        "new_state": state,
+        "actor": ADMIN,
+        "source": Source.API,
+        "occurred_at": T0,
+        "recorded_at": T0,
+        "batch_id": "b1",
+        "evidence": EVIDENCE if state is SubscriptionState.SUBSCRIBED else None,
+    }
+    values.update(fields)
+    return ChangeBatch(**values)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- schema and file
+
+
+def test_store_satisfies_the_protocol(store: SQLiteStore) -> None:
+    """SQLiteStore is a Store (statically, through this annotation, and at run time)."""
+    as_protocol: Store = store
+    assert isinstance(as_protocol, Store)
+
+
+def test_new_file_gets_the_schema_and_its_version(path: Path, store: SQLiteStore) -> None:
+    """A new file holds every table, one schema_version row per migration and consentkit's id."""
+    conn = raw(path)
+    versions = [row[0] for row in conn.execute("SELECT version FROM schema_version")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"contacts", "subscriptions", "events", "trend_hours", "suppressions"} <= tables
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x436B6974
+    conn.close()
+
+
+def test_reopening_keeps_data_and_applies_no_migration_twice(path: Path) -> None:
+    """Reopening an existing file keeps its data and leaves the schema version as it was."""
+    with SQLiteStore(path) as first:
+        service = ConsentService(first, clock=FakeClock(T0))
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "ann", email="ann@example.com")])
+        service.opt_in(ADMIN, "ann", EMAIL, evidence=EVIDENCE)
+    for _ in range(3):
+        with SQLiteStore(path) as again:
+            assert again.get_contact(ACCOUNT, "ann") == Contact(
+                ACCOUNT, "ann", email="ann@example.com"
+            )
+            assert [e.contact_id for e in again.events(ACCOUNT)] == ["ann"]
+    conn = raw(path)
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_threads_opening_a_fresh_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """Eight stores opened at once on a new file all work and the schema is created once."""
+    path = tmp_path / "fresh.db"
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+    stores: list[SQLiteStore] = []
+
+    def open_store() -> None:
+        try:
+            start.wait(5)
+            stores.append(SQLiteStore(path))
+        except BaseException as error:  # reported below: a thread must not die silently
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_store) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert len(stores) == 8
+    for made in stores:
+        assert made.list_contacts(ACCOUNT, after=None, limit=1) == []
+        made.close()
+    conn = raw(path)
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_newer_schema_is_refused(path: Path) -> None:
+    """A file written by a newer consentkit is refused with advice to upgrade."""
+    SQLiteStore(path).close()
+    conn = raw(path)
+    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 1,))
+    conn.close()
+    with pytest.raises(StorageError, match="upgrade consentkit"):
+        SQLiteStore(path)
+
+
+def test_a_foreign_database_is_refused(path: Path) -> None:
+    """A SQLite file that holds another application's tables is not taken over."""
+    conn = raw(path)
+    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    conn.close()
+    with pytest.raises(StorageError, match="file of its own"):
+        SQLiteStore(path)
+    conn = raw(path)
+    conn.execute("DROP TABLE orders")
+    conn.execute("PRAGMA application_id = 42")
+    conn.close()
+    with pytest.raises(StorageError, match="not a consentkit database"):
+        SQLiteStore(path)
+
+
+def test_a_file_that_is_not_a_database_is_a_storage_error(path: Path) -> None:
+    """Garbage bytes in the file give a StorageError naming the file, caused by the driver."""
+    path.write_bytes(b"this is not a database, just text " * 200)
+    with pytest.raises(StorageError, match=r"consent\.db") as caught:
+        SQLiteStore(path)
+    assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
+
+
+def test_a_missing_directory_is_a_storage_error(tmp_path: Path) -> None:
+    """A path in a directory that does not exist gives a StorageError, not a driver error."""
+    with pytest.raises(StorageError, match="open the database"):
+        SQLiteStore(tmp_path / "no" / "such" / "dir" / "consent.db")
+
+
+@pytest.mark.parametrize("where", [":memory:", "", "file::memory:?cache=shared"])
+def test_memory_databases_are_refused(where: str) -> None:
+    """An in-memory path is refused with a pointer to InMemoryStore."""
+    with pytest.raises(ValidationError, match="InMemoryStore"):
+        SQLiteStore(where)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"busy_timeout": -1}, "busy_timeout"),
+        ({"busy_timeout": True}, "busy_timeout"),
+        ({"synchronous": "OFF"}, "synchronous"),
+    ],
+)
+def test_bad_options_are_refused(path: Path, options: dict[str, object], field: str) -> None:
+    """A negative busy timeout or an unsafe synchronous mode is refused, naming the option."""
+    with pytest.raises(ValidationError) as caught:
+        SQLiteStore(path, **options)  # type: ignore[arg-type]
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(("synchronous", "level"), [("FULL", 2), ("NORMAL", 1)])
+def test_connections_use_wal_and_the_chosen_durability(
+    path: Path, synchronous: str, level: int
+) -> None:
+    """Every connection runs in WAL mode with the synchronous level given to the store."""
+    with SQLiteStore(path, synchronous=synchronous) as made:  # type: ignore[arg-type]
+        seen: list[tuple[str, int]] = []
+
+        def look() -> None:
+            conn = made._connection()
+            seen.append(
+                (
+                    conn.execute("PRAGMA journal_mode").fetchone()[0],
+                    conn.execute("PRAGMA synchronous").fetchone()[0],
+                )
+            )
+
+        look()
+        thread = threading.Thread(target=look)
+        thread.start()
+        thread.join(10)
+        assert seen == [("wal", level), ("wal", level)]
+
+
+def test_integrity_check_is_clean_after_work(path: Path, service: ConsentService) -> None:
+    """After a mix of calls, SQLite's integrity check finds nothing wrong."""
+    ids = [f"c{i}" for i in range(10)]
+    service.opt_in(ADMIN, ids, [SMS, EMAIL], evidence=EVIDENCE)
+    service.unsubscribe(ADMIN, ids[:5], [SMS])
+    service.resubscribe(ADMIN, ids[:2], [SMS], justification=REQUEST)
+    conn = raw(path)
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    conn.close()
+
+
+# ---------------------------------------------------------------------------- values
+
+
+def test_contact_with_handles_and_custom_channel_round_trips(path: Path) -> None:
+    """Phone, email and handles (also on a host's own channel) survive a reopen unchanged."""
+    telegram = channel("telegram")
+    contact = Contact(
+        ACCOUNT,
+        "ann",
+        phone="+44 20 7946 0958",
+        email="Ann.Lee@Example.COM",
+        handles={telegram: "tg:1234", "push": "tok/ü+=="},
+    )
+    with SQLiteStore(path) as first, first.transaction(ACCOUNT) as tx:
+        tx.put_contacts([contact])
+    with SQLiteStore(path) as again:
+        assert again.get_contact(ACCOUNT, "ann") == contact
+        with again.transaction(ACCOUNT) as tx:
+            assert tx.find_contacts_by_address(["handle:telegram:tg:1234"]) == {
+                "handle:telegram:tg:1234": ["ann"]
+            }
+            assert tx.get_contacts(["ann"]) == {"ann": contact}
+
+
+def test_times_come_back_as_aware_utc_to_the_microsecond(store: SQLiteStore) -> None:
+    """Datetimes in any zone come back as the same instant, in UTC, to the microsecond."""
+    zone = datetime(2026, 1, 1, tzinfo=UTC).astimezone().tzinfo
+    when = datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC).astimezone(zone)
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_contacts([Contact(ACCOUNT, "a")])
+        tx.write_changes(
+            batch(SubscriptionState.SUBSCRIBED, occurred_at=when, recorded_at=when),
+            [PairChange("a", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)],
+        )
+    (event,) = store.events(ACCOUNT)
+    assert event.occurred_at == when
+    assert event.occurred_at.tzinfo is UTC
+    assert event.evidence == EVIDENCE
+    # An instant before 1970 lands in the hour before the epoch, not the one after.
+    assert store.totals_at(ACCOUNT, [datetime(1970, 1, 1, tzinfo=UTC)]) == [
+        {(SMS, SubscriptionState.SUBSCRIBED): 1}
+    ]
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_duplicate_key_is_a_conflict_caused_by_the_driver(store: SQLiteStore) -> None:
+    """A unique-key violation becomes ConflictError, chained to the sqlite3 error."""
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_inbound_result("SM1", "{}")
+    with pytest.raises(ConflictError, match="SM1") as caught, store.transaction(ACCOUNT) as tx:
+        tx.put_inbound_result("SM1", "{}")
+    assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
+
+
+def test_stale_version_conflict_names_the_pair(store: SQLiteStore) -> None:
+    """A version mismatch in a batch names the pair and leaves the whole batch unapplied."""
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_contacts([Contact(ACCOUNT, "a"), Contact(ACCOUNT, "b")])
+        tx.write_changes(
+            batch(SubscriptionState.SUBSCRIBED),
+            [PairChange("a", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)],
+        )
+    with store.transaction(ACCOUNT) as tx:
+        with pytest.raises(ConflictError, match=r"'a' on sms is at version 1, not 4"):
+            tx.write_changes(
+                batch(SubscriptionState.UNSUBSCRIBED, evidence=None),
+                [
+                    PairChange("b", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0),
+                    PairChange("a", SMS, SubscriptionState.SUBSCRIBED, 4),
+                ],
+            )
+        # The failed call left nothing behind, and the transaction is still usable.
+        assert tx.lock_subscriptions(["a", "b"], [SMS])[("a", SMS)].version == 1
+        assert ("b", SMS) not in tx.lock_subscriptions(["a", "b"], [SMS])
+        tx.put_inbound_result("after-conflict", "{}")
+    assert len(list(store.events(ACCOUNT))) == 1
+    with store.transaction(ACCOUNT) as tx:
+        assert tx.get_inbound_result("after-conflict") == "{}"
+
+
+def test_a_locked_database_is_a_conflict_after_the_busy_timeout(path: Path) -> None:
+    """A writer that cannot get the lock within busy_timeout gets a ConflictError saying so,
+    while reads still see the committed state (WAL)."""
+    with SQLiteStore(path, busy_timeout=0.2) as made:
+        service = ConsentService(made, clock=FakeClock(T0))
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "a")])
+        blocker = raw(path)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(ConflictError, match="locked by another writer") as caught:
+                service.opt_in(ADMIN, "a", SMS, evidence=EVIDENCE)
+            assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+            assert made.get_contact(ACCOUNT, "a") == Contact(ACCOUNT, "a")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert service.opt_in(ADMIN, "a", SMS, evidence=EVIDENCE).changed_count == 1
+
+
+def test_transactions_do_not_nest(store: SQLiteStore) -> None:
+    """Opening a transaction inside another one of the same thread is refused clearly."""
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_contacts([Contact(ACCOUNT, "a")])
+        with pytest.raises(StorageError, match="do not nest"), store.transaction(ACCOUNT):
+            pass
+    assert store.get_contact(ACCOUNT, "a") is not None
+
+
+def test_a_closed_store_refuses_use(path: Path) -> None:
+    """After close(), every call raises StorageError; closing twice is harmless."""
+    made = SQLiteStore(path)
+    made.close()
+    made.close()
+    with pytest.raises(StorageError, match="closed"):
+        made.get_contact(ACCOUNT, "a")
+    with pytest.raises(StorageError, match="closed"), made.transaction(ACCOUNT):
+        pass
+
+
+def test_rejected_batches_write_nothing(store: SQLiteStore) -> None:
+    """A batch for another account or back to never-subscribed is refused before writing."""
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_contacts([Contact(ACCOUNT, "a")])
+        with pytest.raises(ValidationError, match="account"):
+            tx.write_changes(
+                batch(SubscriptionState.SUBSCRIBED, account="globex"),
+                [PairChange("a", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)],
+            )
+        with pytest.raises(ValidationError, match="never-subscribed"):
+            tx.write_changes(
+                batch(SubscriptionState.NEVER_SUBSCRIBED),
+                [PairChange("a", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)],
+            )
+    assert list(store.events(ACCOUNT)) == []
+
+
+# ---------------------------------------------------------------------------- reads
+
+
+def test_events_are_read_in_pages_without_gaps(service: ConsentService) -> None:
+    """Thousands of events iterate completely and in order, also with limits across pages."""
+    store = service.store
+    contacts = [Contact(ACCOUNT, f"p{i:04d}") for i in range(1300)]
+    service.upsert_contacts(ADMIN, contacts)
+    ids = [c.id for c in contacts]
+    service.opt_in(ADMIN, ids, [SMS, WHATSAPP], evidence=EVIDENCE, details=False)
+    everything = list(store.events(ACCOUNT))
+    assert len(everything) == 2600
+    sequences = [e.sequence for e in everything]
+    assert sequences == sorted(set(sequences))
+    assert list(store.events(ACCOUNT, after=sequences[99], limit=1500)) == everything[100:1600]
+    assert list(store.events(ACCOUNT, limit=0)) == []
+    of_one = list(store.events(ACCOUNT, contact_id="p0007", channel=WHATSAPP))
+    assert [(e.contact_id, e.channel) for e in of_one] == [("p0007", WHATSAPP)]
+    assert [e.contact_id for e in store.events(ACCOUNT, channel=SMS, limit=3)] == ids[:3]
+
+
+def test_sequences_keep_growing_after_a_reopen(path: Path) -> None:
+    """Events appended after a reopen get higher sequence numbers than every earlier one."""
+    with SQLiteStore(path) as first:
+        service = ConsentService(first, clock=FakeClock(T0, tick=timedelta(seconds=1)))
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "a")])
+        service.opt_in(ADMIN, "a", [SMS, EMAIL], evidence=EVIDENCE)
+    with SQLiteStore(path) as again:
+        service = ConsentService(again, clock=FakeClock(T0 + timedelta(1)))
+        service.unsubscribe(ADMIN, "a", SMS)
+        sequences = [e.sequence for e in again.events(ACCOUNT)]
+    assert len(sequences) == 3
+    assert sequences == sorted(set(sequences))
+
+
+# ---------------------------------------------------------------------------- threads, fork
+
+
+def test_threads_write_through_their_own_connections(service: ConsentService) -> None:
+    """Eight threads writing at once through one store lose nothing and keep state == replay."""
+    store = service.store
+    ids = [f"c{i}" for i in range(10)]
+    service.opt_in(ADMIN, ids, [SMS, EMAIL], evidence=EVIDENCE)
+    baseline = len(list(store.events(ACCOUNT)))
+    changed: list[int] = []
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        rng = random.Random(worker)
+        try:
+            for _ in range(25):
+                targets = rng.sample(ids, 3)
+                if rng.random() < 0.5:
+                    result = service.unsubscribe(ADMIN, targets, [SMS, EMAIL])
+                else:
+                    result = service.resubscribe(
+                        ADMIN, targets, [SMS, EMAIL], justification=REQUEST, partial=True
+                    )
+                changed.append(result.changed_count)
+                assert service.audience(ADMIN, SMS, ids) <= set(ids)
+        except BaseException as error:  # reported below: a thread must not die silently
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert len(list(store.events(ACCOUNT))) - baseline == sum(changed)
+    check_replay(store, ACCOUNT)
+
+
+def test_connections_of_finished_threads_are_released(store: SQLiteStore) -> None:
+    """A thread's connection is closed once the thread is gone, so thread churn leaks nothing."""
+
+    def read() -> None:
+        store.get_contact(ACCOUNT, "a")
+
+    for _ in range(20):
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join(10)
+    gc.collect()
+    assert len(store._connections) <= 2  # this thread's, and at most one not yet collected
+
+
+def _write_in_child(made: SQLiteStore) -> None:
+    service = ConsentService(made, clock=FakeClock(T0 + timedelta(1)))
+    service.unsubscribe(ADMIN, "a", SMS)
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork() (POSIX)"
+)
+def test_a_forked_child_opens_its_own_connection(store: SQLiteStore) -> None:
+    """A store used before fork() keeps working in the child and the parent sees the write."""
+    service = ConsentService(store, clock=FakeClock(T0))
+    service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "a")])
+    service.opt_in(ADMIN, "a", SMS, evidence=EVIDENCE)
+    child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(store,))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert service.state(ADMIN, "a", SMS) is SubscriptionState.UNSUBSCRIBED
+    assert service.opt_in(ADMIN, "a", EMAIL, evidence=EVIDENCE).changed_count == 1
+
+
+# ---------------------------------------------------------------------------- vs the reference
+
+
+def _run_script(store: Store, seed: int) -> list[object]:
+    """Random calls through the service, then every read the protocol offers, as plain data."""
+    rng = random.Random(seed)
+    clock = FakeClock(T0)
+    service = ConsentService(store, clock=clock, chunk_size=7)
+    telegram = channel("telegram")
+    service.upsert_contacts(
+        ADMIN,
+        [
+            Contact(
+                ACCOUNT,
+                f"c{i:02d}",
+                phone=f"+1415555{i:04d}",
+                email=f"c{i}@example.com" if i % 2 else None,
+                handles={telegram: f"t{i}"} if i % 3 == 0 else None,
+            )
+            for i in range(30)
+        ],
+    )
+    pool = [f"c{i:02d}" for i in range(30)]
+    outcomes: list[object] = []
+    for _ in range(200):
+        clock.advance(minutes=rng.choice([0, 1, 7, 45, 59, 61, 200, 1500]))
+        ids = rng.sample(pool, rng.randint(1, 10))
+        channels = rng.sample([SMS, EMAIL, WHATSAPP, telegram], rng.randint(1, 2))
+        roll = rng.random()
+        try:
+            if roll < 0.3:
+                result = service.unsubscribe(ADMIN, ids, channels, reason="complaint")
+            elif roll < 0.4:
+                result = service.unsubscribe(
+                    Actor.contact(ACCOUNT, ids[0]), ids[0], channels, source=Source.INBOX
+                )
+            elif roll < 0.7:
+                result = service.opt_in(
+                    ADMIN, ids, channels, evidence=EVIDENCE, partial=rng.random() < 0.5
+                )
+            else:
+                reason = rng.choice(list(ResubscribeReason))
+                result = service.resubscribe(
+                    ADMIN,
+                    ids,
+                    channels,
+                    justification=Justification(reason, "asked"),
+                    partial=True,
+                )
+            outcomes.append((result.changed_count, result.unchanged_count, len(result.skipped)))
+        except ConsentError as error:
+            outcomes.append(type(error).__name__)
+    outcomes.append(store.list_contacts(ACCOUNT, after=None, limit=100))
+    outcomes.append(
+        [
+            (
+                e.contact_id,
+                e.channel,
+                e.new_state,
+                e.actor,
+                e.evidence,
+                e.justification,
+                e.reason,
+                e.occurred_at,
+                e.batch_id is not None,
+            )
+            for e in store.events(ACCOUNT)
+        ]
+    )
+    outcomes.append([store.subscriptions_of(ACCOUNT, cid) for cid in pool])
+    for ch in (SMS, EMAIL, telegram):
+        outcomes.append(store.subscribed_among(ACCOUNT, ch, [*pool, "stranger"]))
+        for state in (SubscriptionState.SUBSCRIBED, SubscriptionState.UNSUBSCRIBED):
+            where = SubscriptionFilter(ch, state)
+            outcomes.append(store.list_subscriptions(ACCOUNT, where, after="c05", limit=8))
+            outcomes.append(
+                store.list_subscriptions(
+                    ACCOUNT,
+                    SubscriptionFilter(ch, state, reason="complaint"),
+                    after=None,
+                    limit=100,
+                )
+            )
+    day = datetime(2026, 1, 31, tzinfo=UTC)
+    instants = [day + timedelta(minutes=23 * k) for k in range(0, 600, 7)]
+    instants += [day + timedelta(hours=h) for h in range(0, 150, 5)]
+    instants.sort()
+    outcomes.append(store.totals_at(ACCOUNT, instants))
+    outcomes.append(store.transition_counts(ACCOUNT, instants))
+    outcomes.append(store.transition_counts(ACCOUNT, [day, day + timedelta(days=400)]))
+    return outcomes
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_same_answers_as_the_reference_store(tmp_path: Path, seed: int) -> None:
+    """The same random calls give exactly the same results and reads as InMemoryStore,
+    trends included."""
+    expected = _run_script(InMemoryStore(), seed)
+    with SQLiteStore(tmp_path / f"{seed}.db") as made:
+        actual = _run_script(made, seed)
+    assert len(actual) == len(expected)
+    for position, (got, want) in enumerate(zip(actual, expected, strict=True)):
+        assert got == want, f"item {position} differs"
