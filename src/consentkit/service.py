@@ -84,6 +84,7 @@ T = TypeVar("T")
 
 _MAX_LIMIT = 10_000
 _INBOUND_ATTEMPTS = 5
+_UNDECIDED: ConsentError = ConsentError("placeholder for a policy decision not made yet")
 _CURSOR_PREFIX = "ck1:"
 _FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -324,11 +325,13 @@ class ConsentService:
         if refusal is not None:
             raise refusal
         account = actor.account
-        now = self._now()
         created = updated = 0
         suppressed: list[PairRef] = []
         iterator = iter(contacts)
         with self.store.transaction(account) as tx:
+            # The clock is read once the write lock is held, so a call that waited for another
+            # writer is never recorded before that writer's changes.
+            now = self._now()
             while chunk := list(itertools.islice(iterator, self._chunk_size)):
                 by_id: dict[str, Contact] = {}
                 for contact in chunk:
@@ -574,9 +577,13 @@ class ConsentService:
         if evidence is not None and not isinstance(evidence, Evidence):
             raise ValidationError("evidence", "expected an Evidence")
         chosen = _channels(channels)
-        now = self._now()
-        occurred = self._occurred(occurred_at, now)
+        if occurred_at is not None:
+            ensure_aware("occurred_at", occurred_at)
         with self.store.transaction(actor.account) as tx:
+            # Read the clock only once the write lock is held: a call that waited for another
+            # writer must not be recorded before that writer's changes.
+            now = self._now()
+            occurred = self._occurred(occurred_at, now)
             return self._apply_in_tx(
                 tx,
                 actor,
@@ -698,9 +705,8 @@ class ConsentService:
                         None if sub is None else sub.changed_by,
                         None if sub is None else sub.source,
                     )
-                    if key in decisions:
-                        error_for_pair = decisions[key]
-                    else:
+                    error_for_pair = decisions.get(key, _UNDECIDED)
+                    if error_for_pair is _UNDECIDED:
                         error_for_pair = decisions[key] = self.policy.check_change(
                             ProposedChange(
                                 actor=actor,

@@ -1,0 +1,343 @@
+"""The SQLite store with real processes and real files: concurrent writers, SIGKILL in the middle
+of a bulk call, close and reopen.
+
+The child processes run ``_sqlite_worker.py`` next to this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+import consentkit
+from consentkit import (
+    EMAIL,
+    MMS,
+    SMS,
+    WHATSAPP,
+    Actor,
+    ConsentService,
+    Contact,
+    Evidence,
+    Justification,
+    ResubscribeReason,
+    Source,
+    SubscriptionState,
+    channel,
+)
+from consentkit.inbound import InboundMessage
+from consentkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
+from consentkit.testing import FakeClock, check_replay
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="uses SIGKILL and POSIX processes")
+
+WORKER = Path(__file__).with_name("_sqlite_worker.py")
+ACCOUNT = "acme"
+ADMIN = Actor.admin(ACCOUNT, "alice")
+EVIDENCE = Evidence("web_form", "Yes, send me texts. Reply STOP to stop.", "v7")
+BULK = 100_000
+T0 = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    """Start the worker script with *args*, able to import this consentkit."""
+    source_root = str(Path(consentkit.__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 120) -> str:
+    """Wait for *process*; return its output, failing the test with its stderr if it failed."""
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, f"worker failed ({process.returncode}):\n{err}"
+    return out
+
+
+def integrity(path: Path) -> list[tuple[str]]:
+    """``PRAGMA integrity_check`` through a plain connection (which also recovers the WAL)."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchall()
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------- concurrent writers
+
+
+def test_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
+    """Four processes making random calls on overlapping contacts of one file meet no lock error,
+    every change they were told about has its event, and state == replay(events)."""
+    path = tmp_path / "shared.db"
+    with SQLiteStore(path) as store:
+        ConsentService(store).upsert_contacts(
+            ADMIN,
+            [
+                Contact(ACCOUNT, f"c{i:02d}", phone=f"+1415555{i:04d}", email=f"c{i}@ex.com")
+                for i in range(24)
+            ],
+        )
+    go = tmp_path / "go"
+    workers = [spawn("churn", str(path), str(n), "250", str(go)) for n in range(4)]
+    go.touch()
+    reports = [json.loads(finish(worker).strip().splitlines()[-1]) for worker in workers]
+    print("worker reports:", reports)
+
+    assert [r["unexpected"] for r in reports] == [[], [], [], []]
+    reported = sum(r["changed"] for r in reports)
+    assert reported > 100  # the workers really wrote, not only got refused
+    with SQLiteStore(path) as store:
+        events = list(store.events(ACCOUNT))
+        assert len(events) == reported
+        replayed = check_replay(store, ACCOUNT)
+        # Every recorded pair has events, and every pair with events has its record.
+        recorded = {
+            (s.contact_id, s.channel)
+            for i in range(24)
+            for s in store.subscriptions_of(ACCOUNT, f"c{i:02d}")
+        }
+        assert recorded == set(replayed)
+        assert len({e.sequence for e in events}) == len(events)
+    assert integrity(path) == [("ok",)]
+
+
+def test_processes_opening_a_fresh_file_at_once(tmp_path: Path) -> None:
+    """Four processes creating the same new database at once all succeed; the schema is made
+    once."""
+    path = tmp_path / "fresh.db"
+    go = tmp_path / "go"
+    workers = [spawn("open", str(path), f"p{n}", str(go)) for n in range(4)]
+    go.touch()
+    assert [finish(worker).strip() for worker in workers] == ["ok"] * 4
+    with SQLiteStore(path) as store:
+        assert [c.id for c in store.list_contacts(ACCOUNT, after=None, limit=10)] == [
+            "p0",
+            "p1",
+            "p2",
+            "p3",
+        ]
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+# ---------------------------------------------------------------------------- SIGKILL
+
+
+@pytest.fixture(scope="module")
+def bulk_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpointed database with 100,000 contacts, all subscribed on SMS."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    with SQLiteStore(path) as store:
+        service = ConsentService(store, clock=FakeClock(T0))
+        ids = [f"n{number:07d}" for number in range(BULK)]
+        service.upsert_contacts(ADMIN, (Contact(ACCOUNT, cid) for cid in ids))
+        service.opt_in(ADMIN, ids, SMS, evidence=EVIDENCE, details=False)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return path
+
+
+def counts(path: Path) -> tuple[int, int]:
+    """(unsubscribed SMS pairs, events of the bulk call) in the file."""
+    conn = sqlite3.connect(path)
+    try:
+        unsubscribed = conn.execute(
+            "SELECT count(*) FROM subscriptions WHERE state = 'unsubscribed'"
+        ).fetchone()[0]
+        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    finally:
+        conn.close()
+    return unsubscribed, events - BULK  # minus the opt-ins of the template
+
+
+def replay_mismatches(path: Path) -> int:
+    """Pairs whose version is not their number of events or whose state is not the new state of
+    their last event (check_replay in SQL: 200,000 events are too slow to load for it)."""
+    conn = sqlite3.connect(path)
+    try:
+        mismatches: int = conn.execute(
+            "SELECT count(*) FROM subscriptions AS s WHERE s.version != "
+            "(SELECT count(*) FROM events AS e WHERE e.account = s.account "
+            "AND e.contact_id = s.contact_id AND e.channel = s.channel) "
+            "OR s.state IS NOT (SELECT new_state FROM events AS e WHERE e.account = s.account "
+            "AND e.contact_id = s.contact_id AND e.channel = s.channel "
+            "ORDER BY e.sequence DESC LIMIT 1)"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+    return mismatches
+
+
+@pytest.mark.parametrize(
+    ("signal_after", "delay"),
+    [
+        # Chunks written, nothing spilled to the WAL yet.
+        pytest.param(10_000, 0.0, id="early"),
+        # The page cache overflowed: uncommitted frames are in the WAL.
+        pytest.param(95_000, 0.0, id="late"),
+        # Every chunk written; killed while COMMIT writes the WAL (or, rarely, just after).
+        pytest.param(BULK, 0.03, id="at-commit"),
+    ],
+)
+def test_sigkill_during_a_bulk_call_applies_all_or_nothing(
+    tmp_path: Path, bulk_template: Path, signal_after: int, delay: float
+) -> None:
+    """A process killed with SIGKILL during a 100,000-contact unsubscribe leaves a sound file
+    with either the whole batch or none of it, events included."""
+    path = tmp_path / "killed.db"
+    shutil.copyfile(bulk_template, path)
+    child = spawn("bulk", str(path), str(BULK), str(signal_after))
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    if delay:
+        time.sleep(delay)
+    still_running = child.poll() is None
+    child.send_signal(signal.SIGKILL)
+    rest, err = child.communicate(timeout=60)
+    assert line == "in-transaction\n", err
+    wal = path.with_name(path.name + "-wal")
+    wal_bytes = wal.stat().st_size if wal.exists() else 0
+
+    assert still_running, "the child finished before it could be killed"
+    assert child.returncode == -signal.SIGKILL
+    assert integrity(path) == [("ok",)]
+    unsubscribed, events = counts(path)
+    print(f"killed after {signal_after:,} ids: {unsubscribed:,} applied, WAL {wal_bytes:,} bytes")
+    assert (unsubscribed, events) in ((0, 0), (BULK, BULK)), (unsubscribed, events, wal_bytes)
+    if signal_after < BULK:
+        # Killed with thousands of ids still to process: the batch cannot have committed.
+        assert "done" not in rest
+        assert (unsubscribed, events) == (0, 0)
+    assert replay_mismatches(path) == 0
+
+
+def test_sigkill_after_a_bulk_call_returned_keeps_all_of_it(
+    tmp_path: Path, bulk_template: Path
+) -> None:
+    """Once the bulk call has returned, a SIGKILL loses none of it: the whole batch is there."""
+    path = tmp_path / "killed.db"
+    shutil.copyfile(bulk_template, path)
+    child = spawn("bulk", str(path), str(BULK), str(BULK))
+    assert child.stdout is not None
+    lines = [child.stdout.readline(), child.stdout.readline()]
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    assert lines == ["in-transaction\n", f"done {BULK}\n"]
+    assert integrity(path) == [("ok",)]
+    assert counts(path) == (BULK, BULK)
+    assert replay_mismatches(path) == 0
+
+
+# ---------------------------------------------------------------------------- close and reopen
+
+
+def snapshot(store: SQLiteStore, ids: list[str]) -> dict[str, object]:
+    """Everything the store can tell about ACCOUNT, as comparable data."""
+    with store.transaction(ACCOUNT) as tx:
+        inbound = {m: tx.get_inbound_result(m) for m in ("SM-known", "SM-stranger")}
+        suppressions = tx.get_suppressions(["phone:+14155550999"])
+        addresses = tx.find_contacts_by_address(["phone:+14155550001", "email:c2@ex.com"])
+    instants = [T0 + timedelta(hours=h) for h in range(0, 30, 3)]
+    return {
+        "contacts": store.list_contacts(ACCOUNT, after=None, limit=100),
+        "subscriptions": [store.subscriptions_of(ACCOUNT, cid) for cid in ids],
+        "events": list(store.events(ACCOUNT)),
+        "inbound": inbound,
+        "suppressions": suppressions,
+        "addresses": addresses,
+        "totals": store.totals_at(ACCOUNT, instants),
+        "transitions": store.transition_counts(ACCOUNT, instants),
+    }
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A file with contacts, every kind of change, an inbound STOP from a contact and one from a
+    stranger; the store is closed when the test gets it."""
+    path = tmp_path / "reopen.db"
+    clock = FakeClock(T0, tick=timedelta(minutes=13))
+    ids = [f"c{i}" for i in range(5)]
+    with SQLiteStore(path) as store:
+        service = ConsentService(store, clock=clock)
+        service.upsert_contacts(
+            ADMIN,
+            [
+                Contact(
+                    ACCOUNT,
+                    cid,
+                    phone=f"+141555500{i:02d}",
+                    email=f"c{i}@ex.com",
+                    handles={channel("telegram"): f"tg{i}"},
+                )
+                for i, cid in enumerate(ids)
+            ],
+        )
+        service.opt_in(ADMIN, ids, [SMS, EMAIL, WHATSAPP], evidence=EVIDENCE)
+        service.unsubscribe(ADMIN, ids[:3], [EMAIL], reason="complaint")
+        service.resubscribe(
+            ADMIN,
+            ids[:1],
+            [EMAIL],
+            justification=Justification(ResubscribeReason.MISTAKEN_UNSUBSCRIBE, "wrong row"),
+        )
+        service.unsubscribe(
+            Actor.system(ACCOUNT, "carrier"), ids[4], [WHATSAPP], source=Source.CARRIER
+        )
+        for message_id, sender in (("SM-known", "+14155550001"), ("SM-stranger", "+14155550999")):
+            service.handle_inbound(
+                InboundMessage(ACCOUNT, SMS, sender, "STOP", message_id, clock.now())
+            )
+    return path, ids
+
+
+def test_close_and_reopen_keeps_everything(filled: tuple[Path, list[str]]) -> None:
+    """Contacts, subscriptions, events, inbound results, suppressions and trends read the same
+    after the store is closed and the file reopened."""
+    path, ids = filled
+    with SQLiteStore(path) as store:
+        before = snapshot(store, ids)
+    with SQLiteStore(path) as store:
+        after = snapshot(store, ids)
+        replayed = check_replay(store, ACCOUNT)
+    assert after == before
+    # 15 opt-ins, 3 unsubscribes, 1 resubscribe, 1 carrier opt-out, and the STOP of c1 on the
+    # SMS group (SMS, MMS, RCS).
+    assert len(before["events"]) == 23  # type: ignore[arg-type]
+    assert before["inbound"]["SM-known"] is not None  # type: ignore[index]
+    assert [s.channel for s in before["suppressions"]] == [SMS, MMS, channel("rcs")]  # type: ignore[attr-defined]
+    assert replayed[("c1", SMS)] is SubscriptionState.UNSUBSCRIBED
+    assert integrity(path) == [("ok",)]
+
+
+def test_a_redelivered_webhook_after_reopen_changes_nothing(
+    filled: tuple[Path, list[str]],
+) -> None:
+    """The record of a handled inbound message survives a reopen: a redelivery is a replay."""
+    path, _ = filled
+    with SQLiteStore(path) as store:
+        service = ConsentService(store, clock=FakeClock(T0 + timedelta(days=1)))
+        count = len(list(store.events(ACCOUNT)))
+        again = service.handle_inbound(
+            InboundMessage(ACCOUNT, SMS, "+14155550001", "STOP", "SM-known", T0)
+        )
+        assert again.replayed
+        assert len(list(store.events(ACCOUNT))) == count
