@@ -24,6 +24,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sqlite.py
 	$(BIN)/python bench/bench_keywords.py
+	$(BIN)/python bench/bench_inbound.py
+	$(BIN)/python bench/bench_trends.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
