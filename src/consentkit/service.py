@@ -601,6 +601,7 @@ class ConsentService:
                 partial=partial,
                 details=details,
                 expected_version=expected_version,
+                occurred_is_now=occurred_at is None,
             )
 
     def _apply_in_tx(
@@ -624,8 +625,15 @@ class ConsentService:
         expected_version: int | None = None,
         only_never: bool = False,
         inbound_message_id: str | None = None,
+        occurred_is_now: bool = False,
     ) -> ChangeResult:
-        """The heart of every change: check, decide per pair, write, inside *tx*."""
+        """The heart of every change: check, decide per pair, write, inside *tx*.
+
+        With *occurred_is_now* (the caller gave no time), a pair that another transaction changed
+        after this call read the clock (stores that lock rows, not the whole store, let the call
+        read the clock before it waited) moves the change's time forward, to a fresh clock reading
+        taken under the locks, instead of failing the order check.
+        """
         account = actor.account
         batch = ChangeBatch(
             account=account,
@@ -668,6 +676,12 @@ class ConsentService:
                 )
                 chunk = [cid for cid in chunk if cid not in missing_set]
             current = tx.lock_subscriptions(chunk, channels)
+            if occurred_is_now and current:
+                latest = max(sub.updated_at for sub in current.values())
+                if latest > occurred_at:
+                    now = max(self._now(), latest)
+                    occurred_at = now
+                    batch = attrs.evolve(batch, occurred_at=now, recorded_at=now)
             writes: list[PairChange] = []
             for cid in chunk:
                 for ch in channels:
