@@ -809,14 +809,26 @@ class _PostgresTransaction:
                     self._q.read_pairs, (packed_ids, packed_keys, account), prepare=prepare
                 )
             rows = cur.fetchall()
-        convert = self._convert
+        # The hottest loop of a bulk call (one pass per locked pair), so names are local.
+        channel_of = self._convert.channel
+        states, kinds, sources, never = _STATES, _KINDS, _SOURCES, _NEVER
         found: dict[tuple[str, Channel], Subscription] = {}
         locked: dict[tuple[str, str], tuple[str, int]] = {}
-        for row in rows:
-            locked[(row[1], row[2])] = (row[0], row[4])
-            if row[3] != _NEVER:
-                sub = convert.subscription(account, row[1:])
-                found[(sub.contact_id, sub.channel)] = sub
+        for row_id, cid, key, state, version, updated_at, changed_by, source, reason in rows:
+            locked[(cid, key)] = (row_id, version)
+            if state != never:
+                ch = channel_of(key)
+                found[(cid, ch)] = Subscription(
+                    account,
+                    cid,
+                    ch,
+                    states[state],
+                    version,
+                    _utc(updated_at),
+                    kinds[changed_by],
+                    sources[source],
+                    reason,
+                )
         self._locked = locked
         return found
 
