@@ -39,12 +39,12 @@ import platform
 import random
 import sys
 import time
-import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from _common import Row, contact_id, peak_memory, print_comparison, slices
 
 from consentkit.channels import SMS
 from consentkit.model import Actor, Contact, Evidence, Source
@@ -67,9 +67,6 @@ TABLES = (
 )
 
 
-def contact_id(number: int) -> str:
-    """The id of contact *number*: even numbers are subscribed on SMS after the setup."""
-    return f"contact-{number:07d}"
 
 
 def build(dsn: str, schema: str, raw_schema: str, contacts: int) -> None:
@@ -302,19 +299,8 @@ def checkpoint(dsn: str) -> None:
         conn.execute("CHECKPOINT")
 
 
-def peak_memory(run: Callable[[], object]) -> int:
-    """Peak bytes Python allocated while *run* ran (tracemalloc)."""
-    tracemalloc.start()
-    try:
-        run()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
-def slices(numbers: Iterator[int], size: int) -> list[str]:
-    """The next *size* contact ids from *numbers*."""
-    return [contact_id(n) for n in itertools.islice(numbers, size)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -357,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = PostgresStore(dsn, schema=schema, create_schema=False)
         service = ConsentService(store)
         raw = Raw(dsn, raw_schema)
-        rows: list[tuple[str, float, float, float | None]] = []
+        rows: list[Row] = []
 
         rng = random.Random(7)
         probe = [contact_id(rng.randrange(contacts)) for _ in range(lookups)]
@@ -434,25 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store_singles, raw_singles_time = best_of_pair(repeats, dsn, service_singles, raw_singles)
         rows.append((f"single opt-outs x {singles:,}", store_singles, raw_singles_time, None))
 
-        print(f"{'operation':<34}{'store':>11}{'raw':>11}{'ratio':>8}{'target':>9}")
-        missed = 0
-        for name, store_time, raw_time, target in rows:
-            ratio = store_time / raw_time
-            if target is None:
-                verdict, shown = "", "-"
-            else:
-                verdict = "ok" if ratio <= target else "MISSED"
-                missed += ratio > target
-                shown = "<= " + format(target, ".1f")
-            print(
-                f"{name:<34}{store_time:>10.3f}s{raw_time:>10.3f}s{ratio:>8.2f}"
-                f"{shown:>9}  {verdict}"
-            )
-        mib = 2**20
-        print(
-            f"{'peak Python memory, bulk':<34}{store_peak / mib:>9.1f}MB{raw_peak / mib:>9.1f}MB"
-            f"{store_peak / raw_peak:>8.2f}"
-        )
+        missed = print_comparison(rows, store_peak, raw_peak)
         store.close()
         raw.close()
         return 1 if missed else 0

@@ -40,13 +40,14 @@ import sqlite3
 import sys
 import tempfile
 import time
-import tracemalloc
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
+
+from _common import Row, contact_id, peak_memory, print_comparison, slices
 
 from consentkit import SMS, Actor, ConsentService, Contact, Evidence, Source
 from consentkit.storage.sqlite import SQLiteStore
@@ -63,9 +64,6 @@ def micros(instant: datetime) -> int:
     return (instant - EPOCH) // timedelta(microseconds=1)
 
 
-def contact_id(number: int) -> str:
-    """The id of contact *number*: even numbers are subscribed on SMS after the setup."""
-    return f"contact-{number:07d}"
 
 
 def build(path: Path, contacts: int, synchronous: Literal["FULL", "NORMAL"]) -> None:
@@ -267,20 +265,8 @@ def compare(
     return min(store_times), min(raw_times)
 
 
-def peak_memory(run: Callable[[], object]) -> int:
-    """Peak bytes Python allocated while *run* ran (tracemalloc; SQLite's page cache is not
-    counted, and it is bounded by cache_size for both contestants)."""
-    tracemalloc.start()
-    try:
-        run()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
-def slices(numbers: Iterator[int], size: int) -> list[str]:
-    """The next *size* contact ids from *numbers*."""
-    return [contact_id(n) for n in itertools.islice(numbers, size)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -320,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = SQLiteStore(workdir / "store.db", synchronous=args.synchronous)
         service = ConsentService(store)
         raw = Raw(workdir / "raw.db", args.synchronous)
-        rows: list[tuple[str, float, float, float]] = []
+        rows: list[Row] = []
 
         rng = random.Random(7)
         probe = [contact_id(rng.randrange(contacts)) for _ in range(lookups)]
@@ -389,21 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         times = compare(write_repeats, service_singles, raw_singles)
         rows.append((f"single opt-outs x {singles:,}", *times, 2.0))
 
-        print(f"{'operation':<34}{'store':>11}{'raw':>11}{'ratio':>8}{'target':>9}")
-        missed = 0
-        for name, store_time, raw_time, target in rows:
-            ratio = store_time / raw_time
-            verdict = "ok" if ratio <= target else "MISSED"
-            missed += ratio > target
-            print(
-                f"{name:<34}{store_time:>10.3f}s{raw_time:>10.3f}s{ratio:>8.2f}"
-                f"{'<= ' + format(target, '.1f'):>9}  {verdict}"
-            )
-        mib = 2**20
-        print(
-            f"{'peak Python memory, bulk':<34}{store_peak / mib:>9.1f}MB{raw_peak / mib:>9.1f}MB"
-            f"{store_peak / raw_peak:>8.2f}"
-        )
+        missed = print_comparison(rows, store_peak, raw_peak)
         store.close()
         raw.close()
         return 1 if missed else 0
