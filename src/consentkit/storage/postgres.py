@@ -53,18 +53,23 @@ from consentkit.channels import Channel, channel
 from consentkit.errors import ConflictError, ConsentError, StorageError, ValidationError
 from consentkit.model import (
     Actor,
-    ActorKind,
     ConsentEvent,
     Contact,
     Evidence,
     Justification,
     ResubscribeReason,
-    Source,
     Subscription,
     SubscriptionState,
     Suppression,
     Transition,
     transition_of,
+)
+from consentkit.storage._codec import (
+    KINDS,
+    SOURCES,
+    STATES,
+    evidence_document,
+    evidence_from_document,
 )
 from consentkit.storage.base import ChangeBatch, PairChange, SubscriptionFilter
 
@@ -91,9 +96,9 @@ _PREPARE_MAX_ROWS = 64
 _SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\ue000", "\ue001")
 _EVENT_PAGE = 1000
 _NEVER = SubscriptionState.NEVER_SUBSCRIBED.value
-_STATES = {s.value: s for s in SubscriptionState}
-_KINDS = {k.value: k for k in ActorKind}
-_SOURCES = {s.value: s for s in Source}
+_STATES = STATES
+_KINDS = KINDS
+_SOURCES = SOURCES
 _PENDING = "pg_temp.consentkit_pending_changes"
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
 
@@ -654,32 +659,11 @@ class _Converter:
 
 
 def _evidence_to_json(evidence: Evidence | None) -> str | None:
-    if evidence is None:
-        return None
-    return json.dumps(
-        {
-            "method": evidence.method,
-            "wording": evidence.wording,
-            "wording_version": evidence.wording_version,
-            "location": evidence.location,
-            "captured_at": (
-                None if evidence.captured_at is None else evidence.captured_at.isoformat()
-            ),
-            "reference": evidence.reference,
-        }
-    )
+    return None if evidence is None else json.dumps(evidence_document(evidence))
 
 
 def _evidence_from_json(data: dict[str, Any]) -> Evidence:
-    captured_at = data.get("captured_at")
-    return Evidence(
-        method=data["method"],
-        wording=data["wording"],
-        wording_version=data["wording_version"],
-        location=data.get("location"),
-        captured_at=None if captured_at is None else datetime.fromisoformat(captured_at),
-        reference=data.get("reference"),
-    )
+    return evidence_from_document(data)
 
 
 class _PostgresTransaction:

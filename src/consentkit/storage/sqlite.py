@@ -55,18 +55,23 @@ from consentkit.channels import Channel, channel
 from consentkit.errors import ConflictError, ConsentError, StorageError, ValidationError
 from consentkit.model import (
     Actor,
-    ActorKind,
     ConsentEvent,
     Contact,
     Evidence,
     Justification,
-    ResubscribeReason,
-    Source,
     Subscription,
     SubscriptionState,
     Suppression,
     Transition,
     transition_of,
+)
+from consentkit.storage._codec import (
+    KINDS,
+    REASONS,
+    SOURCES,
+    STATES,
+    evidence_document,
+    evidence_from_document,
 )
 from consentkit.storage.base import ChangeBatch, PairChange, SubscriptionFilter
 
@@ -87,11 +92,11 @@ _MINIMUM_SQLITE: Final = (3, 24, 0)  # INSERT ... ON CONFLICT DO UPDATE
 _NEVER: Final = SubscriptionState.NEVER_SUBSCRIBED
 _SUBSCRIBED: Final = SubscriptionState.SUBSCRIBED
 _UNSUBSCRIBED: Final = SubscriptionState.UNSUBSCRIBED
-_STATES: Final = {s.value: s for s in SubscriptionState}
+_STATES: Final = STATES
 _STATE_VALUES: Final = {s: s.value for s in SubscriptionState}
-_KINDS: Final = {k.value: k for k in ActorKind}
-_SOURCES: Final = {s.value: s for s in Source}
-_REASONS: Final = {r.value: r for r in ResubscribeReason}
+_KINDS: Final = KINDS
+_SOURCES: Final = SOURCES
+_REASONS: Final = REASONS
 
 # Forward migrations: entry i brings the schema from version i to version i + 1.  Never edit a
 # released entry; append a new one.
@@ -237,33 +242,11 @@ def _ids_json(ids: Iterable[str]) -> str:
 
 
 def _evidence_json(evidence: Evidence | None) -> str | None:
-    if evidence is None:
-        return None
-    document: dict[str, object] = {
-        "method": evidence.method,
-        "wording": evidence.wording,
-        "wording_version": evidence.wording_version,
-    }
-    if evidence.location is not None:
-        document["location"] = evidence.location
-    if evidence.captured_at is not None:
-        document["captured_at"] = _micros(evidence.captured_at)
-    if evidence.reference is not None:
-        document["reference"] = evidence.reference
-    return _to_json(document)
+    return None if evidence is None else _to_json(evidence_document(evidence))
 
 
 def _evidence_from_json(document: str) -> Evidence:
-    data = json.loads(document)
-    captured = data.get("captured_at")
-    return Evidence(
-        method=data["method"],
-        wording=data["wording"],
-        wording_version=data["wording_version"],
-        location=data.get("location"),
-        captured_at=None if captured is None else _instant(captured),
-        reference=data.get("reference"),
-    )
+    return evidence_from_document(json.loads(document))
 
 
 def _handles_json(contact: Contact) -> str | None:
