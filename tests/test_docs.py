@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 
 import pytest
+
+from consentkit.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
@@ -25,14 +28,36 @@ def test_every_document_is_checked() -> None:
     assert python_blocks(ROOT / "README.md")
 
 
-@pytest.mark.parametrize("path", DOCUMENTS, ids=lambda p: p.name)
+def consentkit_commands(path: Path) -> list[str]:
+    """The ``consentkit ...`` command lines of the ```text/```sh blocks of a Markdown file, with
+    backslash continuations joined and trailing comments dropped."""
+    commands = []
+    for block in re.findall(r"^```(?:text|sh)\n(.*?)^```", path.read_text("utf-8"), re.M | re.S):
+        for raw in block.replace("\\\n", " ").splitlines():
+            line = raw.split("  #", 1)[0].strip()
+            if line.startswith("consentkit "):
+                commands.append(line)
+    return commands
+
+
+def test_command_line_examples_parse() -> None:
+    """Every consentkit command shown in the CLI doc is accepted by the command's parser."""
+    commands = consentkit_commands(ROOT / "docs" / "cli.md")
+    assert len(commands) >= 10
+    parser = build_parser()
+    for command in commands:
+        args = parser.parse_args(shlex.split(command)[1:])
+        assert args.command, command
+
+
+@pytest.mark.parametrize(
+    "path", [d for d in DOCUMENTS if python_blocks(d)], ids=lambda p: p.name
+)
 def test_python_examples_run(
     path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every python block of the document runs, in order, in one namespace, in a temp dir."""
     blocks = python_blocks(path)
-    if not blocks:
-        pytest.skip(f"{path.name} has no python examples")
     text = path.read_text(encoding="utf-8")
     if "<!-- requires: postgres -->" in text and not os.environ.get(
         "CONSENTKIT_TEST_POSTGRES_DSN"
