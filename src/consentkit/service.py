@@ -659,6 +659,8 @@ class ConsentService:
         never = SubscriptionState.NEVER_SUBSCRIBED
         unsubscribed = SubscriptionState.UNSUBSCRIBED
         own_request = actor.kind is ActorKind.CONTACT
+        # Bulk calls see mostly never-subscribed pairs: their decision keys are built once.
+        never_keys = {ch: (ch, never, None, None) for ch in channels}
         for given in _chunks(contact_ids, self._chunk_size):
             chunk = given
             if own_request and any(cid != actor.id for cid in chunk):
@@ -685,7 +687,7 @@ class ConsentService:
             writes: list[PairChange] = []
             for cid in chunk:
                 for ch in channels:
-                    sub = current.get((cid, ch))
+                    sub = current.get((cid, ch)) if current else None
                     state = never if sub is None else sub.state
                     if only_never and state is not never:
                         continue
@@ -714,10 +716,9 @@ class ConsentService:
                         continue
                     error_for_pair: ConsentError | None
                     key = (
-                        ch,
-                        state,
-                        None if sub is None else sub.changed_by,
-                        None if sub is None else sub.source,
+                        never_keys[ch]
+                        if sub is None
+                        else (ch, state, sub.changed_by, sub.source)
                     )
                     error_for_pair = decisions.get(key, _UNDECIDED)
                     if error_for_pair is _UNDECIDED:
