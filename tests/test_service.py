@@ -358,3 +358,16 @@ def test_every_resubscription_is_justified_or_the_contacts_own(requests: list) -
         if event.transition is Transition.OPT_IN and event.actor.kind is not ActorKind.CONTACT:
             assert event.evidence is not None
     check_replay(service.store, "acme")
+
+
+def test_list_contacts_pages_by_cursor(service: ConsentService) -> None:
+    """Contacts page through in id order with no contact skipped or repeated."""
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = service.list_contacts(MEMBER, cursor=cursor, limit=4)
+        seen.extend(c.id for c in page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == [f"c{i}" for i in range(6)]

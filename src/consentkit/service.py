@@ -205,6 +205,13 @@ def _decode_cursor(cursor: str | None) -> str | None:
     return text[len(_CURSOR_PREFIX) :]
 
 
+def _page(items: Sequence[T], limit: int, key: Callable[[T], str]) -> Page[T]:
+    """A page of the first *limit* of *items*, fetched as ``limit + 1`` to learn whether more
+    follow; the cursor is the sort *key* of the page's last item."""
+    page = tuple(items[:limit])
+    return Page(page, _encode_cursor(key(page[-1])) if len(items) > limit else None)
+
+
 def _limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
         raise ValidationError("limit", f"must be an integer from 1 to {_MAX_LIMIT}, got {limit!r}")
@@ -308,6 +315,13 @@ class ConsentService:
                 raise NotAuthorizedError(f"contact {actor.id!r} may only read their own consent")
         return actor.account
 
+    def _account_scope(self, actor: Actor, what: str) -> str:
+        """Scope of a read over the whole account, which a contact actor may not make."""
+        account = self._read_scope(actor)
+        if actor.kind is ActorKind.CONTACT:
+            raise NotAuthorizedError(f"contacts may not {what}")
+        return account
+
     # ------------------------------------------------------------------ contacts
 
     def upsert_contacts(self, actor: Actor, contacts: Iterable[Contact]) -> ContactsResult:
@@ -355,7 +369,8 @@ class ConsentService:
     def _apply_suppressions(
         self, tx: StoreTransaction, actor: Actor, contacts: Sequence[Contact], now: datetime
     ) -> list[PairRef]:
-        keys = sorted({key for c in contacts for key in c.address_keys()})
+        keys_of = {c.id: c.address_keys() for c in contacts}
+        keys = sorted(set().union(*keys_of.values()))
         if not keys:
             return []
         suppressions = tx.get_suppressions(keys)
@@ -364,7 +379,7 @@ class ConsentService:
         applied: list[PairRef] = []
         system = Actor.system(actor.account, "suppression-list")
         for suppression in suppressions:
-            targets = [c.id for c in contacts if suppression.address_key in c.address_keys()]
+            targets = [cid for cid, keys in keys_of.items() if suppression.address_key in keys]
             result = self._apply_in_tx(
                 tx,
                 system,
@@ -398,14 +413,10 @@ class ConsentService:
         self, actor: Actor, *, cursor: str | None = None, limit: int = 100
     ) -> Page[Contact]:
         """Contacts ordered by id, a page at a time."""
-        account = self._read_scope(actor)
-        if actor.kind is ActorKind.CONTACT:
-            raise NotAuthorizedError("contacts may not list the contacts of the account")
+        account = self._account_scope(actor, "list the contacts of the account")
         limit = _limit(limit)
         items = self.store.list_contacts(account, after=_decode_cursor(cursor), limit=limit + 1)
-        more = len(items) > limit
-        items = items[:limit]
-        return Page(tuple(items), _encode_cursor(items[-1].id) if more else None)
+        return _page(items, limit, lambda contact: contact.id)
 
     # ------------------------------------------------------------------ changes
 
@@ -822,9 +833,7 @@ class ConsentService:
 
         Ids that are not contacts of the account are simply not in the result.
         """
-        account = self._read_scope(actor)
-        if actor.kind is ActorKind.CONTACT:
-            raise NotAuthorizedError("contacts may not filter the audience of the account")
+        account = self._account_scope(actor, "filter the audience of the account")
         if isinstance(contact_ids, str):
             contact_ids = [contact_ids]
         return self.store.subscribed_among(account, channel(channel_), contact_ids)
@@ -843,9 +852,7 @@ class ConsentService:
         """Pairs of one channel in one state (the "filter for unsubscribed contacts" view),
         optionally only those whose last change came from *source* or carried *reason*, ordered
         by contact id, a page at a time."""
-        account = self._read_scope(actor)
-        if actor.kind is ActorKind.CONTACT:
-            raise NotAuthorizedError("contacts may not list the consent of other contacts")
+        account = self._account_scope(actor, "list the consent of other contacts")
         if state is SubscriptionState.NEVER_SUBSCRIBED or not isinstance(
             state, SubscriptionState
         ):
@@ -861,9 +868,7 @@ class ConsentService:
         items = self.store.list_subscriptions(
             account, where, after=_decode_cursor(cursor), limit=limit + 1
         )
-        more = len(items) > limit
-        items = items[:limit]
-        return Page(tuple(items), _encode_cursor(items[-1].contact_id) if more else None)
+        return _page(items, limit, lambda sub: sub.contact_id)
 
     def history(
         self, actor: Actor, contact_id: str, channel_: Channel | str | None = None
@@ -883,9 +888,7 @@ class ConsentService:
 
         Pass the ``sequence`` of the last event you saw as *after* to resume.
         """
-        account = self._read_scope(actor)
-        if actor.kind is ActorKind.CONTACT:
-            raise NotAuthorizedError("contacts may read only their own history")
+        account = self._account_scope(actor, "read the account's audit log, only their history")
         page_size = _limit(page_size)
         position = after
         while True:
@@ -1082,9 +1085,7 @@ class ConsentService:
         The store answers from roll-ups, so the cost depends on months and channels, not on the
         number of contacts or events.
         """
-        account = self._read_scope(actor)
-        if actor.kind is ActorKind.CONTACT:
-            raise NotAuthorizedError("contacts may not read the account's trends")
+        account = self._account_scope(actor, "read the account's trends")
         settings = self.settings_for(account)
         when = self._now() if as_of is None else ensure_aware("as_of", as_of)
         plan = plan_report(when, settings.timezone, months=months, spike_settings=settings.spikes)
