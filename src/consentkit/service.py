@@ -14,7 +14,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, Literal, NamedTuple, TypeVar
 
 import attrs
 
@@ -612,7 +612,7 @@ class ConsentService:
                 partial=partial,
                 details=details,
                 expected_version=expected_version,
-                occurred_is_now=occurred_at is None,
+                after_last_change="clock" if occurred_at is None else None,
             )
 
     def _apply_in_tx(
@@ -636,14 +636,18 @@ class ConsentService:
         expected_version: int | None = None,
         only_never: bool = False,
         inbound_message_id: str | None = None,
-        occurred_is_now: bool = False,
+        after_last_change: Literal["clock", "last_change"] | None = None,
     ) -> ChangeResult:
         """The heart of every change: check, decide per pair, write, inside *tx*.
 
-        With *occurred_is_now* (the caller gave no time), a pair that another transaction changed
-        after this call read the clock (stores that lock rows, not the whole store, let the call
-        read the clock before it waited) moves the change's time forward, to a fresh clock reading
-        taken under the locks, instead of failing the order check.
+        Without *after_last_change*, a change that would be recorded before a pair's last change
+        fails the order check.  With it, the change's time moves forward instead:
+
+        * ``"clock"`` (the caller gave no time): to a fresh clock reading taken under the locks.
+          Stores that lock rows, not the whole store, let a call read the clock before it waited
+          for another transaction that then changed the pair.
+        * ``"last_change"`` (a provider's late delivery): to the pair's last change, so a reply is
+          honoured however late it arrives while each pair's log stays in order.
         """
         account = actor.account
         batch = ChangeBatch(
@@ -689,12 +693,16 @@ class ConsentService:
                 )
                 chunk = [cid for cid in chunk if cid not in missing_set]
             current = tx.lock_subscriptions(chunk, channels)
-            if occurred_is_now and current:
+            if after_last_change is not None and current:
                 latest = max(sub.updated_at for sub in current.values())
                 if latest > occurred_at:
-                    now = max(self._now(), latest)
-                    occurred_at = now
-                    batch = attrs.evolve(batch, occurred_at=now, recorded_at=now)
+                    if after_last_change == "clock":
+                        now = max(self._now(), latest)
+                        occurred_at = now
+                        batch = attrs.evolve(batch, occurred_at=now, recorded_at=now)
+                    else:
+                        occurred_at = latest
+                        batch = attrs.evolve(batch, occurred_at=latest)
             writes: list[PairChange] = []
             for cid in chunk:
                 for ch in channels:
@@ -983,7 +991,8 @@ class ConsentService:
                         op=Transition.UNSUBSCRIBE,
                         source=Source.INBOUND_KEYWORD,
                         reason=reason,
-                        occurred_at=self._not_before_last_change(tx, cid, channels, received),
+                        occurred_at=received,
+                        after_last_change="last_change",
                         now=now,
                         batch_id=batch_id,
                         inbound_message_id=message.message_id,
@@ -1033,7 +1042,8 @@ class ConsentService:
                         op=None,
                         source=Source.INBOUND_KEYWORD,
                         reason="start_keyword",
-                        occurred_at=self._not_before_last_change(tx, cid, targets, received),
+                        occurred_at=received,
+                        after_last_change="last_change",
                         now=now,
                         batch_id=batch_id,
                         inbound_message_id=message.message_id,
@@ -1058,16 +1068,6 @@ class ConsentService:
             received_at=received,
             batch_id=batch_id if changed else None,
         )
-
-    @staticmethod
-    def _not_before_last_change(
-        tx: StoreTransaction, contact_id: str, channels: Sequence[Channel], received: datetime
-    ) -> datetime:
-        # Providers deliver late and out of order; a reply must still be honoured, so it is
-        # recorded no earlier than the pair's last change (keeping each pair's log in order).
-        current = tx.lock_subscriptions([contact_id], channels)
-        latest = max((s.updated_at for s in current.values()), default=received)
-        return max(latest, received)
 
     # ------------------------------------------------------------------ trends
 
