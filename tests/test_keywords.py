@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 import types
 import unicodedata
@@ -25,6 +26,15 @@ from consentkit.keywords import (
 )
 
 DEFAULT = KeywordMatcher()
+PURE = KeywordMatcher(compiled=False)
+
+
+@pytest.fixture(scope="module", params=[DEFAULT, PURE], ids=["as-built", "pure-python"])
+def matcher(request: pytest.FixtureRequest) -> KeywordMatcher:
+    """The default matcher as installed (compiled where the accelerator was built), then the
+    pure-Python one: every classification test holds for both."""
+    assert isinstance(request.param, KeywordMatcher)
+    return request.param
 
 OPT_OUT = Classification.OPT_OUT
 POSSIBLE = Classification.POSSIBLE_OPT_OUT
@@ -113,10 +123,10 @@ def contains_opt_out_tokens(text: str, opt_out: frozenset[str]) -> bool:
         ("ARRÊT", "arret"),
     ],
 )
-def test_exact_opt_out_keywords(body: str, keyword: str) -> None:
+def test_exact_opt_out_keywords(matcher: KeywordMatcher, body: str, keyword: str) -> None:
     """A whole message that normalises to an opt-out keyword is an opt-out naming that keyword."""
     assert normalize(body) == keyword
-    assert DEFAULT.classify(body) == KeywordMatch(OPT_OUT, keyword)
+    assert matcher.classify(body) == KeywordMatch(OPT_OUT, keyword)
 
 
 @pytest.mark.parametrize(
@@ -132,11 +142,11 @@ def test_exact_opt_out_keywords(body: str, keyword: str) -> None:
     ],
 )
 def test_exact_opt_in_and_help_keywords(
-    body: str, classification: Classification, keyword: str
+    matcher: KeywordMatcher, body: str, classification: Classification, keyword: str
 ) -> None:
     """A whole message that normalises to an opt-in or help keyword gets that class."""
     assert normalize(body) == keyword
-    assert DEFAULT.classify(body) == KeywordMatch(classification, keyword)
+    assert matcher.classify(body) == KeywordMatch(classification, keyword)
 
 
 @pytest.mark.parametrize(
@@ -155,9 +165,11 @@ def test_exact_opt_in_and_help_keywords(
         ("stop🛑now", "stop"),
     ],
 )
-def test_keyword_inside_a_longer_message_is_a_possible_opt_out(body: str, keyword: str) -> None:
+def test_keyword_inside_a_longer_message_is_a_possible_opt_out(
+    matcher: KeywordMatcher, body: str, keyword: str
+) -> None:
     """An opt-out keyword occurring as whole word(s) in a longer message is a possible opt-out."""
-    assert DEFAULT.classify(body) == KeywordMatch(POSSIBLE, keyword)
+    assert matcher.classify(body) == KeywordMatch(POSSIBLE, keyword)
     assert re.search(rf"(?<!\w){re.escape(keyword)}(?!\w)", normalize(body))
     assert normalize(body) != keyword
 
@@ -189,9 +201,9 @@ def test_keyword_inside_a_longer_message_is_a_possible_opt_out(body: str, keywor
         "\u200d\ufe0f",
     ],
 )
-def test_ordinary_replies_are_none(body: str) -> None:
+def test_ordinary_replies_are_none(matcher: KeywordMatcher, body: str) -> None:
     """Messages without an opt-out word, and opt-in or help words inside sentences, are NONE."""
-    match = DEFAULT.classify(body)
+    match = matcher.classify(body)
     assert match.classification is NONE
     assert match.keyword is None
 
@@ -324,24 +336,24 @@ def test_keyword_values_must_be_strings_in_a_collection() -> None:
         KeywordMatcher(keywords={"stop"})  # type: ignore[arg-type]
 
 
-def test_non_string_body_is_refused() -> None:
+def test_non_string_body_is_refused(matcher: KeywordMatcher) -> None:
     """classify and normalize raise ValidationError on "body" for anything but a str."""
     for bad in (b"STOP", None, 42, ["stop"]):
         with pytest.raises(ValidationError, match="expected the message text as str") as caught:
-            DEFAULT.classify(bad)  # type: ignore[arg-type]
+            matcher.classify(bad)  # type: ignore[arg-type]
         assert caught.value.field == "body"
         with pytest.raises(ValidationError):
             normalize(bad)  # type: ignore[arg-type]
 
 
-def test_match_keeps_nothing_of_the_body() -> None:
+def test_match_keeps_nothing_of_the_body(matcher: KeywordMatcher) -> None:
     """A match holds the class and the keyword only; normalize(body) gives the matched form."""
     assert [field.name for field in attrs.fields(KeywordMatch)] == ["classification", "keyword"]
     body = "Hello " * 1_000
-    assert DEFAULT.classify(body) == KeywordMatch(NONE, None)
+    assert matcher.classify(body) == KeywordMatch(NONE, None)
     assert normalize(body) == " ".join(["hello"] * 1_000)
     possible = "Please STOP " * 1_000
-    assert DEFAULT.classify(possible) == KeywordMatch(POSSIBLE, "stop")
+    assert matcher.classify(possible) == KeywordMatch(POSSIBLE, "stop")
     assert normalize(possible) == " ".join(["please stop"] * 1_000)
 
 
@@ -356,27 +368,48 @@ def test_match_keeps_nothing_of_the_body() -> None:
         ["help", "HELP?", " Help\n"],
     ],
 )
-def test_equal_results_are_one_shared_instance(bodies: list[str]) -> None:
+def test_equal_results_are_one_shared_instance(matcher: KeywordMatcher, bodies: list[str]) -> None:
     """Every outcome is a shared, precomputed match: classify allocates none per message."""
-    first, *others = map(DEFAULT.classify, bodies)
+    first, *others = map(matcher.classify, bodies)
     for other in others:
         assert other is first
 
 
-def test_possible_search_is_capped_but_exact_check_is_not() -> None:
+def test_possible_search_is_capped_but_exact_check_is_not(matcher: KeywordMatcher) -> None:
     """An opt-out word far into a huge body is not searched for, but a padded keyword is exact."""
-    assert DEFAULT.classify("stop " + "blah " * 200_000).classification is POSSIBLE
-    assert DEFAULT.classify("blah " * 1_000 + "stop").classification is NONE
-    assert DEFAULT.classify(" " * 1_000_000 + "STOP" + "!" * 1_000_000).classification is OPT_OUT
-    assert DEFAULT.classify("🛑" * 500_000 + " Stop ").classification is OPT_OUT
+    assert matcher.classify("stop " + "blah " * 200_000).classification is POSSIBLE
+    assert matcher.classify("blah " * 1_000 + "stop").classification is NONE
+    assert matcher.classify(" " * 1_000_000 + "STOP" + "!" * 1_000_000).classification is OPT_OUT
+    assert matcher.classify("🛑" * 500_000 + " Stop ").classification is OPT_OUT
 
 
-def test_possible_search_cut_does_not_split_words() -> None:
+def test_possible_search_cut_does_not_split_words(matcher: KeywordMatcher) -> None:
     """A word cut by the scan limit is not mistaken for a keyword ("stop|ped")."""
     filler = "x" * 1_995 + " "
     assert len(filler + "stop") == 2_000
-    assert DEFAULT.classify(filler + "stopped by").classification is NONE
-    assert DEFAULT.classify(filler + "stop now").classification is POSSIBLE
+    assert matcher.classify(filler + "stopped by").classification is NONE
+    assert matcher.classify(filler + "stop now").classification is POSSIBLE
+
+
+def test_pure_python_matcher_says_so() -> None:
+    """compiled=False gives a matcher that reports it runs the pure-Python code only."""
+    assert PURE.compiled is False
+    assert PURE.keywords == DEFAULT.keywords
+
+
+@pytest.mark.parametrize(
+    "original",
+    [DEFAULT, PURE, KeywordMatcher.for_locales(["fr"])],
+    ids=["default", "pure", "french"],
+)
+def test_matcher_survives_pickling(original: KeywordMatcher) -> None:
+    """A pickled matcher comes back with the same keywords, mode and classifications."""
+    copy = pickle.loads(pickle.dumps(original))
+    assert isinstance(copy, KeywordMatcher)
+    assert copy.keywords == original.keywords
+    assert copy.compiled is original.compiled
+    for body in ("STOP", "please stop now", "ok", "ＳＴＯＰ", "Arrêt!", "oui"):
+        assert copy.classify(body) == original.classify(body)
 
 
 def test_matcher_is_read_only() -> None:
@@ -421,12 +454,14 @@ def keyword_variants(draw: st.DrawFn) -> tuple[str, str]:
 
 
 @given(keyword_variants())
-def test_variants_of_a_keyword_keep_its_class(drawn: tuple[str, str]) -> None:
+def test_variants_of_a_keyword_keep_its_class(
+    matcher: KeywordMatcher, drawn: tuple[str, str]
+) -> None:
     """Any case, padding, punctuation or emoji around a default keyword gives the bare class."""
     spelling, variant = drawn
-    match = DEFAULT.classify(variant)
+    match = matcher.classify(variant)
     assert match.classification is bare_class(spelling)
-    assert match == DEFAULT.classify(spelling)
+    assert match == matcher.classify(spelling)
 
 
 near_misses = st.sampled_from(
@@ -450,10 +485,10 @@ def replies(draw: st.DrawFn) -> str:
 
 
 @given(replies())
-def test_no_opt_out_without_opt_out_tokens(body: str) -> None:
+def test_no_opt_out_without_opt_out_tokens(matcher: KeywordMatcher, body: str) -> None:
     """A message whose normalised tokens hold no opt-out keyword is never an (possible) opt-out."""
     assume(not contains_opt_out_tokens(body, DEFAULT_KEYWORDS.opt_out))
-    assert DEFAULT.classify(body).classification not in {OPT_OUT, POSSIBLE}
+    assert matcher.classify(body).classification not in {OPT_OUT, POSSIBLE}
 
 
 def reference_classify(keywords: KeywordSet, body: str) -> tuple[Classification, str | None]:
@@ -475,12 +510,12 @@ def reference_classify(keywords: KeywordSet, body: str) -> tuple[Classification,
 
 
 @given(st.one_of(replies(), any_text))
-def test_classify_agrees_with_a_plain_reference(body: str) -> None:
+def test_classify_agrees_with_a_plain_reference(matcher: KeywordMatcher, body: str) -> None:
     """classify equals a slow reference: exact set lookups, then one word search per keyword."""
-    match = DEFAULT.classify(body)
+    match = matcher.classify(body)
     assert (match.classification, match.keyword) == reference_classify(DEFAULT_KEYWORDS, body)
     # The body counts only through its normal form.
-    assert DEFAULT.classify(normalize(body)) is match
+    assert matcher.classify(normalize(body)) is match
 
 
 # Keywords of several words, with punctuation or digits inside, sharing first words, or not ASCII:
@@ -494,6 +529,17 @@ CUSTOM_KEYWORDS = KeywordSet(
     help={"help me", "s.o.s", "ayuda", "aide✋moi"},
 )  # fmt: skip
 CUSTOM = KeywordMatcher(CUSTOM_KEYWORDS)
+
+
+@pytest.fixture(
+    scope="module",
+    params=[CUSTOM, KeywordMatcher(CUSTOM_KEYWORDS, compiled=False)],
+    ids=["as-built", "pure-python"],
+)
+def custom(request: pytest.FixtureRequest) -> KeywordMatcher:
+    """The CUSTOM_KEYWORDS matcher as installed, then its pure-Python twin."""
+    assert isinstance(request.param, KeywordMatcher)
+    return request.param
 custom_fragments = st.sampled_from(
     [
         "stop", "STOP", "all", "now", "stopp", "stopping", "don't", "don", "t", "text", "no",
@@ -516,11 +562,11 @@ def custom_replies(draw: st.DrawFn) -> str:
 
 @settings(max_examples=300)
 @given(custom_replies())
-def test_custom_keywords_agree_with_the_reference(body: str) -> None:
+def test_custom_keywords_agree_with_the_reference(custom: KeywordMatcher, body: str) -> None:
     """Multi-word, punctuated, numbered and non-ASCII keywords are classified like the reference."""
-    match = CUSTOM.classify(body)
+    match = custom.classify(body)
     assert (match.classification, match.keyword) == reference_classify(CUSTOM_KEYWORDS, body)
-    assert CUSTOM.classify(normalize(body)) is match
+    assert custom.classify(normalize(body)) is match
 
 
 @pytest.mark.parametrize(
@@ -553,27 +599,27 @@ def test_custom_keywords_agree_with_the_reference(body: str) -> None:
     ],
 )
 def test_custom_keyword_examples(
-    body: str, classification: Classification, keyword: str | None
+    custom: KeywordMatcher, body: str, classification: Classification, keyword: str | None
 ) -> None:
     """Examples of the custom set, each one checked against the reference too."""
     assert reference_classify(CUSTOM_KEYWORDS, body) == (classification, keyword)
-    assert CUSTOM.classify(body) == KeywordMatch(classification, keyword)
+    assert custom.classify(body) == KeywordMatch(classification, keyword)
 
 
 @given(any_text)
-def test_classify_never_raises_on_any_text(body: str) -> None:
+def test_classify_never_raises_on_any_text(matcher: KeywordMatcher, body: str) -> None:
     """Any str, with NUL, controls, lone surrogates or unassigned code points, is classified."""
-    match = DEFAULT.classify(body)
+    match = matcher.classify(body)
     assert (match.keyword is None) == (match.classification is NONE)
-    assert DEFAULT.classify(normalize(body)) is match
+    assert matcher.classify(normalize(body)) is match
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(st.characters(exclude_categories=()), min_size=1, max_size=8))
-def test_classify_never_raises_on_megabyte_bodies(unit: str) -> None:
+def test_classify_never_raises_on_megabyte_bodies(matcher: KeywordMatcher, unit: str) -> None:
     """A 1 MB body made of any characters is classified without error."""
     body = unit * (1_000_000 // len(unit))
-    assert DEFAULT.classify(body) is DEFAULT.classify(normalize(body))
+    assert matcher.classify(body) is matcher.classify(normalize(body))
 
 
 @given(any_text)

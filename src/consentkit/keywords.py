@@ -7,7 +7,10 @@ word(s) ("please stop texting me") is a *possible opt-out*: what happens to it i
 never decided here.  Opt-in and help keywords only count as the whole message, as at Twilio.
 
 The module is pure (no I/O, no global mutable state) and a :class:`KeywordMatcher` is immutable, so
-one matcher can be shared by every thread of a host app.
+one matcher can be shared by every thread of a host app.  Where the package was built with its C
+accelerator (``consentkit._speedups``, compiled at install time when a C compiler is present), ASCII
+bodies are classified by it; the Python code below is the specification it is tested against and
+classifies everything else.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ import re
 import string
 import types
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import attrs
 
 from consentkit.errors import ValidationError
+
+if TYPE_CHECKING:
+    from consentkit._speedups import AsciiClassifier
 
 __all__ = [
     "DEFAULT_KEYWORDS",
@@ -356,6 +363,18 @@ def _ascii_words(text: str) -> list[bytes]:
     return text.encode("ascii").translate(_ASCII_WORD_TABLE).split()
 
 
+def _load_ascii_classifier() -> type[AsciiClassifier] | None:
+    """Return the compiled classifier type, or ``None`` where the package was built without it."""
+    try:
+        from consentkit._speedups import AsciiClassifier
+    except ImportError:  # no C compiler at install time, or another Python implementation
+        return None
+    return AsciiClassifier
+
+
+_ASCII_CLASSIFIER = _load_ascii_classifier()
+
+
 def _first_word_patterns(opt_out: frozenset[str]) -> dict[bytes, re.Pattern[str]]:
     """Return, by first word, a pattern finding the ASCII opt-out keywords that start with it.
 
@@ -384,6 +403,12 @@ class KeywordMatcher:
     anything else, including an empty body, gives ``NONE``.  Equal results are the same shared
     :class:`KeywordMatch` instance.
 
+    Args:
+        keywords: the keyword set to recognise.
+        compiled: classify ASCII bodies with the C accelerator when the package was built with it
+            (the default); ``False`` runs the pure-Python code only.  Results are the same either
+            way; :attr:`compiled` tells which is in use.
+
     Attributes:
         keywords: the keyword set this matcher recognises.
     """
@@ -396,12 +421,13 @@ class KeywordMatcher:
         "_keywords",
         "_max_spelling",
         "_max_words",
+        "_native",
         "_possible",
         "_possible_first_words",
         "_possible_matches",
     )
 
-    def __init__(self, keywords: KeywordSet = DEFAULT_KEYWORDS) -> None:
+    def __init__(self, keywords: KeywordSet = DEFAULT_KEYWORDS, *, compiled: bool = True) -> None:
         if not isinstance(keywords, KeywordSet):
             raise ValidationError(
                 "keywords", f"expected a KeywordSet, got {type(keywords).__name__}"
@@ -454,6 +480,30 @@ class KeywordMatcher:
         # keyword also has as many words as the message.
         self._first_words = frozenset(words[0] for words in ascii_words)
         self._max_words = max(map(len, ascii_words), default=0)
+        self._native = self._compile(exact) if compiled else None
+
+    def _compile(
+        self, exact: Mapping[str, KeywordMatch]
+    ) -> Callable[[str], KeywordMatch | None] | None:
+        """Return the compiled classifier of ASCII bodies, or ``None`` if it was not built."""
+        if _ASCII_CLASSIFIER is None:
+            return None
+        keywords = self._keywords
+        # Every keyword is among the spellings of *exact*, under its normal form.
+        normal_forms = keywords.opt_out | keywords.opt_in | keywords.help
+        # At one position the longest keyword is tried first, as in _alternation().
+        opt_out = sorted(
+            (keyword for keyword in keywords.opt_out if keyword.isascii()),
+            key=lambda keyword: (-len(keyword), keyword),
+        )
+        return _ASCII_CLASSIFIER(
+            exact=[
+                (keyword, exact[keyword]) for keyword in sorted(normal_forms) if keyword.isascii()
+            ],
+            possible=[(keyword, self._possible_matches[keyword]) for keyword in opt_out],
+            no_match=_NO_MATCH,
+            scan_chars=_POSSIBLE_SCAN_CHARS,
+        ).classify
 
     @classmethod
     def for_locales(
@@ -481,12 +531,22 @@ class KeywordMatcher:
         """The keyword set this matcher recognises."""
         return self._keywords
 
+    @property
+    def compiled(self) -> bool:
+        """Whether ASCII bodies are classified by the C accelerator (same results, faster)."""
+        return self._native is not None
+
     def classify(self, body: str) -> KeywordMatch:
         """Classify one inbound message body.  Never raises on a ``str``, whatever it holds.
 
         Raises:
             ValidationError: *body* is not a ``str``.
         """
+        native = self._native
+        if native is not None:
+            match = native(body)  # None for a body that is not ASCII text
+            if match is not None:
+                return match
         if type(body) is not str and not isinstance(body, str):
             raise _not_text(body)
         # A short body is first looked up as it is: this catches " STOP\n" and "Stop." without
@@ -562,6 +622,17 @@ class KeywordMatcher:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._keywords!r})"
+
+    def __reduce__(
+        self,
+    ) -> tuple[Callable[[KeywordSet, bool], KeywordMatcher], tuple[KeywordSet, bool]]:
+        # Rebuilt from its keywords: the compiled classifier cannot be pickled, and a process
+        # without it unpickles a pure-Python matcher.
+        return (_rebuild_matcher, (self._keywords, self._native is not None))
+
+
+def _rebuild_matcher(keywords: KeywordSet, compiled: bool) -> KeywordMatcher:
+    return KeywordMatcher(keywords, compiled=compiled)
 
 
 def _possible_scan(text: str) -> str:
