@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import sys
 import types
 import unicodedata
 
@@ -412,6 +413,19 @@ def test_matcher_survives_pickling(original: KeywordMatcher) -> None:
         assert copy.classify(body) == original.classify(body)
 
 
+def test_the_method_is_the_pure_python_code_and_subclasses_keep_their_own() -> None:
+    """KeywordMatcher.classify called on the class runs the pure-Python code, with the same result;
+    a subclass that overrides classify is not shadowed by the compiled classifier."""
+    for body in ("STOP", "please stop", "ＳＴＯＰ", "ok", "arrêt"):
+        assert KeywordMatcher.classify(DEFAULT, body) is DEFAULT.classify(body)
+
+    class Logged(KeywordMatcher):
+        def classify(self, body: str) -> KeywordMatch:
+            return KeywordMatch(HELP, "logged")
+
+    assert Logged().classify("STOP") == KeywordMatch(HELP, "logged")
+
+
 def test_matcher_is_read_only() -> None:
     """A matcher's keywords cannot be replaced after construction."""
     with pytest.raises(AttributeError):
@@ -673,6 +687,19 @@ UNICODE_SAMPLER = (
 def test_normalize_agrees_with_a_per_character_reference(body: str) -> None:
     """normalize, with its per-distinct-character shortcuts, equals the per-character reference."""
     assert normalize(body) == reference_normalize(body)
+
+
+def test_every_whitespace_character_is_read_as_a_space() -> None:
+    """normalize only collapses runs of spaces because every other character str.split() splits
+    on is in a category it turns into a space (this Python's Unicode database)."""
+    spacing = {"Cc", "Cs", "Pd", "Pc", "Zs", "Zl", "Zp"}
+    others = [
+        f"U+{code:04X}"
+        for code in range(sys.maxunicode + 1)
+        if chr(code).isspace() and code != 0x20 and unicodedata.category(chr(code)) not in spacing
+    ]
+    assert others == []
+    assert normalize("a\u2028\u3000\x85 \tb") == "a b"
 
 
 @pytest.mark.parametrize(

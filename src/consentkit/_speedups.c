@@ -6,9 +6,10 @@
  * for ASCII text) in a stack buffer, compares it with the exact keywords, then searches its first
  * `scan_chars` characters for an opt-out keyword standing as whole word(s).
  *
- * It returns one of the shared match objects it was built with, or None for a body it does not
- * handle (not a str, or not ASCII), which the Python code then classifies.  The Python code in
- * keywords.py is the specification: tests/test_keywords.py checks that both give the same result.
+ * It returns one of the shared match objects it was built with, and hands any body it does not
+ * handle (not a str, or not ASCII) to the fallback it was built with: the Python code.  The Python
+ * code in keywords.py is the specification; tests/test_speedups.py and tests/test_keywords.py check
+ * that both give the same results.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -37,7 +38,10 @@ typedef struct {
     Py_ssize_t possible_count;
     Py_ssize_t first[129];
     PyObject *no_match;
+    PyObject *fallback; /* classifies what is not ASCII text: the pure-Python code */
     Py_ssize_t scan_chars;
+    Py_ssize_t limit; /* characters of the normal form built: enough for the search and for the
+                       * longest exact keyword, plus one to tell whether there is more */
 } AsciiClassifier;
 
 /* What one ASCII character becomes in the normal form: letters lowered; controls, DEL, hyphens
@@ -138,16 +142,23 @@ error:
     return NULL;
 }
 
+static int AsciiClassifier_clear(AsciiClassifier *self);
+
 static int
 AsciiClassifier_init(AsciiClassifier *self, PyObject *args, PyObject *kwargs)
 {
-    static char *names[] = {"exact", "possible", "no_match", "scan_chars", NULL};
+    static char *names[] = {"exact", "possible", "no_match", "scan_chars", "fallback", NULL};
     PyObject *exact_pairs;
     PyObject *possible_pairs;
     PyObject *no_match;
     Py_ssize_t scan_chars;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOn:AsciiClassifier", names, &exact_pairs,
-                                     &possible_pairs, &no_match, &scan_chars)) {
+    PyObject *fallback;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOnO:AsciiClassifier", names, &exact_pairs,
+                                     &possible_pairs, &no_match, &scan_chars, &fallback)) {
+        return -1;
+    }
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "fallback must be callable");
         return -1;
     }
     if (self->exact != NULL || self->possible != NULL) {
@@ -208,11 +219,19 @@ AsciiClassifier_init(AsciiClassifier *self, PyObject *args, PyObject *kwargs)
             self->longest_exact = exact[i].length;
         }
     }
+    if (self->longest_exact > MAX_SCAN_CHARS) {
+        PyErr_Format(PyExc_ValueError, "exact keywords must be at most %d characters long",
+                     MAX_SCAN_CHARS);
+        AsciiClassifier_clear(self);
+        free_entries(grouped, possible_count);
+        return -1;
+    }
     self->possible = grouped;
     self->possible_count = possible_count;
-    Py_INCREF(no_match);
-    self->no_match = no_match;
+    self->no_match = Py_NewRef(no_match);
+    self->fallback = Py_NewRef(fallback);
     self->scan_chars = scan_chars;
+    self->limit = (scan_chars > self->longest_exact ? scan_chars : self->longest_exact) + 1;
     return 0;
 }
 
@@ -221,6 +240,7 @@ AsciiClassifier_traverse(AsciiClassifier *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->no_match);
+    Py_VISIT(self->fallback);
     for (Py_ssize_t i = 0; i < self->exact_count; i++) {
         Py_VISIT(self->exact[i].match);
     }
@@ -240,6 +260,7 @@ AsciiClassifier_clear(AsciiClassifier *self)
     self->possible = NULL;
     self->possible_count = 0;
     Py_CLEAR(self->no_match);
+    Py_CLEAR(self->fallback);
     return 0;
 }
 
@@ -278,7 +299,7 @@ AsciiClassifier_classify(AsciiClassifier *self, PyObject *body)
         return NULL;
     }
     if (!PyUnicode_Check(body)) {
-        Py_RETURN_NONE;
+        return PyObject_CallOneArg(self->fallback, body);
     }
 #if PY_VERSION_HEX < 0x030C0000
     if (PyUnicode_READY(body) < 0) {
@@ -286,7 +307,7 @@ AsciiClassifier_classify(AsciiClassifier *self, PyObject *body)
     }
 #endif
     if (!PyUnicode_IS_ASCII(body)) {
-        Py_RETURN_NONE;
+        return PyObject_CallOneArg(self->fallback, body);
     }
     const unsigned char *source = PyUnicode_1BYTE_DATA(body);
     Py_ssize_t start = 0;
@@ -305,14 +326,15 @@ AsciiClassifier_classify(AsciiClassifier *self, PyObject *body)
     }
 
     /* Build the normal form, runs of spaces collapsed, up to one character past what the search
-     * reads: enough to tell whether the form is longer than scan_chars and where to cut it.
+     * and the exact comparison read: enough to tell whether the form is longer than scan_chars
+     * and where to cut it, or longer than every exact keyword.
      * Note on the way the word starts where an opt-out keyword may begin: a keyword stands as
      * whole word(s), so it starts with a letter or digit that follows no letter or digit. */
     char text[MAX_SCAN_CHARS + 2];
     Py_ssize_t starts[MAX_STARTS];
     int start_count = 0;
     int more_starts = 0;
-    Py_ssize_t limit = self->scan_chars + 1;
+    Py_ssize_t limit = self->limit;
     Py_ssize_t length = 0;
     Py_ssize_t index = start;
     int after_space = 0;
@@ -396,12 +418,12 @@ AsciiClassifier_classify(AsciiClassifier *self, PyObject *body)
 static PyMethodDef AsciiClassifier_methods[] = {
     {"classify", (PyCFunction)AsciiClassifier_classify, METH_O,
      "classify(body, /)\n--\n\n"
-     "Return the match for an ASCII str body, or None for any other object or text."},
+     "Return the match for an ASCII str body; hand anything else to the fallback."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyType_Slot AsciiClassifier_slots[] = {
-    {Py_tp_doc, "AsciiClassifier(exact, possible, no_match, scan_chars)\n--\n\n"
+    {Py_tp_doc, "AsciiClassifier(exact, possible, no_match, scan_chars, fallback)\n--\n\n"
                 "Classifies ASCII message bodies like consentkit.keywords.KeywordMatcher."},
     {Py_tp_init, AsciiClassifier_init},
     {Py_tp_new, PyType_GenericNew},

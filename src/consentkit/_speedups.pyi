@@ -1,4 +1,4 @@
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, final
 
 from consentkit.keywords import KeywordMatch
@@ -13,5 +13,6 @@ class AsciiClassifier:
         possible: Sequence[tuple[str, KeywordMatch]],
         no_match: KeywordMatch,
         scan_chars: int,
+        fallback: Callable[[str], KeywordMatch],
     ) -> None: ...
-    def classify(self, body: object, /) -> KeywordMatch | None: ...
+    def classify(self, body: str, /) -> KeywordMatch: ...

@@ -174,7 +174,10 @@ def _normalize_compatible(body: str) -> str:
             text = text.replace(char, replacement)
     else:
         text = text.translate({ord(char): replacement for char, replacement in replacements})
-    text = " ".join(text.split())
+    # Every other whitespace character is now a space (all are Cc, Zs, Zl or Zp), and spaces at
+    # the ends go with the edge junk below: only runs of spaces inside are left to collapse.
+    if "  " in text:
+        text = " ".join(text.split())
     if not text.isascii():
         # NFC puts back what NFD split apart without being a mark (Hangul syllables), so the
         # normalised text still reads like the message.
@@ -363,13 +366,14 @@ def _ascii_words(text: str) -> list[bytes]:
     return text.encode("ascii").translate(_ASCII_WORD_TABLE).split()
 
 
-def _load_ascii_classifier() -> type[AsciiClassifier] | None:
-    """Return the compiled classifier type, or ``None`` where the package was built without it."""
+def _load_ascii_classifier() -> tuple[type[AsciiClassifier], int] | None:
+    """Return the compiled classifier type and the longest text it reads, or ``None`` where the
+    package was built without it."""
     try:
-        from consentkit._speedups import AsciiClassifier
+        from consentkit._speedups import MAX_SCAN_CHARS, AsciiClassifier
     except ImportError:  # no C compiler at install time, or another Python implementation
         return None
-    return AsciiClassifier
+    return AsciiClassifier, MAX_SCAN_CHARS
 
 
 _ASCII_CLASSIFIER = _load_ascii_classifier()
@@ -413,7 +417,11 @@ class KeywordMatcher:
         keywords: the keyword set this matcher recognises.
     """
 
+    # "__dict__" holds one entry, and only for a compiled matcher: "classify", bound to the compiled
+    # classifier, which shadows the method below (the pure-Python code it falls back to) for this
+    # instance.  A call then goes straight to C, without a Python frame in between.
     __slots__ = (
+        "__dict__",
         "_exact",
         "_first_word_only",
         "_first_word_patterns",
@@ -481,28 +489,33 @@ class KeywordMatcher:
         self._first_words = frozenset(words[0] for words in ascii_words)
         self._max_words = max(map(len, ascii_words), default=0)
         self._native = self._compile(exact) if compiled else None
+        if self._native is not None and type(self).classify is KeywordMatcher.classify:
+            self.__dict__["classify"] = self._native
 
-    def _compile(
-        self, exact: Mapping[str, KeywordMatch]
-    ) -> Callable[[str], KeywordMatch | None] | None:
-        """Return the compiled classifier of ASCII bodies, or ``None`` if it was not built."""
+    def _compile(self, exact: Mapping[str, KeywordMatch]) -> Callable[[str], KeywordMatch] | None:
+        """Return the compiled classifier, which hands non-ASCII bodies to :meth:`classify`, or
+        ``None`` if it was not built."""
         if _ASCII_CLASSIFIER is None:
             return None
+        classifier, longest = _ASCII_CLASSIFIER
         keywords = self._keywords
         # Every keyword is among the spellings of *exact*, under its normal form.
         normal_forms = keywords.opt_out | keywords.opt_in | keywords.help
+        if max(map(len, normal_forms), default=0) > longest:
+            return None  # a keyword longer than the compiled code reads: Python classifies
         # At one position the longest keyword is tried first, as in _alternation().
         opt_out = sorted(
             (keyword for keyword in keywords.opt_out if keyword.isascii()),
             key=lambda keyword: (-len(keyword), keyword),
         )
-        return _ASCII_CLASSIFIER(
+        return classifier(
             exact=[
                 (keyword, exact[keyword]) for keyword in sorted(normal_forms) if keyword.isascii()
             ],
             possible=[(keyword, self._possible_matches[keyword]) for keyword in opt_out],
             no_match=_NO_MATCH,
             scan_chars=_POSSIBLE_SCAN_CHARS,
+            fallback=self.classify,  # the method: nothing shadows it yet
         ).classify
 
     @classmethod
@@ -542,11 +555,6 @@ class KeywordMatcher:
         Raises:
             ValidationError: *body* is not a ``str``.
         """
-        native = self._native
-        if native is not None:
-            match = native(body)  # None for a body that is not ASCII text
-            if match is not None:
-                return match
         if type(body) is not str and not isinstance(body, str):
             raise _not_text(body)
         # A short body is first looked up as it is: this catches " STOP\n" and "Stop." without
@@ -572,6 +580,8 @@ class KeywordMatcher:
         if not text.isascii():
             match = self._exact.get(text)
             return match if match is not None else self._possible_unicode(text)
+        if self._native is not None:
+            return self._native(text)  # the normal form of text is text itself
         words = _ascii_words(text)
         if self._first_words.isdisjoint(words):
             return _NO_MATCH
