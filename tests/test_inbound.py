@@ -120,6 +120,38 @@ def test_holidays_push_the_deadline() -> None:
     )
 
 
+def one_day_at_a_time(calendar: WeekdayCalendar, start: datetime, days: int) -> datetime:
+    """The deadline counted the plain way: step one local day, count it if it is a business day."""
+    local = start.astimezone(ZoneInfo(calendar.timezone))
+    while days > 0:
+        local += timedelta(days=1)
+        if local.weekday() < 5 and local.date() not in calendar.holidays:
+            days -= 1
+    return local
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2020, 1, 1), max_value=datetime(2030, 12, 31), timezones=st.just(UTC)
+    ),
+    st.integers(0, 30),
+    st.sampled_from(["UTC", "America/New_York", "Europe/Paris", "Australia/Lord_Howe"]),
+    st.frozensets(st.dates(min_value=date(2020, 1, 1), max_value=date(2031, 3, 1)), max_size=40),
+)
+def test_weekday_calendar_counts_like_stepping_one_day_at_a_time(
+    start: datetime, days: int, timezone: str, holidays: frozenset[date]
+) -> None:
+    """add_business_days equals stepping one local day at a time, across DST changes and
+    holidays, keeping the local wall time (and offset) of the start."""
+    calendar = WeekdayCalendar(holidays=holidays, timezone=timezone)
+    got = calendar.add_business_days(start, days)
+    expected = one_day_at_a_time(calendar, start, days)
+    assert got == expected
+    assert (got.utcoffset(), got.fold, got.tzinfo) == (
+        expected.utcoffset(), expected.fold, expected.tzinfo
+    )
+
+
 def test_scope_can_be_the_inbound_channel_only() -> None:
     """With OptOutScope.CHANNEL a STOP on SMS leaves MMS and RCS alone."""
     service = make_service(settings=AccountSettings(inbound=InboundSettings(

@@ -130,6 +130,11 @@ class InboundOutcome(enum.Enum):
     """An ordinary message: nothing to do."""
 
 
+_ONE_DAY = timedelta(days=1)
+# One encoder for the module: json.dumps() with options builds a new encoder on every call.
+_RESULT_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 @runtime_checkable
 class BusinessCalendar(Protocol):
     """Counts business days, for the opt-out deadline."""
@@ -154,12 +159,15 @@ class WeekdayCalendar:
     def add_business_days(self, start: datetime, days: int) -> datetime:
         """Step over weekends and holidays, keeping the local wall time of *start*."""
         local = ensure_aware("start", start).astimezone(ZoneInfo(self.timezone))
-        remaining = days
+        # Count on dates, then move the wall clock once: adding n days to an aware datetime is
+        # wall-clock arithmetic, the same as adding one day n times.
+        day, skipped, remaining = local.date(), 0, days
         while remaining > 0:
-            local += timedelta(days=1)
-            if local.weekday() < 5 and local.date() not in self.holidays:
+            day += _ONE_DAY
+            skipped += 1
+            if day.weekday() < 5 and day not in self.holidays:
                 remaining -= 1
-        return local
+        return local + timedelta(days=skipped) if skipped else local
 
 
 _DEFAULT_OPT_OUT_REPLY = (
@@ -271,7 +279,7 @@ class InboundResult:
     def to_json(self) -> str:
         """A JSON document of this result (stored for idempotent redelivery; without
         ``replayed``, which describes a delivery, not the result)."""
-        return json.dumps(self._document(), sort_keys=True, separators=(",", ":"))
+        return _RESULT_ENCODER.encode(self._document())
 
     def to_document(self) -> dict[str, Any]:
         """A JSON-compatible dict of this result, including ``replayed``."""

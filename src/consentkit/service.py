@@ -227,6 +227,10 @@ def _channels(channels: Iterable[Channel | str] | Channel | str) -> tuple[Channe
     return result
 
 
+def _channel_key(ch: Channel) -> str:
+    return ch.key
+
+
 def _chunks(contact_ids: Iterable[str] | str, size: int) -> Iterator[list[str]]:
     if isinstance(contact_ids, str):
         contact_ids = [contact_ids]
@@ -637,8 +641,12 @@ class ConsentService:
         only_never: bool = False,
         inbound_message_id: str | None = None,
         after_last_change: Literal["clock", "last_change"] | None = None,
+        known_contacts: bool = False,
     ) -> ChangeResult:
         """The heart of every change: check, decide per pair, write, inside *tx*.
+
+        *known_contacts* skips the check that the contacts exist, for ids the caller read from
+        the store in this same transaction.
 
         Without *after_last_change*, a change that would be recorded before a pair's last change
         fails the order check.  With it, the change's time moves forward instead:
@@ -682,7 +690,7 @@ class ConsentService:
                 raise NotAuthorizedError(
                     f"contact {actor.id!r} may change only their own consent, not another contact's"
                 )
-            missing = tx.missing_contacts(chunk)
+            missing = [] if known_contacts else tx.missing_contacts(chunk)
             if missing:
                 error = UnknownContactError(account, missing)
                 if not partial:
@@ -959,7 +967,8 @@ class ConsentService:
         contact_ids = tuple(tx.find_contacts_by_address([key]).get(key, []))
         if settings.scope is OptOutScope.GROUP:
             group = self.channel_groups.group_of(message.channel)
-            channels = (message.channel, *sorted(group - {message.channel}))
+            # Channels order by key alone; sorting by it spares attrs' generated comparison.
+            channels = (message.channel, *sorted(group - {message.channel}, key=_channel_key))
         else:
             channels = (message.channel,)
         batch_id = uuid.uuid4().hex
@@ -996,6 +1005,7 @@ class ConsentService:
                         now=now,
                         batch_id=batch_id,
                         inbound_message_id=message.message_id,
+                        known_contacts=True,  # found by address in this transaction
                     )
                     changed.extend((p.contact_id, p.channel) for p in result.changed)
             else:
@@ -1047,6 +1057,7 @@ class ConsentService:
                         now=now,
                         batch_id=batch_id,
                         inbound_message_id=message.message_id,
+                        known_contacts=True,  # found by address in this transaction
                     )
                     changed.extend((p.contact_id, p.channel) for p in result.changed)
         elif classification is Classification.HELP:
