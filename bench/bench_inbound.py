@@ -6,6 +6,11 @@ with the sender's number, read their SMS/MMS/RCS subscriptions, unsubscribe all 
 each, the roll-ups updated) and store the result under the message id, then COMMIT with
 synchronous=FULL.  Target (issue 4): ratio <= 2.0.
 
+Each side's figure is its best of many short passes (12 of 250 messages by default), the sides
+taking turns to go first: on a noisy machine a short pass is more likely to miss a slow spell than a
+long one, and both sides get the same number of chances.  The median of the per-pass ratios is
+printed too.
+
 Run: ``PYTHONPATH=src python bench/bench_inbound.py`` (``--messages N``, ``--repeats N``).
 """
 
@@ -15,6 +20,7 @@ import argparse
 import json
 import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -162,8 +168,8 @@ class Raw:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--messages", type=int, default=250)
+    parser.add_argument("--repeats", type=int, default=12)
     args = parser.parse_args(argv)
     contacts = args.messages * args.repeats * 2 + 1000
     workdir = Path(tempfile.mkdtemp(prefix="consentkit-inbound-bench-"))
@@ -174,23 +180,39 @@ def main(argv: list[str] | None = None) -> int:
         service = ConsentService(store)
         raw = Raw(workdir / "raw.db")
         store_best = raw_best = float("inf")
+        round_ratios: list[float] = []
         for repeat in range(args.repeats):
             # Disjoint senders per pass and side, so every message changes three pairs.
             base = repeat * args.messages * 2
             senders = [phone(base + n) for n in range(args.messages)]
-            start = time.perf_counter()
-            for n, sender in enumerate(senders):
-                message = InboundMessage(
-                    ACCOUNT, SMS, sender, "STOP", f"S{repeat}-{n}", datetime.now(UTC)
-                )
-                result = service.handle_inbound(message)
-                assert result.outcome is InboundOutcome.OPTED_OUT
-                assert len(result.changed) == 3
-            store_best = min(store_best, time.perf_counter() - start)
-            start = time.perf_counter()
-            for n, sender in enumerate(senders):
-                assert raw.handle(sender, "STOP", f"R{repeat}-{n}") == 3
-            raw_best = min(raw_best, time.perf_counter() - start)
+
+            def run_store(senders: list[str] = senders, repeat: int = repeat) -> float:
+                start = time.perf_counter()
+                for n, sender in enumerate(senders):
+                    message = InboundMessage(
+                        ACCOUNT, SMS, sender, "STOP", f"S{repeat}-{n}", datetime.now(UTC)
+                    )
+                    result = service.handle_inbound(message)
+                    assert result.outcome is InboundOutcome.OPTED_OUT
+                    assert len(result.changed) == 3
+                return time.perf_counter() - start
+
+            def run_raw(senders: list[str] = senders, repeat: int = repeat) -> float:
+                start = time.perf_counter()
+                for n, sender in enumerate(senders):
+                    assert raw.handle(sender, "STOP", f"R{repeat}-{n}") == 3
+                return time.perf_counter() - start
+
+            # The sides take turns going first, so neither always follows the other's writes.
+            if repeat % 2 == 0:
+                store_seconds = run_store()
+                raw_seconds = run_raw()
+            else:
+                raw_seconds = run_raw()
+                store_seconds = run_store()
+            store_best = min(store_best, store_seconds)
+            raw_best = min(raw_best, raw_seconds)
+            round_ratios.append(store_seconds / raw_seconds)
         store_events = sum(1 for _ in store.events(ACCOUNT))
         assert store_events == raw.count_events(), (store_events, raw.count_events())
         store.close()
@@ -201,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'store':<8}{store_best:>9.3f}{args.messages / store_best:>10,.0f}")
         print(f"{'raw':<8}{raw_best:>9.3f}{args.messages / raw_best:>10,.0f}")
         ratio = store_best / raw_best
+        median = statistics.median(round_ratios)
+        print(f"median of the {args.repeats} per-pass ratios: {median:.2f}")
         print(f"ratio store/raw: {ratio:.2f} (target <= 2.0)")
         return 0 if ratio <= 2.0 else 1
     finally:
