@@ -131,8 +131,9 @@ class InboundOutcome(enum.Enum):
 
 
 _ONE_DAY = timedelta(days=1)
-# One encoder for the module: json.dumps() with options builds a new encoder on every call.
-_RESULT_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+# One encoder for the module: json.dumps() with options builds a new encoder on every call.  The
+# document's keys come in a fixed order, so the text is the same for equal results unsorted.
+_RESULT_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 @runtime_checkable
@@ -159,14 +160,24 @@ class WeekdayCalendar:
     def add_business_days(self, start: datetime, days: int) -> datetime:
         """Step over weekends and holidays, keeping the local wall time of *start*."""
         local = ensure_aware("start", start).astimezone(ZoneInfo(self.timezone))
-        # Count on dates, then move the wall clock once: adding n days to an aware datetime is
+        # Count days, then move the wall clock once: adding n days to an aware datetime is
         # wall-clock arithmetic, the same as adding one day n times.
-        day, skipped, remaining = local.date(), 0, days
-        while remaining > 0:
-            day += _ONE_DAY
-            skipped += 1
-            if day.weekday() < 5 and day not in self.holidays:
-                remaining -= 1
+        holidays = self.holidays
+        skipped, remaining = 0, days
+        if holidays:
+            day = local.date()
+            while remaining > 0:
+                day += _ONE_DAY
+                skipped += 1
+                if day.weekday() < 5 and day not in holidays:
+                    remaining -= 1
+        else:
+            weekday = local.weekday()
+            while remaining > 0:
+                weekday = (weekday + 1) % 7
+                skipped += 1
+                if weekday < 5:
+                    remaining -= 1
         return local + timedelta(days=skipped) if skipped else local
 
 
