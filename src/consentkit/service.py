@@ -821,12 +821,12 @@ class ConsentService:
             UnknownContactError: the contact does not exist.
         """
         account = self._read_scope(actor, contact_id)
-        sub = self.store.get_subscription(account, contact_id, channel(channel_))
-        if sub is not None:
-            return sub.state
-        if self.store.get_contact(account, contact_id) is None:
+        state = self.store.get_state(account, contact_id, channel(channel_))
+        if state is SubscriptionState.NEVER_SUBSCRIBED and (
+            self.store.get_contact(account, contact_id) is None
+        ):
             raise UnknownContactError(account, [contact_id])
-        return SubscriptionState.NEVER_SUBSCRIBED
+        return state
 
     def subscriptions(self, actor: Actor, contact_id: str) -> list[Subscription]:
         """Every recorded subscription of one contact, ordered by channel."""
@@ -839,8 +839,8 @@ class ConsentService:
         Check it right before sending.  Unknown contacts and never-subscribed pairs give False.
         """
         account = self._read_scope(actor, contact_id)
-        sub = self.store.get_subscription(account, contact_id, channel(channel_))
-        return sub is not None and sub.state is SubscriptionState.SUBSCRIBED
+        state = self.store.get_state(account, contact_id, channel(channel_))
+        return state is SubscriptionState.SUBSCRIBED
 
     def audience(
         self, actor: Actor, channel_: Channel | str, contact_ids: Iterable[str]

@@ -205,6 +205,11 @@ class Store(Protocol):
         """The subscription of one pair, or None when it was never subscribed."""
         ...
 
+    def get_state(self, account: str, contact_id: str, channel: Channel) -> SubscriptionState:
+        """The state of one pair (``NEVER_SUBSCRIBED`` when it has no subscription): what
+        ``can_send`` asks before every message, so read no more than the state."""
+        ...
+
     def subscriptions_of(self, account: str, contact_id: str) -> list[Subscription]:
         """Every recorded subscription of one contact, ordered by channel key."""
         ...

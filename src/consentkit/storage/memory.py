@@ -261,6 +261,11 @@ class InMemoryStore:
         with self._lock:
             return self._account(account).subscriptions.get((contact_id, channel))
 
+    def get_state(self, account: str, contact_id: str, channel: Channel) -> SubscriptionState:
+        with self._lock:
+            sub = self._account(account).subscriptions.get((contact_id, channel))
+        return SubscriptionState.NEVER_SUBSCRIBED if sub is None else sub.state
+
     def subscriptions_of(self, account: str, contact_id: str) -> list[Subscription]:
         with self._lock:
             subs = self._account(account).subscriptions

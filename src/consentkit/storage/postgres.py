@@ -520,6 +520,9 @@ class _Queries:
             SELECT {subscription_columns} FROM {s}.subscriptions
             WHERE account = %s AND contact_id = %s AND channel = %s
                 AND state <> 'never_subscribed'"""
+        self.get_state = f"""
+            SELECT state FROM {s}.subscriptions
+            WHERE account = %s AND contact_id = %s AND channel = %s"""
         self.subscriptions_of = f"""
             SELECT {subscription_columns} FROM {s}.subscriptions
             WHERE account = %s AND contact_id = %s AND state <> 'never_subscribed'
@@ -1316,6 +1319,17 @@ class PostgresStore:
             return None if row is None else self._converter.subscription(account, row)
 
         return self._read("reading a subscription", run)
+
+    def get_state(self, account: str, contact_id: str, channel: Channel) -> SubscriptionState:
+        """The state of one pair; ``NEVER_SUBSCRIBED`` when it has no row (or a placeholder)."""
+
+        def run(conn: Conn) -> SubscriptionState:
+            row = conn.execute(
+                self._queries.get_state, (account, contact_id, channel.key)
+            ).fetchone()
+            return SubscriptionState.NEVER_SUBSCRIBED if row is None else _STATES[row[0]]
+
+        return self._read("reading a subscription state", run)
 
     def subscriptions_of(self, account: str, contact_id: str) -> list[Subscription]:
         """Every recorded subscription of one contact, ordered by channel key."""

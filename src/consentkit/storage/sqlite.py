@@ -390,6 +390,9 @@ _GET_SUBSCRIPTION: Final = (
     "SELECT state, version, updated_at, changed_by, source, reason FROM subscriptions "
     "WHERE account = ? AND contact_id = ? AND channel = ?"
 )
+_GET_STATE: Final = (
+    "SELECT state FROM subscriptions WHERE account = ? AND contact_id = ? AND channel = ?"
+)
 _INSERT_SUBSCRIPTION: Final = (
     "INSERT INTO subscriptions (account, contact_id, channel, state, version, updated_at, "
     "changed_by, source, reason) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?) "
@@ -1340,6 +1343,18 @@ class SQLiteStore:
             _SOURCES[source],
             reason,
         )
+
+    def get_state(self, account: str, contact_id: str, channel: Channel) -> SubscriptionState:
+        """The state of one pair; ``NEVER_SUBSCRIBED`` when it has no row."""
+        try:
+            row = (
+                self._connection()
+                .execute(_GET_STATE, (account, contact_id, channel.key))
+                .fetchone()
+            )
+        except sqlite3.Error as e:
+            raise self._error(e, "read a subscription state") from e
+        return _NEVER if row is None else _STATES[row[0]]
 
     def subscriptions_of(self, account: str, contact_id: str) -> list[Subscription]:
         """Every recorded subscription of one contact, ordered by channel key."""

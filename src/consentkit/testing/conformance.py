@@ -193,6 +193,11 @@ class StoreConformance:
         sub = store.get_subscription(ACCOUNT, "a", SMS)
         assert sub is not None
         assert (sub.state, sub.version, sub.updated_at) == (SUBSCRIBED, 1, T0)
+        # get_state reads the state alone: NEVER_SUBSCRIBED for a pair or contact without a row.
+        assert store.get_state(ACCOUNT, "a", SMS) is SUBSCRIBED
+        assert store.get_state(ACCOUNT, "a", EMAIL) is NEVER
+        assert store.get_state(ACCOUNT, "nobody", SMS) is NEVER
+        assert store.get_state("other-account", "a", SMS) is NEVER
         assert (sub.changed_by, sub.source, sub.reason) == (ActorKind.ADMIN, Source.API, None)
         events = list(store.events(ACCOUNT))
         assert [(e.contact_id, e.channel) for e in events] == [("a", SMS), ("b", SMS)]

@@ -52,6 +52,12 @@ def check_replay(store: object, account: str) -> dict[tuple[str, Channel], Subsc
             raise ReplayMismatch(
                 f"{contact_id!r} on {ch.key}: stored {actual.value}, replay gives {expected.value}"
             )
+        state = store.get_state(account, contact_id, ch)
+        if state is not expected:
+            raise ReplayMismatch(
+                f"{contact_id!r} on {ch.key}: get_state gives {state.value}, replay gives "
+                f"{expected.value}"
+            )
         if sub is not None:
             count = sum(1 for _ in store.events(account, contact_id=contact_id, channel=ch))
             if sub.version != count:
