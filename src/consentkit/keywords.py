@@ -351,9 +351,14 @@ def _spellings(keyword: str) -> set[str]:
     return {form + end for form in cased for end in ("", ".", "!")}
 
 
+def _longest_first(keywords: Iterable[str]) -> list[str]:
+    """The order in which keywords are tried at one position, so that "stop all" is reported
+    rather than "stop" where both match."""
+    return sorted(keywords, key=lambda keyword: (-len(keyword), keyword))
+
+
 def _alternation(keywords: Iterable[str]) -> str:
-    # Longest first, so "stop all" is reported rather than "stop" where both match.
-    return "|".join(map(re.escape, sorted(keywords, key=lambda keyword: (-len(keyword), keyword))))
+    return "|".join(map(re.escape, _longest_first(keywords)))
 
 
 def _possible_opt_out_pattern(opt_out: frozenset[str]) -> re.Pattern[str] | None:
@@ -503,11 +508,7 @@ class KeywordMatcher:
         normal_forms = keywords.opt_out | keywords.opt_in | keywords.help
         if max(map(len, normal_forms), default=0) > longest:
             return None  # a keyword longer than the compiled code reads: Python classifies
-        # At one position the longest keyword is tried first, as in _alternation().
-        opt_out = sorted(
-            (keyword for keyword in keywords.opt_out if keyword.isascii()),
-            key=lambda keyword: (-len(keyword), keyword),
-        )
+        opt_out = _longest_first(keyword for keyword in keywords.opt_out if keyword.isascii())
         return classifier(
             exact=[
                 (keyword, exact[keyword]) for keyword in sorted(normal_forms) if keyword.isascii()
