@@ -130,7 +130,6 @@ class InboundOutcome(enum.Enum):
     """An ordinary message: nothing to do."""
 
 
-_ONE_DAY = timedelta(days=1)
 # One encoder for the module: json.dumps() with options builds a new encoder on every call.  The
 # document's keys come in a fixed order, so the text is the same for equal results unsorted.
 _RESULT_ENCODER = json.JSONEncoder(separators=(",", ":"))
@@ -162,22 +161,15 @@ class WeekdayCalendar:
         local = ensure_aware("start", start).astimezone(ZoneInfo(self.timezone))
         # Count days, then move the wall clock once: adding n days to an aware datetime is
         # wall-clock arithmetic, the same as adding one day n times.
-        holidays = self.holidays
-        skipped, remaining = 0, days
-        if holidays:
-            day = local.date()
-            while remaining > 0:
-                day += _ONE_DAY
-                skipped += 1
-                if day.weekday() < 5 and day not in holidays:
-                    remaining -= 1
-        else:
-            weekday = local.weekday()
-            while remaining > 0:
-                weekday = (weekday + 1) % 7
-                skipped += 1
-                if weekday < 5:
-                    remaining -= 1
+        holidays, first_day = self.holidays, local.date()
+        weekday, skipped, remaining = local.weekday(), 0, days
+        while remaining > 0:
+            weekday = (weekday + 1) % 7
+            skipped += 1
+            if weekday < 5 and (
+                not holidays or first_day + timedelta(days=skipped) not in holidays
+            ):
+                remaining -= 1
         return local + timedelta(days=skipped) if skipped else local
 
 
