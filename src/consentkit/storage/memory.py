@@ -262,8 +262,7 @@ class InMemoryStore:
             return self._account(account).subscriptions.get((contact_id, channel))
 
     def get_state(self, account: str, contact_id: str, channel: Channel) -> SubscriptionState:
-        with self._lock:
-            sub = self._account(account).subscriptions.get((contact_id, channel))
+        sub = self.get_subscription(account, contact_id, channel)
         return SubscriptionState.NEVER_SUBSCRIBED if sub is None else sub.state
 
     def subscriptions_of(self, account: str, contact_id: str) -> list[Subscription]:
