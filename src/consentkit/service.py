@@ -227,10 +227,6 @@ def _channels(channels: Iterable[Channel | str] | Channel | str) -> tuple[Channe
     return result
 
 
-def _channel_key(ch: Channel) -> str:
-    return ch.key
-
-
 def _chunks(contact_ids: Iterable[str] | str, size: int) -> Iterator[list[str]]:
     if isinstance(contact_ids, str):
         contact_ids = [contact_ids]
@@ -967,8 +963,7 @@ class ConsentService:
         contact_ids = tuple(tx.find_contacts_by_address([key]).get(key, []))
         if settings.scope is OptOutScope.GROUP:
             group = self.channel_groups.group_of(message.channel)
-            # Channels order by key alone; sorting by it spares attrs' generated comparison.
-            channels = (message.channel, *sorted(group - {message.channel}, key=_channel_key))
+            channels = (message.channel, *sorted(group - {message.channel}))
         else:
             channels = (message.channel,)
         batch_id = uuid.uuid4().hex
