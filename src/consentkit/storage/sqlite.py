@@ -416,15 +416,6 @@ _INSERT_EVENTS: Final = (
     "json_extract(value, '$[2]'), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 "
     "FROM json_each(?15) ORDER BY key"
 )
-# Up to this many pairs, one row per event through executemany: for an inbound STOP (three
-# events) the JSON statement above costs more than it saves (measured 137 us against ~60 us here).
-_EVENT_ROWS_UP_TO: Final = 8
-_INSERT_EVENT_ROWS: Final = (
-    "INSERT INTO events (account, contact_id, channel, previous_state, new_state, actor_kind, "
-    "actor_id, actor_roles, source, occurred_at, recorded_at, justification_reason, "
-    "justification_note, evidence, reason, inbound_message_id, batch_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _ADD_TREND_HOUR: Final = (
     "INSERT INTO trend_hours (account, hour, channel, subscribed, unsubscribed, opt_ins, "
     "unsubscribes, resubscribes) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
@@ -789,40 +780,33 @@ class _SQLiteTransaction:
                 written += conn.executemany(_INSERT_SUBSCRIPTION, inserts).rowcount
             if written != len(changes):
                 raise _VersionMismatch
+            roles = _to_json(sorted(actor.roles)) if actor.roles else None
             values = _STATE_VALUES
-            shared = (
-                state,
-                changed_by,
-                actor.id,
-                _to_json(sorted(actor.roles)) if actor.roles else None,
-                source,
-                occurred_at,
-                _micros(batch.recorded_at),
-                None if justification is None else justification.reason.value,
-                None if justification is None else justification.note,
-                _evidence_json(batch.evidence),
-                reason,
-                batch.inbound_message_id,
-                batch.batch_id,
+            pairs_json = _to_json(
+                [[c.contact_id, c.channel.key, values[c.previous_state]] for c in changes]
             )
-            if len(changes) <= _EVENT_ROWS_UP_TO:
-                conn.executemany(
-                    _INSERT_EVENT_ROWS,
-                    [
-                        (account, c.contact_id, c.channel.key, values[c.previous_state], *shared)
-                        for c in changes
-                    ],
-                )
-            else:
-                pairs_json = _to_json(
-                    [[c.contact_id, c.channel.key, values[c.previous_state]] for c in changes]
-                )
-                conn.execute(_INSERT_EVENTS, (account, *shared, pairs_json))
+            conn.execute(
+                _INSERT_EVENTS,
+                (
+                    account,
+                    state,
+                    changed_by,
+                    actor.id,
+                    roles,
+                    source,
+                    occurred_at,
+                    _micros(batch.recorded_at),
+                    None if justification is None else justification.reason.value,
+                    None if justification is None else justification.note,
+                    _evidence_json(batch.evidence),
+                    reason,
+                    batch.inbound_message_id,
+                    batch.batch_id,
+                    pairs_json,
+                ),
+            )
             hour = _hour_floor(occurred_at)
-            pairs: dict[tuple[str, SubscriptionState], int] = {}
-            for c in changes:
-                pair = (c.channel.key, c.previous_state)
-                pairs[pair] = pairs.get(pair, 0) + 1
+            pairs = Counter((c.channel.key, c.previous_state) for c in changes)
             conn.executemany(
                 _ADD_TREND_HOUR,
                 [
