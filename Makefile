@@ -6,8 +6,7 @@ STAMP := $(VENV)/.consentkit-installed
 
 .PHONY: demo test bench clean
 
-# setup.py and the C source are prerequisites too: an edit to either rebuilds the extension.
-$(STAMP): pyproject.toml setup.py src/consentkit/_speedups.c
+$(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "consentkit needs Python 3.11 or newer")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import pickle
+import random
 import re
+import string
 import sys
+import tracemalloc
 import types
 import unicodedata
+from collections.abc import Callable
 
 import attrs
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from consentkit import keywords as keywords_module
 from consentkit.errors import ValidationError
 from consentkit.keywords import (
+    _EXAMINED_CHARS,
     DEFAULT_KEYWORDS,
     LOCALE_KEYWORDS,
     Classification,
@@ -27,15 +33,13 @@ from consentkit.keywords import (
 )
 
 DEFAULT = KeywordMatcher()
-PURE = KeywordMatcher(compiled=False)
 
 
-@pytest.fixture(scope="module", params=[DEFAULT, PURE], ids=["as-built", "pure-python"])
-def matcher(request: pytest.FixtureRequest) -> KeywordMatcher:
-    """The default matcher as installed (compiled where the accelerator was built), then the
-    pure-Python one: every classification test holds for both."""
-    assert isinstance(request.param, KeywordMatcher)
-    return request.param
+@pytest.fixture(scope="module")
+def matcher() -> KeywordMatcher:
+    """The default matcher, shared by every classification test as a host app shares one."""
+    return DEFAULT
+
 
 OPT_OUT = Classification.OPT_OUT
 POSSIBLE = Classification.POSSIBLE_OPT_OUT
@@ -376,12 +380,18 @@ def test_equal_results_are_one_shared_instance(matcher: KeywordMatcher, bodies: 
         assert other is first
 
 
-def test_possible_search_is_capped_but_exact_check_is_not(matcher: KeywordMatcher) -> None:
-    """An opt-out word far into a huge body is not searched for, but a padded keyword is exact."""
+def test_possible_search_is_capped_and_exact_check_reads_the_examined_length(
+    matcher: KeywordMatcher,
+) -> None:
+    """An opt-out word far into a huge body is not searched for; a padded keyword is exact up to
+    _EXAMINED_CHARS characters, and a longer body is never exact, only read from its start."""
     assert matcher.classify("stop " + "blah " * 200_000).classification is POSSIBLE
     assert matcher.classify("blah " * 1_000 + "stop").classification is NONE
-    assert matcher.classify(" " * 1_000_000 + "STOP" + "!" * 1_000_000).classification is OPT_OUT
-    assert matcher.classify("🛑" * 500_000 + " Stop ").classification is OPT_OUT
+    assert matcher.classify(" " * 3_000 + "STOP" + "!" * 3_000).classification is OPT_OUT
+    assert matcher.classify("🛑" * 3_000 + " Stop ").classification is OPT_OUT
+    assert matcher.classify("STOP" + " " * _EXAMINED_CHARS) == KeywordMatch(POSSIBLE, "stop")
+    assert matcher.classify(" " * 1_000_000 + "STOP" + "!" * 1_000_000).classification is NONE
+    assert matcher.classify("🛑" * 500_000 + " Stop ").classification is NONE
 
 
 def test_possible_search_cut_does_not_split_words(matcher: KeywordMatcher) -> None:
@@ -392,30 +402,23 @@ def test_possible_search_cut_does_not_split_words(matcher: KeywordMatcher) -> No
     assert matcher.classify(filler + "stop now").classification is POSSIBLE
 
 
-def test_pure_python_matcher_says_so() -> None:
-    """compiled=False gives a matcher that reports it runs the pure-Python code only."""
-    assert PURE.compiled is False
-    assert PURE.keywords == DEFAULT.keywords
-
-
 @pytest.mark.parametrize(
     "original",
-    [DEFAULT, PURE, KeywordMatcher.for_locales(["fr"])],
-    ids=["default", "pure", "french"],
+    [DEFAULT, KeywordMatcher.for_locales(["fr"])],
+    ids=["default", "french"],
 )
 def test_matcher_survives_pickling(original: KeywordMatcher) -> None:
-    """A pickled matcher comes back with the same keywords, mode and classifications."""
+    """A pickled matcher comes back with the same keywords and classifications."""
     copy = pickle.loads(pickle.dumps(original))
     assert isinstance(copy, KeywordMatcher)
     assert copy.keywords == original.keywords
-    assert copy.compiled is original.compiled
     for body in ("STOP", "please stop now", "ok", "ＳＴＯＰ", "Arrêt!", "oui"):
         assert copy.classify(body) == original.classify(body)
 
 
 def test_the_method_is_the_pure_python_code_and_subclasses_keep_their_own() -> None:
-    """KeywordMatcher.classify called on the class runs the pure-Python code, with the same result;
-    a subclass that overrides classify is not shadowed by the compiled classifier."""
+    """KeywordMatcher.classify called on the class gives the instance's result, and a subclass
+    that overrides classify runs its own."""
     for body in ("STOP", "please stop", "ＳＴＯＰ", "ok", "arrêt"):
         assert KeywordMatcher.classify(DEFAULT, body) is DEFAULT.classify(body)
 
@@ -545,15 +548,12 @@ CUSTOM_KEYWORDS = KeywordSet(
 CUSTOM = KeywordMatcher(CUSTOM_KEYWORDS)
 
 
-@pytest.fixture(
-    scope="module",
-    params=[CUSTOM, KeywordMatcher(CUSTOM_KEYWORDS, compiled=False)],
-    ids=["as-built", "pure-python"],
-)
-def custom(request: pytest.FixtureRequest) -> KeywordMatcher:
-    """The CUSTOM_KEYWORDS matcher as installed, then its pure-Python twin."""
-    assert isinstance(request.param, KeywordMatcher)
-    return request.param
+@pytest.fixture(scope="module")
+def custom() -> KeywordMatcher:
+    """The CUSTOM_KEYWORDS matcher."""
+    return CUSTOM
+
+
 custom_fragments = st.sampled_from(
     [
         "stop", "STOP", "all", "now", "stopp", "stopping", "don't", "don", "t", "text", "no",
@@ -736,3 +736,108 @@ def test_keyword_in_two_classes_is_always_refused(keyword: str, first: str, seco
     assume(first != second)
     with pytest.raises(ValidationError, match=re.escape(repr(normalize(keyword)))):
         KeywordSet(**{first: {keyword.upper()}, second: {keyword.lower()}})
+
+
+# --- bounded work on huge bodies -----------------------------------------------------------------
+
+HUGE_CHARS = 10_000_000
+
+
+def huge_body(head: str, alphabet: str | None, seed: int) -> str:
+    """Return *head* followed by random characters up to HUGE_CHARS: from *alphabet*, or any code
+    point (surrogates and unassigned ones included) if it is None.  A random block of 100,000
+    characters is repeated, which keeps building the body quick."""
+    rng = random.Random(seed)
+    if alphabet is None:
+        block = "".join(map(chr, rng.choices(range(sys.maxunicode + 1), k=100_000)))
+    else:
+        block = "".join(rng.choices(alphabet, k=100_000))
+    return head + (block * (HUGE_CHARS // len(block) + 1))[: HUGE_CHARS - len(head)]
+
+
+@pytest.fixture
+def normalised_lengths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of every text classify normalises, by unicodedata.normalize or the ASCII path."""
+    lengths: list[int] = []
+    normalize_ascii = keywords_module._normalize_ascii
+
+    def recording_unicodedata_normalize(form: unicodedata._NormalizationForm, text: str) -> str:
+        lengths.append(len(text))
+        return unicodedata.normalize(form, text)
+
+    def recording_normalize_ascii(text: str) -> str:
+        lengths.append(len(text))
+        return normalize_ascii(text)
+
+    recording = types.SimpleNamespace(
+        normalize=recording_unicodedata_normalize, category=unicodedata.category
+    )
+    monkeypatch.setattr(keywords_module, "unicodedata", recording)
+    monkeypatch.setattr(keywords_module, "_normalize_ascii", recording_normalize_ascii)
+    return lengths
+
+
+def peak_allocation(run: Callable[[], object]) -> int:
+    """Return the peak bytes Python allocated while calling *run* (tracemalloc)."""
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    ("head", "alphabet", "keyword"),
+    [
+        ("Please stop! ", None, "stop"),
+        ("Hi, can you please stop sending these? ", string.printable, "stop"),
+        ("", None, None),
+        ("", string.ascii_letters + " ", None),
+    ],
+    ids=["unicode-with-stop", "ascii-with-stop", "unicode", "ascii"],
+)
+def test_ten_megabyte_body_is_classified_from_a_bounded_prefix(
+    normalised_lengths: list[int], head: str, alphabet: str | None, keyword: str | None
+) -> None:
+    """A 10 MB body of random Unicode or ASCII classifies like its first _EXAMINED_CHARS characters,
+    and neither normalisation nor anything else in classify handles more than a bounded part."""
+    body = huge_body(head, alphabet, seed=len(head))
+    expected = KeywordMatch(POSSIBLE, keyword) if keyword else KeywordMatch(NONE, None)
+    assert DEFAULT.classify(body) == expected
+    # Normalised: the prefix, and what NFKC and NFD made of it (they may lengthen it a little).
+    assert normalised_lengths
+    assert max(normalised_lengths) <= 2 * _EXAMINED_CHARS
+    # No step copies, encodes or normalises the whole body: one copy alone would take 10 MB or more.
+    assert peak_allocation(lambda: DEFAULT.classify(body)) < 4_000_000
+    assert DEFAULT.classify(body) is DEFAULT.classify(body[:_EXAMINED_CHARS])
+
+
+tails = st.lists(
+    st.sampled_from(["stop", " STOP ", "please stop now", "ok", " ", "\u200b", "🛑", "x", "end"]),
+    min_size=1,
+).map(lambda parts: "".join(parts) * 1_000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.one_of(replies(), custom_replies()),
+    st.text(st.sampled_from(" x\u200b🛑!-"), min_size=1, max_size=4),
+    tails,
+    tails,
+)
+def test_nothing_after_the_examined_prefix_counts(
+    head: str, unit: str, tail: str, other_tail: str
+) -> None:
+    """Bodies with the same first _EXAMINED_CHARS characters classify alike, whatever follows."""
+    prefix = (head + unit * _EXAMINED_CHARS)[:_EXAMINED_CHARS]
+    for matcher in (DEFAULT, CUSTOM):
+        assert matcher.classify(prefix + tail) is matcher.classify(prefix + other_tail)
+
+
+def test_examined_prefix_cut_does_not_split_words() -> None:
+    """A word cut by the end of the examined prefix is not mistaken for a keyword ("stop|ped")."""
+    invisible = "\u200b" * (_EXAMINED_CHARS - 5)  # normalises to nothing
+    assert len(invisible + " stop") == _EXAMINED_CHARS
+    assert DEFAULT.classify(invisible + " stopped by").classification is NONE
+    assert DEFAULT.classify(invisible[1:] + " stop now") == KeywordMatch(POSSIBLE, "stop")

@@ -7,10 +7,7 @@ word(s) ("please stop texting me") is a *possible opt-out*: what happens to it i
 never decided here.  Opt-in and help keywords only count as the whole message, as at Twilio.
 
 The module is pure (no I/O, no global mutable state) and a :class:`KeywordMatcher` is immutable, so
-one matcher can be shared by every thread of a host app.  Where the package was built with its C
-accelerator (``consentkit._speedups``, compiled at install time when a C compiler is present), ASCII
-bodies are classified by it; the Python code below is the specification it is tested against and
-classifies everything else.
+one matcher can be shared by every thread of a host app.
 """
 
 from __future__ import annotations
@@ -20,15 +17,11 @@ import re
 import string
 import types
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping
 
 import attrs
 
 from consentkit.errors import ValidationError
-
-if TYPE_CHECKING:
-    from consentkit._speedups import AsciiClassifier
 
 __all__ = [
     "DEFAULT_KEYWORDS",
@@ -43,9 +36,17 @@ __all__ = [
 # Only this much of the normalised body is searched for an opt-out keyword inside a longer message.
 # A revocation in a conversational reply comes early ("stop texting me", "please remove me"), while
 # this search is the one step whose cost grows with the body times the number of keywords; the cap
-# keeps a pasted or hostile 1 MB body about as cheap as a long SMS.  The exact-keyword check is not
-# capped: it always compares the whole normalised message.
+# keeps a pasted or hostile 1 MB body about as cheap as a long SMS.
 _POSSIBLE_SCAN_CHARS = 2_000
+# Only this much of the body itself is read at all: normalising (NFKC, case folding, stripping)
+# costs time in the length of what it is given, so a longer body is classified from this prefix
+# alone, and classifying 10 MB takes as long as classifying 8,000 characters.  That is about twice
+# WhatsApp's longest message and five times a ten-part SMS, so every message a provider delivers is
+# read whole; and it leaves room for the first _POSSIBLE_SCAN_CHARS normalised characters, all the
+# search reads, to come out of it unless most of it is invisible characters or spaces.  A body
+# longer than this is never an exact keyword (that needs the whole message): it is a possible
+# opt-out or nothing.
+_EXAMINED_CHARS = 4 * _POSSIBLE_SCAN_CHARS
 
 
 class Classification(enum.Enum):
@@ -371,19 +372,6 @@ def _ascii_words(text: str) -> list[bytes]:
     return text.encode("ascii").translate(_ASCII_WORD_TABLE).split()
 
 
-def _load_ascii_classifier() -> tuple[type[AsciiClassifier], int] | None:
-    """Return the compiled classifier type and the longest text it reads, or ``None`` where the
-    package was built without it."""
-    try:
-        from consentkit._speedups import MAX_SCAN_CHARS, AsciiClassifier
-    except ImportError:  # no C compiler at install time, or another Python implementation
-        return None
-    return AsciiClassifier, MAX_SCAN_CHARS
-
-
-_ASCII_CLASSIFIER = _load_ascii_classifier()
-
-
 def _first_word_patterns(opt_out: frozenset[str]) -> dict[bytes, re.Pattern[str]]:
     """Return, by first word, a pattern finding the ASCII opt-out keywords that start with it.
 
@@ -409,24 +397,18 @@ class KeywordMatcher:
     Immutable once built; share one instance.  An exact keyword gives ``OPT_OUT``, ``OPT_IN`` or
     ``HELP``; otherwise an opt-out keyword occurring as whole word(s) in the first 2,000 normalised
     characters gives ``POSSIBLE_OPT_OUT`` ("stop texting me", but not "weekend" or "stopped by");
-    anything else, including an empty body, gives ``NONE``.  Equal results are the same shared
-    :class:`KeywordMatch` instance.
+    anything else, including an empty body, gives ``NONE``.  Only the first 8,000 characters of a
+    body are read: a longer one is classified from them and is never an exact keyword.  Equal
+    results are the same shared :class:`KeywordMatch` instance.
 
     Args:
         keywords: the keyword set to recognise.
-        compiled: classify ASCII bodies with the C accelerator when the package was built with it
-            (the default); ``False`` runs the pure-Python code only.  Results are the same either
-            way; :attr:`compiled` tells which is in use.
 
     Attributes:
         keywords: the keyword set this matcher recognises.
     """
 
-    # "__dict__" holds one entry, and only for a compiled matcher: "classify", bound to the compiled
-    # classifier, which shadows the method below (the pure-Python code it falls back to) for this
-    # instance.  A call then goes straight to C, without a Python frame in between.
     __slots__ = (
-        "__dict__",
         "_exact",
         "_first_word_only",
         "_first_word_patterns",
@@ -434,13 +416,12 @@ class KeywordMatcher:
         "_keywords",
         "_max_spelling",
         "_max_words",
-        "_native",
         "_possible",
         "_possible_first_words",
         "_possible_matches",
     )
 
-    def __init__(self, keywords: KeywordSet = DEFAULT_KEYWORDS, *, compiled: bool = True) -> None:
+    def __init__(self, keywords: KeywordSet = DEFAULT_KEYWORDS) -> None:
         if not isinstance(keywords, KeywordSet):
             raise ValidationError(
                 "keywords", f"expected a KeywordSet, got {type(keywords).__name__}"
@@ -493,31 +474,6 @@ class KeywordMatcher:
         # keyword also has as many words as the message.
         self._first_words = frozenset(words[0] for words in ascii_words)
         self._max_words = max(map(len, ascii_words), default=0)
-        self._native = self._compile(exact) if compiled else None
-        if self._native is not None and type(self).classify is KeywordMatcher.classify:
-            self.__dict__["classify"] = self._native
-
-    def _compile(self, exact: Mapping[str, KeywordMatch]) -> Callable[[str], KeywordMatch] | None:
-        """Return the compiled classifier, which hands non-ASCII bodies to :meth:`classify`, or
-        ``None`` if it was not built."""
-        if _ASCII_CLASSIFIER is None:
-            return None
-        classifier, longest = _ASCII_CLASSIFIER
-        keywords = self._keywords
-        # Every keyword is among the spellings of *exact*, under its normal form.
-        normal_forms = keywords.opt_out | keywords.opt_in | keywords.help
-        if max(map(len, normal_forms), default=0) > longest:
-            return None  # a keyword longer than the compiled code reads: Python classifies
-        opt_out = _longest_first(keyword for keyword in keywords.opt_out if keyword.isascii())
-        return classifier(
-            exact=[
-                (keyword, exact[keyword]) for keyword in sorted(normal_forms) if keyword.isascii()
-            ],
-            possible=[(keyword, self._possible_matches[keyword]) for keyword in opt_out],
-            no_match=_NO_MATCH,
-            scan_chars=_POSSIBLE_SCAN_CHARS,
-            fallback=self.classify,  # the method: nothing shadows it yet
-        ).classify
 
     @classmethod
     def for_locales(
@@ -545,11 +501,6 @@ class KeywordMatcher:
         """The keyword set this matcher recognises."""
         return self._keywords
 
-    @property
-    def compiled(self) -> bool:
-        """Whether ASCII bodies are classified by the C accelerator (same results, faster)."""
-        return self._native is not None
-
     def classify(self, body: str) -> KeywordMatch:
         """Classify one inbound message body.  Never raises on a ``str``, whatever it holds.
 
@@ -565,6 +516,8 @@ class KeywordMatcher:
             match = self._exact.get(body.strip())
             if match is not None:
                 return match
+        elif len(body) > _EXAMINED_CHARS:
+            return self._classify_prefix(body)
         if not body.isascii():
             return self._classify_unicode(body)
         words = body.encode().translate(_ASCII_WORD_TABLE).split()
@@ -580,9 +533,7 @@ class KeywordMatcher:
         text = _normalize_compatible(compatible)
         if not text.isascii():
             match = self._exact.get(text)
-            return match if match is not None else self._possible_unicode(text)
-        if self._native is not None:
-            return self._native(text)  # the normal form of text is text itself
+            return match if match is not None else self._search_possible(text)
         words = _ascii_words(text)
         if self._first_words.isdisjoint(words):
             return _NO_MATCH
@@ -625,25 +576,33 @@ class KeywordMatcher:
                 found = candidate
         return _NO_MATCH if found is None else self._possible_matches[found[0]]
 
-    def _possible_unicode(self, text: str) -> KeywordMatch:
+    def _search_possible(self, text: str) -> KeywordMatch:
         if self._possible is None:
             return _NO_MATCH
         found = self._possible.search(_possible_scan(text))
         return _NO_MATCH if found is None else self._possible_matches[found[0]]
 
+    def _classify_prefix(self, body: str) -> KeywordMatch:
+        """Classify a body longer than _EXAMINED_CHARS from its first _EXAMINED_CHARS characters.
+
+        Only a possible opt-out can be found: whether the whole message is a keyword depends on
+        all of it.  Unless the prefix ends in whitespace, its last word is left out: that word may
+        go on after the prefix ("stop|ped").
+        """
+        prefix = body[:_EXAMINED_CHARS]
+        text = normalize(prefix)
+        # Whitespace is a boundary for normalisation too (NFKC composes nothing across it), so a
+        # prefix ending in whitespace normalises to the start of the whole body's normal form.
+        if not prefix[-1].isspace():
+            text = text[: max(text.rfind(" "), 0)]
+        return self._search_possible(text)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._keywords!r})"
 
-    def __reduce__(
-        self,
-    ) -> tuple[Callable[[KeywordSet, bool], KeywordMatcher], tuple[KeywordSet, bool]]:
-        # Rebuilt from its keywords: the compiled classifier cannot be pickled, and a process
-        # without it unpickles a pure-Python matcher.
-        return (_rebuild_matcher, (self._keywords, self._native is not None))
-
-
-def _rebuild_matcher(keywords: KeywordSet, compiled: bool) -> KeywordMatcher:
-    return KeywordMatcher(keywords, compiled=compiled)
+    def __reduce__(self) -> tuple[type[KeywordMatcher], tuple[KeywordSet]]:
+        # Rebuilt from its keywords: the lookup tables and patterns follow from them.
+        return (KeywordMatcher, (self._keywords,))
 
 
 def _possible_scan(text: str) -> str:
