@@ -4,7 +4,7 @@ import pytest
 
 from consentkit.channels import SMS
 from consentkit.errors import JustificationError, NotAuthorizedError, ValidationError
-from consentkit.model import Evidence, Source, SubscriptionState
+from consentkit.model import Evidence, OptOutOrigin, Source, SubscriptionState
 from consentkit.policy import (
     Actor,
     ActorKind,
@@ -37,7 +37,12 @@ def decide(
     changed_by: ActorKind | None = ActorKind.ADMIN,
     justification: Justification | None = None,
     evidence: Evidence | None = None,
+    opted_out_by: frozenset[OptOutOrigin] | None = None,
 ) -> Exception | None:
+    if opted_out_by is None:
+        by_kind = {ActorKind.CONTACT: OptOutOrigin.CONTACT, ActorKind.ADMIN: OptOutOrigin.ADMIN}
+        origin = by_kind.get(changed_by) if changed_by is not None else None
+        opted_out_by = frozenset({origin}) if current is UNSUB and origin else frozenset()
     return AdminOnlyPolicy().check_change(
         ProposedChange(
             actor=ACTORS[who],
@@ -49,6 +54,7 @@ def decide(
             source=Source.API,
             justification=justification,
             evidence=evidence,
+            current_opted_out_by=opted_out_by,
         )
     )
 
@@ -117,10 +123,34 @@ def test_the_contact_may_resubscribe_themselves() -> None:
     assert decide("contact", UNSUB, SUB, changed_by=ActorKind.CONTACT) is None
 
 
-def test_no_op_is_allowed_and_never_subscribed_cannot_be_targeted() -> None:
-    """A no-op needs no permission; setting a pair back to never-subscribed is invalid."""
-    assert decide("member", SUB, SUB) is None
+def test_no_op_needs_permission_and_never_subscribed_cannot_be_targeted() -> None:
+    """A no-op is allowed to those who may make the change, refused to a member (who must never
+    be told "success"), and setting a pair back to never-subscribed is invalid."""
+    assert decide("admin", SUB, SUB) is None
+    assert decide("admin", UNSUB, UNSUB) is None
+    assert isinstance(decide("member", SUB, SUB), NotAuthorizedError)
+    assert isinstance(decide("member", UNSUB, UNSUB), NotAuthorizedError)
     assert isinstance(decide("admin", SUB, NEVER), ValidationError)
+
+
+def test_mistake_is_refused_for_a_suppressed_stop_whoever_wrote_it() -> None:
+    """The origin recorded on the pair decides, not the last actor's kind: a STOP applied through
+    the suppression list (written by the system) is the contact's own and no mistake."""
+    suppressed = frozenset({OptOutOrigin.SUPPRESSION})
+    refusal = decide(
+        "admin", UNSUB, SUB, changed_by=ActorKind.SYSTEM, justification=MISTAKE,
+        opted_out_by=suppressed,
+    )
+    assert isinstance(refusal, JustificationError)
+    assert "before it was theirs" in str(refusal)
+    both = frozenset({OptOutOrigin.ADMIN, OptOutOrigin.CONTACT})
+    assert isinstance(
+        decide("admin", UNSUB, SUB, justification=MISTAKE, opted_out_by=both), JustificationError
+    )
+    assert decide(
+        "admin", UNSUB, SUB, changed_by=ActorKind.CONTACT, justification=MISTAKE,
+        opted_out_by=frozenset({OptOutOrigin.ADMIN}),
+    ) is None
 
 
 def test_contact_writers_are_configurable() -> None:

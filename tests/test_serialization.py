@@ -23,6 +23,7 @@ from consentkit import (
     Contact,
     Evidence,
     Justification,
+    OptOutOrigin,
     ResubscribeReason,
     Source,
     Subscription,
@@ -133,9 +134,15 @@ def test_subscriptions_and_suppressions_round_trip(
     subscription = Subscription(
         ACCOUNT, "ana", ch, SubscriptionState.UNSUBSCRIBED, 3, when, ActorKind.CONTACT,
         Source.UNSUBSCRIBE_LINK, reason,
+        opted_out_by=frozenset({OptOutOrigin.CONTACT, OptOutOrigin.ADMIN}),
+        opted_out_via="phone:+14155550100", last_opt_out_at=when,
     )
     suppression = Suppression(ACCOUNT, "phone:+14155550100", ch, when, Source.INBOUND_KEYWORD)
-    for value in (subscription, suppression):
+    lifted = Suppression(
+        ACCOUNT, "phone:+14155550100", ch, when, Source.INBOUND_KEYWORD, "SM1", active=False
+    )
+    assert converter.unstructure(subscription)["opted_out_by"] == ["admin", "contact"]
+    for value in (subscription, suppression, lifted):
         text = json.dumps(converter.unstructure(value))
         assert converter.structure(json.loads(text), type(value)) == value
 

@@ -54,19 +54,64 @@ def _validate_key(_: object, __: object, value: str) -> None:
         )
 
 
+_BUILTIN_ADDRESS_KINDS: Mapping[str, AddressKind] = {
+    "sms": AddressKind.PHONE,
+    "mms": AddressKind.PHONE,
+    "rcs": AddressKind.PHONE,
+    "whatsapp": AddressKind.PHONE,
+    "voice": AddressKind.PHONE,
+    "email": AddressKind.EMAIL,
+    "push": AddressKind.HANDLE,
+}
+
+
+def _default_address_kind(self: Channel) -> AddressKind:
+    # Runs before the key's validator: a key that is not even a string gets refused by it.
+    if not isinstance(self.key, str):
+        return AddressKind.HANDLE
+    return _BUILTIN_ADDRESS_KINDS.get(self.key, AddressKind.HANDLE)
+
+
+def _address_kind(value: object) -> AddressKind:
+    if isinstance(value, AddressKind):
+        return value
+    # model imports this module; the built-ins below pass members, so this import only runs once
+    # both modules are loaded.
+    from consentkit.model import enum_value
+
+    return enum_value(AddressKind, "channel.address_kind", value)
+
+
+def _validate_address_kind(instance: Channel, _: object, value: AddressKind) -> None:
+    builtin = _BUILTIN_ADDRESS_KINDS.get(instance.key)
+    if builtin is not None and value is not builtin:
+        raise ValidationError(
+            "channel",
+            f"{instance.key!r} is a built-in channel addressed by {builtin.value}, not "
+            f"{value.value}: omit address_kind, or pick another key for a custom channel",
+        )
+
+
 @attrs.frozen(order=True, cache_hash=True)
 class Channel:
     """A communication channel, identified by its key.
 
     Attributes:
         key: a lower-case slug such as ``"sms"`` or ``"telegram"``.
-        address_kind: how contacts are addressed on it; custom channels default to
-            :attr:`AddressKind.HANDLE`.
+        address_kind: how contacts are addressed on it: a built-in key (``"sms"``, ``"email"``...)
+            always gets the built-in's kind (giving another raises ValidationError), so
+            ``Channel("sms")`` equals :data:`SMS` and is phone-addressed; custom channels
+            default to :attr:`AddressKind.HANDLE`.
     """
 
     key: str = attrs.field(validator=_validate_key)
     address_kind: AddressKind = attrs.field(
-        default=AddressKind.HANDLE, eq=False, order=False, repr=False
+        default=attrs.Factory(_default_address_kind, takes_self=True),
+        converter=_address_kind,
+        validator=_validate_address_kind,
+        eq=False,
+        order=False,
+        repr=False,
     )
 
     def __str__(self) -> str:
@@ -102,11 +147,23 @@ def channel(key: str | Channel) -> Channel:
     return Channel(key)
 
 
+def _collection(value: object, what: str) -> Iterable[object]:
+    if isinstance(value, str | bytes | Channel) or not isinstance(value, Iterable):
+        raise ValidationError(
+            "channel_groups",
+            f"expected {what} (e.g. [(SMS, MMS, RCS)]), got {type(value).__name__}",
+        )
+    return value
+
+
 def _freeze_groups(groups: Iterable[Iterable[Channel | str]]) -> tuple[frozenset[Channel], ...]:
     frozen: list[frozenset[Channel]] = []
     seen: set[Channel] = set()
-    for group in groups:
-        members = frozenset(channel(c) for c in group)
+    for group in _collection(groups, "a collection of channel groups"):
+        members = frozenset(
+            channel(c)  # type: ignore[arg-type]
+            for c in _collection(group, "each group as a collection of channels")
+        )
         overlap = members & seen
         if overlap:
             names = ", ".join(sorted(c.key for c in overlap))
@@ -131,8 +188,10 @@ class ChannelGroups:
 
     groups: tuple[frozenset[Channel], ...] = attrs.field(converter=_freeze_groups)
 
-    def group_of(self, ch: Channel) -> frozenset[Channel]:
-        """Return every channel that shares opt-outs with *ch* (always including *ch*)."""
+    def group_of(self, ch: Channel | str) -> frozenset[Channel]:
+        """Return every channel that shares opt-outs with *ch* (always including *ch*; a key is
+        looked up with :func:`channel`)."""
+        ch = channel(ch)
         for group in self.groups:
             if ch in group:
                 return group

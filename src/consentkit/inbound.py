@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
@@ -18,10 +19,13 @@ from consentkit.channels import EMAIL, Channel, channel
 from consentkit.errors import ValidationError
 from consentkit.keywords import Classification, KeywordMatcher
 from consentkit.model import (
+    _text,
     ensure_aware,
+    enum_value,
     normalize_address,
     validate_id,
 )
+from consentkit.trends import validate_timezone
 
 __all__ = [
     "FCC_OPT_OUT_BUSINESS_DAYS",
@@ -40,6 +44,8 @@ FCC_OPT_OUT_BUSINESS_DAYS = 10
 """FCC (47 CFR 64.1200(a)(10)) and CASL: honour a revocation within 10 business days."""
 EMAIL_OPT_OUT_HOURS = 48
 """Gmail/Yahoo bulk-sender rules: process email unsubscribes within two days."""
+MAX_BUSINESS_DAYS = 1000
+"""The most business days :meth:`WeekdayCalendar.add_business_days` steps (about four years)."""
 
 
 def _message_id(value: object) -> str:
@@ -126,6 +132,10 @@ class InboundOutcome(enum.Enum):
     """A possible opt-out recorded for review; nothing changed."""
     NO_CONTACT = "no_contact"
     """An opt-in from an address that matches no contact: nothing to change."""
+    NOTHING_TO_UNDO = "nothing_to_undo"
+    """An opt-in keyword that undid no opt-out of the sender's own (the pair was never subscribed,
+    was unsubscribed by an admin or the system or from another address, or a later opt-out stands):
+    nothing was subscribed, and the reply is not a subscription confirmation."""
     NONE = "none"
     """An ordinary message: nothing to do."""
 
@@ -144,20 +154,51 @@ class BusinessCalendar(Protocol):
         ...
 
 
+def _holidays(value: object) -> frozenset[date]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ValidationError(
+            "holidays", f"expected a collection of dates, got {type(value).__name__}"
+        )
+    days = list(value)
+    for day in days:
+        # A datetime is a date too, but never equal to one: it would silently match no day.
+        if not isinstance(day, date) or isinstance(day, datetime):
+            raise ValidationError("holidays", f"expected datetime.date values, got {day!r}")
+    return frozenset(days)
+
+
+def _calendar_timezone(value: object) -> str:
+    return str(validate_timezone(value).key)  # type: ignore[arg-type]
+
+
 @attrs.frozen
 class WeekdayCalendar:
     """Monday to Friday, minus the given holidays, in one time zone.
 
     Attributes:
         holidays: dates that are not business days.
-        timezone: the zone whose calendar days count.
+        timezone: the IANA name of the zone whose calendar days count.
     """
 
-    holidays: frozenset[date] = frozenset()
-    timezone: str = "UTC"
+    holidays: frozenset[date] = attrs.field(default=frozenset(), converter=_holidays)
+    timezone: str = attrs.field(default="UTC", converter=_calendar_timezone)
 
     def add_business_days(self, start: datetime, days: int) -> datetime:
-        """Step over weekends and holidays, keeping the local wall time of *start*."""
+        """Step over weekends and holidays, keeping the local wall time of *start*.
+
+        Raises:
+            ValidationError: *start* is naive or out of range (see
+                :func:`~consentkit.model.ensure_aware`), or *days* is not a whole number from 0 to
+                :data:`MAX_BUSINESS_DAYS`.
+        """
+        if (
+            isinstance(days, bool)
+            or not isinstance(days, int)
+            or not 0 <= days <= MAX_BUSINESS_DAYS
+        ):
+            raise ValidationError(
+                "days", f"expected a whole number from 0 to {MAX_BUSINESS_DAYS}, got {days!r}"
+            )
         local = ensure_aware("start", start).astimezone(ZoneInfo(self.timezone))
         # Count days, then move the wall clock once: adding n days to an aware datetime is
         # wall-clock arithmetic, the same as adding one day n times.
@@ -188,6 +229,7 @@ _DEFAULT_HELP_REPLY = (
 def _template(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError("templates", "reply templates must be non-empty text")
+    _text("templates", multiline=True)(value)  # no control or invisible format characters
     return value
 
 
@@ -210,6 +252,33 @@ def _default_matcher() -> KeywordMatcher:
     return KeywordMatcher()
 
 
+def _instance_of(kind: type, field: str, example: str) -> Any:
+    def check(_: object, __: object, value: object) -> None:
+        if not isinstance(value, kind):
+            raise ValidationError(
+                field, f"expected {example}, got {type(value).__name__}"
+            )
+
+    return check
+
+
+def _possible_opt_out(value: object) -> PossibleOptOutAction:
+    return enum_value(PossibleOptOutAction, "possible_opt_out", value)
+
+
+def _scope(value: object) -> OptOutScope:
+    return enum_value(OptOutScope, "scope", value)
+
+
+def _check_calendar(_: object, __: object, value: BusinessCalendar | None) -> None:
+    if value is not None and not isinstance(value, BusinessCalendar):
+        raise ValidationError(
+            "calendar",
+            f"expected None or a BusinessCalendar (e.g. WeekdayCalendar()), got "
+            f"{type(value).__name__}",
+        )
+
+
 @attrs.frozen
 class InboundSettings:
     """How one account handles inbound replies.
@@ -223,15 +292,32 @@ class InboundSettings:
             Friday in the account's time zone.
     """
 
-    matcher: KeywordMatcher = attrs.field(factory=_default_matcher)
-    possible_opt_out: PossibleOptOutAction = PossibleOptOutAction.REVIEW
-    scope: OptOutScope = OptOutScope.GROUP
-    templates: ReplyTemplates = attrs.field(factory=ReplyTemplates)
-    calendar: BusinessCalendar | None = None
+    matcher: KeywordMatcher = attrs.field(
+        factory=_default_matcher,
+        validator=_instance_of(KeywordMatcher, "matcher", "a KeywordMatcher"),
+    )
+    possible_opt_out: PossibleOptOutAction = attrs.field(
+        default=PossibleOptOutAction.REVIEW, converter=_possible_opt_out
+    )
+    scope: OptOutScope = attrs.field(default=OptOutScope.GROUP, converter=_scope)
+    templates: ReplyTemplates = attrs.field(
+        factory=ReplyTemplates,
+        validator=_instance_of(ReplyTemplates, "templates", "ReplyTemplates"),
+    )
+    calendar: BusinessCalendar | None = attrs.field(default=None, validator=_check_calendar)
 
-    def honor_by(self, ch: Channel, received_at: datetime, timezone: str = "UTC") -> datetime:
+    def honor_by(
+        self, ch: Channel | str, received_at: datetime, timezone: str = "UTC"
+    ) -> datetime:
         """The deadline for honouring an opt-out received at *received_at* on *ch*, counting
-        business days in *timezone* when no calendar is set."""
+        business days in *timezone* when no calendar is set.
+
+        Raises:
+            ValidationError: an invalid channel, *received_at* naive or out of range (see
+                :func:`~consentkit.model.ensure_aware`), or an unknown *timezone*.
+        """
+        ch = channel(ch)
+        ensure_aware("received_at", received_at)
         if ch == EMAIL:
             return received_at + timedelta(hours=EMAIL_OPT_OUT_HOURS)
         calendar = self.calendar

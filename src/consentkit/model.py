@@ -9,8 +9,8 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import attrs
 
@@ -19,12 +19,15 @@ from consentkit.errors import ValidationError
 
 __all__ = [
     "MAX_ID_LENGTH",
+    "MAX_INSTANT",
+    "MIN_INSTANT",
     "Actor",
     "ActorKind",
     "ConsentEvent",
     "Contact",
     "Evidence",
     "Justification",
+    "OptOutOrigin",
     "ResubscribeReason",
     "Source",
     "Subscription",
@@ -33,6 +36,7 @@ __all__ = [
     "Transition",
     "address_key",
     "ensure_aware",
+    "enum_value",
     "normalize_address",
     "normalize_email",
     "normalize_phone",
@@ -49,13 +53,34 @@ _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
 _CODE_RE = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
 
 
-_TEXT_CONTROL_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-_LINE_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Unicode category Cf (format characters: bidi embeddings, overrides and isolates, zero-width
+# space, word joiner, BOM, soft hyphen, interlinear annotation, tag characters...) of Unicode 14,
+# plus U+13439-U+1343F from 15.0; tests/test_boundaries.py checks the list against the running
+# Python's unicodedata.  They are invisible and can reorder what an audit trail shows (U+202E), so
+# free text refuses them, except ZWNJ and ZWJ (U+200C, U+200D), which Persian and Indic spelling
+# and emoji sequences need.
+_FORMAT_CHARS = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b\u200e\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f"
+)
+_TEXT_CONTROL_RE = re.compile(f"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff{_FORMAT_CHARS}]")
+_LINE_CONTROL_RE = re.compile(
+    f"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029{_FORMAT_CHARS}]"
+)
+
+
+def _control_char(value: str, allow_newlines: bool = False) -> str | None:
+    """The first control, surrogate or format character of *value* (line breaks and tabs are
+    allowed with *allow_newlines*), or None."""
+    pattern = _TEXT_CONTROL_RE if allow_newlines else _LINE_CONTROL_RE
+    found = pattern.search(value)
+    return None if found is None else found.group()
 
 
 def _has_control(value: str, allow_newlines: bool = False) -> bool:
-    pattern = _TEXT_CONTROL_RE if allow_newlines else _LINE_CONTROL_RE
-    return pattern.search(value) is not None
+    return _control_char(value, allow_newlines) is not None
 
 
 def validate_id(field: str, value: object) -> str:
@@ -86,19 +111,63 @@ def validate_id(field: str, value: object) -> str:
     return value
 
 
+MIN_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+"""The earliest instant consentkit accepts (inclusive)."""
+MAX_INSTANT = datetime(9000, 1, 1, tzinfo=UTC)
+"""The first instant consentkit no longer accepts: instants are in ``[MIN_INSTANT, MAX_INSTANT)``,
+so time-zone conversion, calendar stepping and stores' epoch integers never overflow."""
+
+
 def ensure_aware(field: str, value: object) -> datetime:
-    """Refuse naive datetimes: consent evidence needs an unambiguous instant.
+    """Refuse naive datetimes (consent evidence needs an unambiguous instant) and instants outside
+    ``[1970-01-01T00:00Z, 9000-01-01T00:00Z)`` (:data:`MIN_INSTANT`, :data:`MAX_INSTANT`).
 
     Raises:
-        ValidationError: the value is not a datetime or has no time zone.
+        ValidationError: naming *field*: the value is not a datetime, has no time zone, or is out
+            of range.
     """
     if not isinstance(value, datetime):
         raise ValidationError(field, f"expected a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
+    try:
+        offset = None if value.tzinfo is None else value.utcoffset()
+    except (TypeError, ValueError) as error:  # a tzinfo whose utcoffset() is not a valid offset
+        raise ValidationError(field, f"has an unusable time zone: {error}") from None
+    if offset is None:
         raise ValidationError(
             field, "is a naive datetime; pass a time-zone-aware one, e.g. datetime.now(UTC)"
         )
+    # Comparing aware datetimes subtracts offsets without building an out-of-range datetime.
+    if not MIN_INSTANT <= value < MAX_INSTANT:
+        raise ValidationError(
+            field,
+            f"{value.isoformat()} is out of range: instants must be from 1970-01-01T00:00Z "
+            "up to (not including) 9000-01-01T00:00Z",
+        )
     return value
+
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def enum_value(enum_cls: type[_E], field: str, value: object) -> _E:
+    """*value* as a member of *enum_cls*: the member itself, or a string equal to a member's value
+    or name, case-insensitively (``"member"``, ``"MEMBER"`` -> ``ActorKind.MEMBER``).
+
+    Raises:
+        ValidationError: naming *field*, listing the allowed values.
+    """
+    if isinstance(value, enum_cls):
+        return value
+    if isinstance(value, str):
+        folded = value.casefold()
+        for member in enum_cls:
+            if folded in (member.name.casefold(), str(member.value).casefold()):
+                return member
+    allowed = ", ".join(str(member.value) for member in enum_cls)
+    shown = repr(value) if isinstance(value, str | int | float | None) else type(value).__name__
+    raise ValidationError(
+        field, f"{shown[:80]} is not a valid {enum_cls.__name__}; use one of: {allowed}"
+    )
 
 
 def _text(field: str, *, max_length: int = _MAX_TEXT_LENGTH, multiline: bool = False) -> Any:
@@ -110,8 +179,13 @@ def _text(field: str, *, max_length: int = _MAX_TEXT_LENGTH, multiline: bool = F
             raise ValidationError(field, "must not be empty")
         if len(stripped) > max_length:
             raise ValidationError(field, f"is longer than {max_length} characters")
-        if _has_control(stripped, allow_newlines=multiline):
-            raise ValidationError(field, "contains control characters; remove them")
+        bad = _control_char(stripped, allow_newlines=multiline)
+        if bad is not None:
+            raise ValidationError(
+                field,
+                f"contains control or invisible format characters (U+{ord(bad):04X}, e.g. a "
+                "bidi override or zero-width space); remove them",
+            )
         return stripped
 
     return convert
@@ -208,9 +282,20 @@ def _handles(value: Mapping[Any, str] | Iterable[tuple[Any, str]] | None) -> tup
 ]:
     if value is None:
         return ()
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Mapping, Iterable)):
+        raise ValidationError(
+            "handles",
+            f"expected a mapping {{channel: handle}} or (channel, handle) pairs, "
+            f"got {type(value).__name__}",
+        )
     items = value.items() if isinstance(value, Mapping) else value
     out: dict[Channel, str] = {}
-    for raw_channel, raw_handle in items:
+    for item in items:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise ValidationError(
+                "handles", f"expected (channel, handle) pairs, got {item!r}"
+            )
+        raw_channel, raw_handle = item
         ch = channel(raw_channel)
         if ch.address_kind is not AddressKind.HANDLE:
             raise ValidationError(
@@ -270,9 +355,17 @@ def _evidence_reference(value: object) -> str | None:
 
 
 def _roles(value: Iterable[str]) -> frozenset[str]:
-    if isinstance(value, str):
-        raise ValidationError("actor.roles", "expected a collection of role names, not a string")
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ValidationError(
+            "actor.roles",
+            f"expected a collection of role names (e.g. {{'compliance'}}), got "
+            f"{type(value).__name__}",
+        )
     return frozenset(validate_id("actor.roles", role) for role in value)
+
+
+def _actor_kind(value: object) -> ActorKind:
+    return enum_value(ActorKind, "actor.kind", value)
 
 
 def _optional_phone(value: object) -> str | None:
@@ -302,8 +395,9 @@ class Contact:
     email: str | None = attrs.field(default=None, converter=_optional_email)
     handles: tuple[tuple[Channel, str], ...] = attrs.field(default=(), converter=_handles)
 
-    def address_for(self, ch: Channel) -> str | None:
+    def address_for(self, ch: Channel | str) -> str | None:
         """The contact's address on channel *ch*, or None when it has none."""
+        ch = channel(ch)
         if ch.address_kind is AddressKind.PHONE:
             return self.phone
         if ch.address_kind is AddressKind.EMAIL:
@@ -405,13 +499,14 @@ class Actor:
     """Somebody or something making a change, bound to exactly one account.
 
     Attributes:
-        kind: admin, member, contact or system.
+        kind: admin, member, contact or system: an :class:`ActorKind`, or its value or name in
+            any case (``"member"``, ``"MEMBER"``); anything else raises ValidationError.
         id: the user id, the contact id (for :attr:`ActorKind.CONTACT`) or the process name.
         account: the only account this actor may read or change.
         roles: the host app's own role names, for custom policies; the default policy ignores them.
     """
 
-    kind: ActorKind
+    kind: ActorKind = attrs.field(converter=_actor_kind)
     id: str = attrs.field(converter=_actor_id)
     account: str = attrs.field(converter=_actor_account)
     roles: frozenset[str] = attrs.field(default=frozenset(), converter=_roles)
@@ -450,15 +545,7 @@ class ResubscribeReason(enum.Enum):
 
 
 def _reason(value: object) -> ResubscribeReason:
-    if isinstance(value, ResubscribeReason):
-        return value
-    try:
-        return ResubscribeReason(value)
-    except ValueError:
-        allowed = ", ".join(r.value for r in ResubscribeReason)
-        raise ValidationError(
-            "justification.reason", f"{value!r} is not a resubscribe reason; use one of {allowed}"
-        ) from None
+    return enum_value(ResubscribeReason, "justification.reason", value)
 
 
 def _note(value: object) -> str:
@@ -475,8 +562,10 @@ class Justification:
     """Why an admin resubscribes a contact: required for every admin resubscription.
 
     Attributes:
-        reason: mistaken unsubscribe or contact request.
-        note: what happened and where the request came from (non-empty, at most 2,000 chars).
+        reason: mistaken unsubscribe or contact request: a :class:`ResubscribeReason`, or its
+            value or name in any case (``"contact_request"``, ``"CONTACT_REQUEST"``).
+        note: what happened and where the request came from (non-empty, at most 2,000 chars,
+            without control or invisible format characters).
     """
 
     reason: ResubscribeReason = attrs.field(converter=_reason)
@@ -504,6 +593,28 @@ class Evidence:
     reference: str | None = attrs.field(default=None, converter=_evidence_reference)
 
 
+class OptOutOrigin(enum.Enum):
+    """Who asked for a pair's opt-out: a fact recorded on the pair, which the policy reads.
+
+    A pair can be unsubscribed for more than one reason at once (a contact's STOP, then an admin's
+    unsubscribe after a complaint): :attr:`Subscription.opted_out_by` holds every origin asked
+    since the pair last became unsubscribed.
+    """
+
+    __hash__ = object.__hash__
+
+    CONTACT = "contact"
+    """The contact's own request: a reply keyword, an unsubscribe link, a preference button."""
+    SUPPRESSION = "suppression"
+    """An opt-out sent from the address before it belonged to this contact (a suppression)."""
+    ADMIN = "admin"
+    """An admin of the account."""
+    MEMBER = "member"
+    """A member of the account, where a custom policy lets members unsubscribe."""
+    SYSTEM = "system"
+    """An automatic process: a bounce, a carrier deactivation, a complaint feed."""
+
+
 @attrs.frozen
 class Subscription:
     """The current consent of one (contact, channel) pair and how it got there.
@@ -519,6 +630,14 @@ class Subscription:
         source: where the last change came from.
         reason: the reason code of the last change (a resubscribe reason, or the host's code for
             an unsubscribe such as ``"hard_bounce"``), if any.
+        opted_out_by: who asked for the current opt-out (empty unless unsubscribed): the
+            origin of the change that unsubscribed the pair, plus that of every later opt-out
+            request that found it already unsubscribed.
+        opted_out_via: the address key of the inbound message whose opt-out unsubscribed the
+            pair (a STOP reply, or the suppression of one); only a START from that same address
+            can undo it.
+        last_opt_out_at: the latest time an opt-out of the pair was asked, also by a request
+            that found it already unsubscribed; a START sent before it never applies.
     """
 
     account: str
@@ -530,6 +649,9 @@ class Subscription:
     changed_by: ActorKind
     source: Source
     reason: str | None = None
+    opted_out_by: frozenset[OptOutOrigin] = frozenset()
+    opted_out_via: str | None = None
+    last_opt_out_at: datetime | None = None
 
 
 @attrs.frozen
@@ -578,10 +700,13 @@ class ConsentEvent:
 
 @attrs.frozen
 class Suppression:
-    """An opt-out received from an address that matches no contact (yet).
+    """The last word of an address on a channel: an opt-out (STOP) or its withdrawal (START).
 
-    A contact registered later with this address starts unsubscribed on these channels, so an
-    import or sign-up cannot add an address that said STOP.
+    Every inbound opt-out records one, whether or not a contact has the address.  While it is
+    active, any contact the address joins (a new contact, or an address edit) is unsubscribed on
+    these channels, whatever the pair's state, so an import, a sign-up or an edit cannot message an
+    address that said STOP.  A later START from the address makes it inactive.  Stores keep one per
+    (address key, channel): the one that occurred last.
 
     Attributes:
         account: the account.
@@ -590,6 +715,7 @@ class Suppression:
         occurred_at: when the opt-out was received.
         source: where it came from.
         inbound_message_id: the provider id of the inbound message, if any.
+        active: True for an opt-out, False once a later START from the address withdrew it.
     """
 
     account: str
@@ -598,6 +724,7 @@ class Suppression:
     occurred_at: datetime
     source: Source
     inbound_message_id: str | None = None
+    active: bool = True
 
 
 def validate_reason_code(value: object, field: str = "reason") -> str | None:

@@ -29,6 +29,7 @@ from consentkit.model import (
     ActorKind,
     Evidence,
     Justification,
+    OptOutOrigin,
     ResubscribeReason,
     Source,
     SubscriptionState,
@@ -61,6 +62,8 @@ class ProposedChange:
         current_changed_by: the kind of actor that made the current state (None when never
             subscribed).
         current_source: where the current state came from (None when never subscribed).
+        current_opted_out_by: who asked for the pair's current opt-out (see
+            :attr:`~consentkit.model.Subscription.opted_out_by`); empty unless unsubscribed.
         target: the requested state.
         source: where the request comes from.
         justification: the justification given, if any.
@@ -76,6 +79,7 @@ class ProposedChange:
     source: Source
     justification: Justification | None = None
     evidence: Evidence | None = None
+    current_opted_out_by: frozenset[OptOutOrigin] = frozenset()
 
     @property
     def transition(self) -> Transition | None:
@@ -98,6 +102,10 @@ class Policy(Protocol):
     def check_read(self, actor: Actor) -> ConsentError | None:
         """Decide whether *actor* may read consent state and history of its account."""
         ...
+
+
+_CONTACTS_OWN = frozenset({OptOutOrigin.CONTACT, OptOutOrigin.SUPPRESSION})
+"""Opt-outs the contact asked for: a mistake is ruled out."""
 
 
 def _ask_admin(actor: Actor, what: str) -> NotAuthorizedError:
@@ -124,20 +132,21 @@ class AdminOnlyPolicy:
         """Apply the admin-only transition table."""
         actor = change.actor
         transition = change.transition
-        if transition is None:
-            if change.target is SubscriptionState.NEVER_SUBSCRIBED:
-                return ValidationError(
-                    "state",
-                    "a pair cannot be set back to never-subscribed; unsubscribe it instead",
-                )
-            return None
+        if change.target is SubscriptionState.NEVER_SUBSCRIBED:
+            return ValidationError(
+                "state", "a pair cannot be set back to never-subscribed; unsubscribe it instead"
+            )
         if actor.kind is ActorKind.MEMBER:
-            verb = {
-                Transition.OPT_IN: "subscribe",
-                Transition.UNSUBSCRIBE: "unsubscribe",
-                Transition.RESUBSCRIBE: "resubscribe",
-            }[transition]
+            # Also when the pair is already in the requested state: a member is never told
+            # "success" for a change they may not make.
+            verb = (
+                "unsubscribe"
+                if change.target is SubscriptionState.UNSUBSCRIBED
+                else "subscribe or resubscribe"
+            )
             return _ask_admin(actor, f"{verb} a contact")
+        if transition is None:
+            return None
         if transition is Transition.UNSUBSCRIBE:
             return None
         if transition is Transition.OPT_IN:
@@ -164,11 +173,17 @@ class AdminOnlyPolicy:
                 "Justification(ResubscribeReason.MISTAKEN_UNSUBSCRIBE or CONTACT_REQUEST, "
                 "note=...) saying what happened and where the request came from"
             )
-        if (
-            justification.reason is ResubscribeReason.MISTAKEN_UNSUBSCRIBE
-            and change.current_changed_by is ActorKind.CONTACT
+        if justification.reason is ResubscribeReason.MISTAKEN_UNSUBSCRIBE and (
+            change.current_opted_out_by & _CONTACTS_OWN
         ):
-            how = change.current_source.value if change.current_source else "their own request"
+            how = (
+                "a STOP sent from their address before it was theirs"
+                if OptOutOrigin.CONTACT not in change.current_opted_out_by
+                else change.current_source.value
+                if change.current_source is not None
+                and change.current_changed_by is ActorKind.CONTACT
+                else "their own request"
+            )
             return JustificationError(
                 f"the contact unsubscribed themselves from {change.channel.key} (via {how}), so "
                 "it was not a mistake: only a CONTACT_REQUEST justification (the contact asked to "

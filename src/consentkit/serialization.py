@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -135,6 +136,20 @@ def _unstructure_roles(value: frozenset[str]) -> list[str]:
     return sorted(value)
 
 
+def _is_enum_set(type_: Any) -> bool:
+    args = get_args(type_)
+    return (
+        get_origin(type_) in (frozenset, set)
+        and len(args) == 1
+        and isinstance(args[0], type)
+        and issubclass(args[0], enum.Enum)
+    )
+
+
+def _unstructure_enum_set(value: frozenset[enum.Enum]) -> list[Any]:
+    return sorted(member.value for member in value)
+
+
 def _unstructure_handles(value: tuple[tuple[Channel, str], ...]) -> dict[str, str]:
     return {ch.key: handle for ch, handle in value}
 
@@ -161,6 +176,7 @@ def make_converter() -> cattrs.Converter:
     converter.register_unstructure_hook(Channel, _unstructure_channel)
     converter.register_structure_hook(Channel, _structure_channel)
     converter.register_unstructure_hook_func(_is_string_set, _unstructure_roles)
+    converter.register_unstructure_hook_func(_is_enum_set, _unstructure_enum_set)
     converter.register_unstructure_hook(
         Contact,
         make_dict_unstructure_fn(

@@ -12,9 +12,9 @@ import binascii
 import itertools
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Generic, Literal, NamedTuple, TypeVar
+from typing import Final, Generic, Literal, NamedTuple, TypeVar
 
 import attrs
 
@@ -42,6 +42,7 @@ from consentkit.model import (
     Contact,
     Evidence,
     Justification,
+    OptOutOrigin,
     Source,
     Subscription,
     SubscriptionState,
@@ -218,23 +219,46 @@ def _limit(limit: int) -> int:
     return limit
 
 
-def _channels(channels: Iterable[Channel | str] | Channel | str) -> tuple[Channel, ...]:
+def _iterate(field: str, value: object, expected: str) -> Iterator[object]:
+    if isinstance(value, (str, bytes)) or value is None:
+        raise ValidationError(field, f"expected {expected}, got {type(value).__name__}")
+    try:
+        return iter(value)  # type: ignore[call-overload,no-any-return]
+    except TypeError:
+        raise ValidationError(field, f"expected {expected}, got {type(value).__name__}") from None
+
+
+def _channels(channels: object) -> tuple[Channel, ...]:
     if isinstance(channels, (str, Channel)):
         channels = [channels]
-    result = tuple(dict.fromkeys(channel(c) for c in channels))
+    items = _iterate("channels", channels, "a channel or an iterable of channels, e.g. [SMS]")
+    result = tuple(dict.fromkeys(channel(c) for c in items))  # type: ignore[arg-type]
     if not result:
         raise ValidationError("channels", "name at least one channel, e.g. [SMS]")
     return result
 
 
-def _chunks(contact_ids: Iterable[str] | str, size: int) -> Iterator[list[str]]:
+def _ids(contact_ids: object) -> Iterator[str]:
+    """The contact ids of a call (one id, or any iterable of them, consumed lazily)."""
     if isinstance(contact_ids, str):
-        contact_ids = [contact_ids]
+        return iter([contact_ids])
+    return _iterate(  # type: ignore[return-value]
+        "contact_ids", contact_ids, "a contact id or an iterable of contact ids"
+    )
+
+
+def _chunks(contact_ids: Iterable[str], size: int) -> Iterator[list[str]]:
     iterator = iter(contact_ids)
     while chunk := list(itertools.islice(iterator, size)):
         # Duplicates within a chunk are dropped here; one in a later chunk finds the pair already
         # changed by this transaction and counts as unchanged, so no id set grows with the input.
         yield list(dict.fromkeys(validate_id("contact_ids", cid) for cid in chunk))
+
+
+def _check_flag(field: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(field, f"expected True or False, got {value!r}")
+    return value
 
 
 def _check_actor(actor: object) -> Actor:
@@ -294,26 +318,30 @@ class ConsentService:
     def _now(self) -> datetime:
         return ensure_aware("clock.now()", self.clock.now())
 
-    def _occurred(self, occurred_at: datetime | None, now: datetime) -> datetime:
+    def _occurred(self, field: str, occurred_at: datetime | None, now: datetime) -> datetime:
         if occurred_at is None:
             return now
-        ensure_aware("occurred_at", occurred_at)
+        ensure_aware(field, occurred_at)
         if occurred_at > now + _FUTURE_TOLERANCE:
             raise ValidationError(
-                "occurred_at", f"{occurred_at.isoformat()} is in the future; pass when it happened"
+                field, f"{occurred_at.isoformat()} is in the future; pass when it happened"
             )
         return occurred_at
 
-    def _read_scope(self, actor: Actor, contact_id: str | None = None) -> str:
+    def _read_scope(self, actor: Actor) -> str:
         _check_actor(actor)
         refusal = self.policy.check_read(actor)
         if refusal is not None:
             raise refusal
-        if contact_id is not None:
-            validate_id("contact_id", contact_id)
-            if actor.kind is ActorKind.CONTACT and contact_id != actor.id:
-                raise NotAuthorizedError(f"contact {actor.id!r} may only read their own consent")
         return actor.account
+
+    def _contact_scope(self, actor: Actor, contact_id: object) -> str:
+        """Scope of a read of one contact's records: a contact actor reads only their own."""
+        account = self._read_scope(actor)
+        validate_id("contact_id", contact_id)
+        if actor.kind is ActorKind.CONTACT and contact_id != actor.id:
+            raise NotAuthorizedError(f"contact {actor.id!r} may only read their own consent")
+        return account
 
     def _account_scope(self, actor: Actor, what: str) -> str:
         """Scope of a read over the whole account, which a contact actor may not make."""
@@ -327,12 +355,13 @@ class ConsentService:
     def upsert_contacts(self, actor: Actor, contacts: Iterable[Contact]) -> ContactsResult:
         """Register contacts or replace their addresses, all or nothing.
 
-        A contact whose address opted out before it was registered (a STOP from an unknown
-        number) starts unsubscribed on the suppressed channels.
+        An address that said STOP (an active suppression) applies whenever it joins a contact, new
+        or existing: each pair of the suppressed channels is unsubscribed, whatever its state
+        (see docs/policy.md, "Addresses are consent-relevant").
 
         Raises:
             NotAuthorizedError: the policy refuses, or a contact belongs to another account.
-            ValidationError: a contact is not a :class:`Contact`.
+            ValidationError: *contacts* is not an iterable of :class:`Contact`.
         """
         _check_actor(actor)
         refusal = self.policy.check_contact_write(actor)
@@ -341,7 +370,7 @@ class ConsentService:
         account = actor.account
         created = updated = 0
         suppressed: list[PairRef] = []
-        iterator = iter(contacts)
+        iterator = _iterate("contacts", contacts, "an iterable of Contact objects")
         with self.store.transaction(account) as tx:
             # The clock is read once the write lock is held, so a call that waited for another
             # writer is never recorded before that writer's changes.
@@ -359,42 +388,60 @@ class ConsentService:
                             f"{actor} acts only in account {account!r}"
                         )
                     by_id[contact.id] = contact
-                missing = set(tx.missing_contacts(list(by_id)))
-                created += len(missing)
-                updated += len(by_id) - len(missing)
+                before = tx.get_contacts(list(by_id))
+                # Lock every address that joins or leaves a contact before reading suppressions
+                # or writing the address index: an inbound message from one of them waits.
+                joined: dict[str, frozenset[str]] = {}
+                touched: set[str] = set()
+                for cid, contact in by_id.items():
+                    old = before.get(cid)
+                    old_keys = frozenset() if old is None else old.address_keys()
+                    new_keys = contact.address_keys()
+                    joined[cid] = new_keys - old_keys
+                    touched |= new_keys ^ old_keys
+                if touched:
+                    tx.lock_addresses(sorted(touched))
+                created += len(by_id) - len(before)
+                updated += len(before)
                 tx.put_contacts(list(by_id.values()))
-                suppressed.extend(self._apply_suppressions(tx, actor, list(by_id.values()), now))
+                suppressed.extend(self._apply_suppressions(tx, account, joined, now))
         return ContactsResult(created=created, updated=updated, suppressed=tuple(suppressed))
 
     def _apply_suppressions(
-        self, tx: StoreTransaction, actor: Actor, contacts: Sequence[Contact], now: datetime
+        self,
+        tx: StoreTransaction,
+        account: str,
+        joined: Mapping[str, frozenset[str]],
+        now: datetime,
     ) -> list[PairRef]:
-        keys_of = {c.id: c.address_keys() for c in contacts}
-        keys = sorted(set().union(*keys_of.values()))
+        """Apply the active suppressions of the addresses that just joined contacts."""
+        keys = sorted(set().union(*joined.values()))
         if not keys:
             return []
-        suppressions = tx.get_suppressions(keys)
-        if not suppressions:
+        active = [s for s in tx.get_suppressions(keys) if s.active]
+        if not active:
             return []
         applied: list[PairRef] = []
-        system = Actor.system(actor.account, "suppression-list")
-        for suppression in suppressions:
-            targets = [cid for cid, keys in keys_of.items() if suppression.address_key in keys]
-            result = self._apply_in_tx(
-                tx,
-                system,
-                targets,
-                (suppression.channel,),
-                SubscriptionState.UNSUBSCRIBED,
-                op=None,
+        system = Actor.system(account, "suppression-list")
+        for suppression in sorted(active, key=lambda s: (s.address_key, s.channel)):
+            targets = [cid for cid, keys_ in joined.items() if suppression.address_key in keys_]
+            # Applied as of the join, whatever the pair's state: the pair was sendable until its
+            # contact took the address, so a START received before that never undoes it.
+            request = _ChangeRequest(
+                actor=system,
+                channels=(suppression.channel,),
+                target=SubscriptionState.UNSUBSCRIBED,
                 source=Source.SUPPRESSION,
-                occurred_at=suppression.occurred_at,
+                occurred_at=now,
                 now=now,
                 batch_id=uuid.uuid4().hex,
-                only_never=True,
                 inbound_message_id=suppression.inbound_message_id,
+                origin=OptOutOrigin.SUPPRESSION,
+                via=suppression.address_key,
+                timing="last_change",
+                known_contacts=True,
             )
-            applied.extend(result.changed)
+            applied.extend(self._apply_in_tx(tx, request, targets).changed)
         return applied
 
     def get_contact(self, actor: Actor, contact_id: str) -> Contact:
@@ -403,7 +450,7 @@ class ConsentService:
         Raises:
             UnknownContactError: there is no such contact.
         """
-        account = self._read_scope(actor, contact_id)
+        account = self._contact_scope(actor, contact_id)
         contact = self.store.get_contact(account, contact_id)
         if contact is None:
             raise UnknownContactError(account, [contact_id])
@@ -507,8 +554,6 @@ class ConsentService:
             JustificationError: no or an unacceptable justification.
             NotAuthorizedError: members and the system may not resubscribe.
         """
-        if justification is not None and not isinstance(justification, Justification):
-            raise ValidationError("justification", "expected a Justification")
         return self._apply(
             actor,
             contact_ids,
@@ -545,6 +590,7 @@ class ConsentService:
         Raises:
             ConflictError: *expected_version* is stale.
         """
+        _check_flag("subscribed", subscribed)
         target = SubscriptionState.SUBSCRIBED if subscribed else SubscriptionState.UNSUBSCRIBED
         if expected_version is not None and (
             isinstance(expected_version, bool)
@@ -586,220 +632,51 @@ class ConsentService:
         if not isinstance(source, Source):
             raise ValidationError("source", f"expected a Source, got {source!r}")
         if evidence is not None and not isinstance(evidence, Evidence):
-            raise ValidationError("evidence", "expected an Evidence")
+            raise ValidationError(
+                "evidence", f"expected an Evidence or None, got {type(evidence).__name__}"
+            )
+        if justification is not None and not isinstance(justification, Justification):
+            raise ValidationError(
+                "justification",
+                f"expected a Justification or None, got {type(justification).__name__}",
+            )
+        _check_flag("partial", partial)
+        _check_flag("details", details)
         chosen = _channels(channels)
+        ids = _ids(contact_ids)
         if occurred_at is not None:
             ensure_aware("occurred_at", occurred_at)
         with self.store.transaction(actor.account) as tx:
             # Read the clock only once the write lock is held: a call that waited for another
             # writer must not be recorded before that writer's changes.
             now = self._now()
-            occurred = self._occurred(occurred_at, now)
-            return self._apply_in_tx(
-                tx,
-                actor,
-                contact_ids,
-                chosen,
-                target,
+            request = _ChangeRequest(
+                actor=actor,
+                channels=chosen,
+                target=target,
                 op=op,
                 source=source,
                 justification=justification,
                 evidence=evidence,
                 reason=reason,
-                occurred_at=occurred,
+                occurred_at=self._occurred("occurred_at", occurred_at, now),
                 now=now,
                 batch_id=uuid.uuid4().hex,
                 partial=partial,
                 details=details,
                 expected_version=expected_version,
-                after_last_change="clock" if occurred_at is None else None,
+                timing="exact" if occurred_at is not None else "clock",
             )
+            return self._apply_in_tx(tx, request, ids)
 
     def _apply_in_tx(
-        self,
-        tx: StoreTransaction,
-        actor: Actor,
-        contact_ids: Iterable[str] | str,
-        channels: Sequence[Channel],
-        target: SubscriptionState,
-        *,
-        op: Transition | None,
-        source: Source,
-        occurred_at: datetime,
-        now: datetime,
-        batch_id: str,
-        justification: Justification | None = None,
-        evidence: Evidence | None = None,
-        reason: str | None = None,
-        partial: bool = False,
-        details: bool = True,
-        expected_version: int | None = None,
-        only_never: bool = False,
-        inbound_message_id: str | None = None,
-        after_last_change: Literal["clock", "last_change"] | None = None,
-        known_contacts: bool = False,
+        self, tx: StoreTransaction, request: _ChangeRequest, contact_ids: Iterable[str]
     ) -> ChangeResult:
-        """The heart of every change: check, decide per pair, write, inside *tx*.
-
-        *known_contacts* skips the check that the contacts exist, for ids the caller read from
-        the store in this same transaction.
-
-        Without *after_last_change*, a change that would be recorded before a pair's last change
-        fails the order check.  With it, the change's time moves forward instead:
-
-        * ``"clock"`` (the caller gave no time): to a fresh clock reading taken under the locks.
-          Stores that lock rows, not the whole store, let a call read the clock before it waited
-          for another transaction that then changed the pair.
-        * ``"last_change"`` (a provider's late delivery): to the pair's last change, so a reply is
-          honoured however late it arrives while each pair's log stays in order.
-        """
-        account = actor.account
-        batch = ChangeBatch(
-            account=account,
-            new_state=target,
-            actor=actor,
-            source=source,
-            occurred_at=occurred_at,
-            recorded_at=now,
-            batch_id=batch_id,
-            justification=justification,
-            evidence=evidence,
-            reason=reason,
-            inbound_message_id=inbound_message_id,
-        )
-        decisions: dict[
-            tuple[Channel, SubscriptionState, ActorKind | None, Source | None], ConsentError | None
-        ] = {}
-        changed: list[PairRef] = []
-        unchanged: list[PairRef] = []
-        skipped: list[SkippedPair] = []
-        refused: list[RefusedPair] = []
-        changed_count = unchanged_count = 0
-        never = SubscriptionState.NEVER_SUBSCRIBED
-        unsubscribed = SubscriptionState.UNSUBSCRIBED
-        own_request = actor.kind is ActorKind.CONTACT
-        # Bulk calls see mostly never-subscribed pairs: their decision keys are built once.
-        never_keys = {ch: (ch, never, None, None) for ch in channels}
-        for given in _chunks(contact_ids, self._chunk_size):
-            chunk = given
-            if own_request and any(cid != actor.id for cid in chunk):
-                raise NotAuthorizedError(
-                    f"contact {actor.id!r} may change only their own consent, not another contact's"
-                )
-            missing = [] if known_contacts else tx.missing_contacts(chunk)
-            if missing:
-                error = UnknownContactError(account, missing)
-                if not partial:
-                    raise error
-                missing_set = set(missing)
-                refused.extend(
-                    RefusedPair(cid, ch, error) for cid in missing for ch in channels
-                )
-                chunk = [cid for cid in chunk if cid not in missing_set]
-            current = tx.lock_subscriptions(chunk, channels)
-            if after_last_change is not None and current:
-                latest = max(sub.updated_at for sub in current.values())
-                if latest > occurred_at:
-                    if after_last_change == "clock":
-                        now = max(self._now(), latest)
-                        occurred_at = now
-                        batch = attrs.evolve(batch, occurred_at=now, recorded_at=now)
-                    else:
-                        occurred_at = latest
-                        batch = attrs.evolve(batch, occurred_at=latest)
-            writes: list[PairChange] = []
-            for cid in chunk:
-                for ch in channels:
-                    sub = current.get((cid, ch)) if current else None
-                    state = never if sub is None else sub.state
-                    if only_never and state is not never:
-                        continue
-                    if expected_version is not None:
-                        version = 0 if sub is None else sub.version
-                        if version != expected_version:
-                            raise ConflictError(
-                                f"the subscription of {cid!r} on {ch.key} is at version "
-                                f"{version}, not {expected_version}: somebody changed it "
-                                "meanwhile; reload it and decide again"
-                            )
-                    if state is target:
-                        unchanged_count += 1
-                        if details:
-                            unchanged.append(PairRef(cid, ch))
-                        continue
-                    if op is Transition.OPT_IN and state is unsubscribed and not own_request:
-                        skipped.append(
-                            SkippedPair(
-                                cid,
-                                ch,
-                                "unsubscribed: an opt-in or import never resubscribes a contact; "
-                                "use resubscribe() with a justification",
-                            )
-                        )
-                        continue
-                    error_for_pair: ConsentError | None
-                    key = (
-                        never_keys[ch]
-                        if sub is None
-                        else (ch, state, sub.changed_by, sub.source)
-                    )
-                    error_for_pair = decisions.get(key, _UNDECIDED)
-                    if error_for_pair is _UNDECIDED:
-                        error_for_pair = decisions[key] = self.policy.check_change(
-                            ProposedChange(
-                                actor=actor,
-                                channel=ch,
-                                current=state,
-                                current_changed_by=key[2],
-                                current_source=key[3],
-                                target=target,
-                                source=source,
-                                justification=justification,
-                                evidence=evidence,
-                            )
-                        )
-                    if (
-                        op is Transition.RESUBSCRIBE
-                        and state is never
-                        and not isinstance(error_for_pair, NotAuthorizedError)
-                    ):
-                        # Authorization errors come first so a member hears "ask an admin".
-                        error_for_pair = ValidationError(
-                            "contact_ids",
-                            f"{cid!r} was never subscribed to {ch.key}, so there is nothing to "
-                            "resubscribe: record an opt-in with evidence instead",
-                        )
-                    if error_for_pair is not None:
-                        if not partial:
-                            # A member is refused whatever the pair; naming one would mislead.
-                            if actor.kind is ActorKind.MEMBER:
-                                raise error_for_pair
-                            raise _for_pair(error_for_pair, cid, ch)
-                        refused.append(RefusedPair(cid, ch, error_for_pair))
-                        continue
-                    if sub is not None and occurred_at < sub.updated_at:
-                        raise ValidationError(
-                            "occurred_at",
-                            f"{occurred_at.isoformat()} is before the last recorded change of "
-                            f"{cid!r} on {ch.key} ({sub.updated_at.isoformat()}); events of a "
-                            "pair must be recorded in the order they happened",
-                        )
-                    writes.append(PairChange(cid, ch, state, 0 if sub is None else sub.version))
-            if writes:
-                tx.write_changes(batch, writes)
-                changed_count += len(writes)
-                if details:
-                    changed.extend(PairRef(w.contact_id, w.channel) for w in writes)
-        return ChangeResult(
-            batch_id=batch_id,
-            new_state=target,
-            changed=tuple(changed),
-            unchanged=tuple(unchanged),
-            skipped=tuple(skipped),
-            refused=tuple(refused),
-            changed_count=changed_count,
-            unchanged_count=unchanged_count,
-        )
+        """The heart of every change: check, decide per pair, write, inside *tx*."""
+        run = _Run(self, tx, request)
+        for chunk in _chunks(contact_ids, self._chunk_size):
+            run.chunk(chunk)
+        return run.result()
 
     # ------------------------------------------------------------------ reads
 
@@ -807,7 +684,7 @@ class ConsentService:
         self, actor: Actor, contact_id: str, channel_: Channel | str
     ) -> Subscription | None:
         """The recorded subscription of one pair, or None if it was never subscribed."""
-        account = self._read_scope(actor, contact_id)
+        account = self._contact_scope(actor, contact_id)
         return self.store.get_subscription(account, contact_id, channel(channel_))
 
     def state(self, actor: Actor, contact_id: str, channel_: Channel | str) -> SubscriptionState:
@@ -816,7 +693,7 @@ class ConsentService:
         Raises:
             UnknownContactError: the contact does not exist.
         """
-        account = self._read_scope(actor, contact_id)
+        account = self._contact_scope(actor, contact_id)
         state = self.store.get_state(account, contact_id, channel(channel_))
         if state is SubscriptionState.NEVER_SUBSCRIBED and (
             self.store.get_contact(account, contact_id) is None
@@ -826,7 +703,7 @@ class ConsentService:
 
     def subscriptions(self, actor: Actor, contact_id: str) -> list[Subscription]:
         """Every recorded subscription of one contact, ordered by channel."""
-        account = self._read_scope(actor, contact_id)
+        account = self._contact_scope(actor, contact_id)
         return self.store.subscriptions_of(account, contact_id)
 
     def can_send(self, actor: Actor, contact_id: str, channel_: Channel | str) -> bool:
@@ -834,7 +711,7 @@ class ConsentService:
 
         Check it right before sending.  Unknown contacts and never-subscribed pairs give False.
         """
-        account = self._read_scope(actor, contact_id)
+        account = self._contact_scope(actor, contact_id)
         state = self.store.get_state(account, contact_id, channel(channel_))
         return state is SubscriptionState.SUBSCRIBED
 
@@ -886,7 +763,7 @@ class ConsentService:
         self, actor: Actor, contact_id: str, channel_: Channel | str | None = None
     ) -> list[ConsentEvent]:
         """The audit events of one contact (optionally one channel), oldest first."""
-        account = self._read_scope(actor, contact_id)
+        account = self._contact_scope(actor, contact_id)
         ch = None if channel_ is None else channel(channel_)
         events = list(self.store.events(account, contact_id=contact_id, channel=ch))
         if not events and self.store.get_contact(account, contact_id) is None:
@@ -958,8 +835,11 @@ class ConsentService:
         account_settings = self.settings_for(account)
         settings = account_settings.inbound
         now = self._now()
-        received = self._occurred(message.received_at, now)
+        received = self._occurred("received_at", message.received_at, now)
         key = address_key(message.channel, message.sender)
+        # Locked before anything is read by address: a registration of this address waits, or
+        # is waited for, so a STOP and the contact it concerns always meet.
+        tx.lock_addresses([key])
         contact_ids = tuple(tx.find_contacts_by_address([key]).get(key, []))
         if settings.scope is OptOutScope.GROUP:
             group = self.channel_groups.group_of(message.channel)
@@ -975,86 +855,86 @@ class ConsentService:
             classification is Classification.POSSIBLE_OPT_OUT
             and settings.possible_opt_out is PossibleOptOutAction.APPLY
         )
+
+        def apply(cid: str, request: _ChangeRequest) -> None:
+            result = self._apply_in_tx(tx, request, [cid])
+            changed.extend((p.contact_id, p.channel) for p in result.changed)
+
+        if opt_out or classification is Classification.OPT_IN:
+            # The address's own last word, whether or not a contact has it.
+            tx.put_suppressions(
+                [
+                    Suppression(
+                        account=account,
+                        address_key=key,
+                        channel=ch,
+                        occurred_at=received,
+                        source=Source.INBOUND_KEYWORD,
+                        inbound_message_id=message.message_id,
+                        active=opt_out,
+                    )
+                    for ch in channels
+                ]
+            )
         if opt_out:
             honor_by = settings.honor_by(message.channel, received, account_settings.timezone)
             reply = settings.templates.opt_out
+            outcome = InboundOutcome.OPTED_OUT if contact_ids else InboundOutcome.SUPPRESSED
             reason = (
-                "stop_keyword"
-                if classification is Classification.OPT_OUT
-                else "possible_opt_out"
+                "stop_keyword" if classification is Classification.OPT_OUT else "possible_opt_out"
             )
-            if contact_ids:
-                outcome = InboundOutcome.OPTED_OUT
-                for cid in contact_ids:
-                    result = self._apply_in_tx(
-                        tx,
-                        Actor.contact(account, cid),
-                        [cid],
-                        channels,
-                        SubscriptionState.UNSUBSCRIBED,
+            for cid in contact_ids:
+                apply(
+                    cid,
+                    _ChangeRequest(
+                        actor=Actor.contact(account, cid),
+                        channels=channels,
+                        target=SubscriptionState.UNSUBSCRIBED,
                         op=Transition.UNSUBSCRIBE,
                         source=Source.INBOUND_KEYWORD,
                         reason=reason,
                         occurred_at=received,
-                        after_last_change="last_change",
                         now=now,
                         batch_id=batch_id,
                         inbound_message_id=message.message_id,
+                        via=key,
+                        # A STOP is honoured however late, after the pair's last change, unless
+                        # the contact's own later word already answered it.
+                        timing="last_change",
+                        keep=lambda sub: not _answered_later(sub, received),
                         known_contacts=True,  # found by address in this transaction
-                    )
-                    changed.extend((p.contact_id, p.channel) for p in result.changed)
-            else:
-                outcome = InboundOutcome.SUPPRESSED
-                tx.add_suppressions(
-                    [
-                        Suppression(
-                            account=account,
-                            address_key=key,
-                            channel=ch,
-                            occurred_at=received,
-                            source=Source.INBOUND_KEYWORD,
-                            inbound_message_id=message.message_id,
-                        )
-                        for ch in channels
-                    ]
+                    ),
                 )
         elif classification is Classification.POSSIBLE_OPT_OUT:
             outcome = InboundOutcome.NEEDS_REVIEW
             honor_by = settings.honor_by(message.channel, received, account_settings.timezone)
         elif classification is Classification.OPT_IN:
-            if not contact_ids:
-                outcome = InboundOutcome.NO_CONTACT
-            else:
-                outcome = InboundOutcome.OPTED_IN
-                reply = settings.templates.opt_in
-                for cid in contact_ids:
-                    # START subscribes the channel the contact wrote from, and undoes the shared
-                    # opt-out of the group only where a STOP unsubscribed a pair that was
-                    # subscribed before (version >= 2: a pair's only way into UNSUBSCRIBED at
-                    # version 1 is from never-subscribed, which START must not turn into consent).
-                    current = tx.lock_subscriptions([cid], channels)
-                    targets = [
-                        ch
-                        for ch in channels
-                        if ch == message.channel or _undone_by_start(current.get((cid, ch)))
-                    ]
-                    result = self._apply_in_tx(
-                        tx,
-                        Actor.contact(account, cid),
-                        [cid],
-                        targets,
-                        SubscriptionState.SUBSCRIBED,
-                        op=None,
+            for cid in contact_ids:
+                apply(
+                    cid,
+                    _ChangeRequest(
+                        actor=Actor.contact(account, cid),
+                        channels=channels,
+                        target=SubscriptionState.SUBSCRIBED,
                         source=Source.INBOUND_KEYWORD,
                         reason="start_keyword",
                         occurred_at=received,
-                        after_last_change="last_change",
                         now=now,
                         batch_id=batch_id,
                         inbound_message_id=message.message_id,
-                        known_contacts=True,  # found by address in this transaction
-                    )
-                    changed.extend((p.contact_id, p.channel) for p in result.changed)
+                        # START undoes only the contact's own opt-out from this address, and
+                        # only when nothing happened to the pair since the START was received.
+                        keep=lambda sub: _undone_by_start(sub, key, received),
+                        known_contacts=True,
+                    ),
+                )
+            if changed:
+                outcome = InboundOutcome.OPTED_IN
+                reply = settings.templates.opt_in
+            elif contact_ids:
+                outcome = InboundOutcome.NOTHING_TO_UNDO
+            else:
+                outcome = InboundOutcome.NO_CONTACT
         elif classification is Classification.HELP:
             outcome = InboundOutcome.HELP
             reply = settings.templates.help
@@ -1124,13 +1004,322 @@ class ConsentService:
         return plan.build(totals=totals, counts=counts)
 
 
-def _undone_by_start(sub: Subscription | None) -> bool:
+@attrs.frozen
+class _ChangeRequest:
+    """One change as the engine runs it: who, which channels, to what, when and how.
+
+    Attributes:
+        actor: who asks.
+        channels: the channels of every contact of the call.
+        target: the state the pairs move to.
+        op: the operation asked for (an opt-in skips unsubscribed pairs; a resubscription refuses
+            never-subscribed ones); None for a plain "set the state" (the inbox toggle, inbound).
+        source: where the request comes from.
+        occurred_at: when it happened.
+        now: the clock reading under the write lock (the events' ``recorded_at``).
+        batch_id: shared by every event of the call.
+        justification: for resubscriptions.
+        evidence: for opt-ins.
+        reason: a reason code.
+        partial: report refused pairs instead of raising.
+        details: list the changed and unchanged pairs in the result.
+        expected_version: refuse the change unless the pair is at this version.
+        inbound_message_id: the inbound message the change comes from.
+        origin: who asks for an opt-out, as recorded on the pair; by default from the actor kind.
+        via: the address an opt-out was sent from.
+        timing: how ``occurred_at`` meets a pair's later change: ``"exact"`` refuses it (events of
+            a pair are recorded in order); ``"clock"`` (no time was given) moves it to a fresh clock
+            reading past the change; ``"last_change"`` (a late delivery) moves it to the change.
+        known_contacts: the contact ids were read from the store in this transaction.
+        keep: pairs for which it returns False are left out of the call entirely (inbound rules
+            that depend on what the pair's record says).
+    """
+
+    actor: Actor
+    channels: tuple[Channel, ...]
+    target: SubscriptionState
+    source: Source
+    occurred_at: datetime
+    now: datetime
+    batch_id: str
+    op: Transition | None = None
+    justification: Justification | None = None
+    evidence: Evidence | None = None
+    reason: str | None = None
+    partial: bool = False
+    details: bool = True
+    expected_version: int | None = None
+    inbound_message_id: str | None = None
+    origin: OptOutOrigin | None = None
+    via: str | None = None
+    timing: Literal["exact", "clock", "last_change"] = "exact"
+    known_contacts: bool = False
+    keep: Callable[[Subscription | None], bool] | None = None
+
+
+_ORIGIN_OF_KIND: Final = {
+    ActorKind.CONTACT: OptOutOrigin.CONTACT,
+    ActorKind.ADMIN: OptOutOrigin.ADMIN,
+    ActorKind.MEMBER: OptOutOrigin.MEMBER,
+    ActorKind.SYSTEM: OptOutOrigin.SYSTEM,
+}
+
+_DecisionKey = tuple[
+    Channel, SubscriptionState, ActorKind | None, Source | None, frozenset[OptOutOrigin]
+]
+_NO_ORIGINS: frozenset[OptOutOrigin] = frozenset()
+
+
+class _Run:
+    """One run of the change engine over the chunks of a call: admit each chunk, settle its time,
+    decide each distinct situation once with the policy, and write."""
+
+    def __init__(
+        self, service: ConsentService, tx: StoreTransaction, request: _ChangeRequest
+    ) -> None:
+        self._service = service
+        self._tx = tx
+        self._request = request
+        actor = request.actor
+        self._own_request = actor.kind is ActorKind.CONTACT
+        self._batch = ChangeBatch(
+            account=actor.account,
+            new_state=request.target,
+            actor=actor,
+            source=request.source,
+            occurred_at=request.occurred_at,
+            recorded_at=request.now,
+            batch_id=request.batch_id,
+            justification=request.justification,
+            evidence=request.evidence,
+            reason=request.reason,
+            inbound_message_id=request.inbound_message_id,
+            opted_out_by=(
+                (request.origin or _ORIGIN_OF_KIND[actor.kind])
+                if request.target is SubscriptionState.UNSUBSCRIBED
+                else None
+            ),
+            opted_out_via=request.via if request.target is SubscriptionState.UNSUBSCRIBED else None,
+        )
+        self._decisions: dict[_DecisionKey, ConsentError | None] = {}
+        # Bulk calls see mostly never-subscribed pairs: their decision keys are built once.
+        never = SubscriptionState.NEVER_SUBSCRIBED
+        self._never_keys: dict[Channel, _DecisionKey] = {
+            ch: (ch, never, None, None, _NO_ORIGINS) for ch in request.channels
+        }
+        self.changed: list[PairRef] = []
+        self.unchanged: list[PairRef] = []
+        self.skipped: list[SkippedPair] = []
+        self.refused: list[RefusedPair] = []
+        self.changed_count = 0
+        self.unchanged_count = 0
+
+    # ---------------------------------------------------------------- steps
+
+    def chunk(self, chunk: list[str]) -> None:
+        """Admit, settle, decide and write one chunk of contact ids."""
+        chunk = self._admit(chunk)
+        current = self._tx.lock_subscriptions(chunk, self._request.channels)
+        self._settle_time(current)
+        writes: list[PairChange] = []
+        notes: list[tuple[str, Channel]] = []
+        for cid in chunk:
+            for ch in self._request.channels:
+                self._decide_pair(cid, ch, current.get((cid, ch)), writes, notes)
+        if notes:
+            self._tx.note_opt_outs(self._batch, notes)
+        if writes:
+            self._tx.write_changes(self._batch, writes)
+            self.changed_count += len(writes)
+            if self._request.details:
+                self.changed.extend(PairRef(w.contact_id, w.channel) for w in writes)
+
+    def _admit(self, chunk: list[str]) -> list[str]:
+        """Refuse a contact acting for another, and unknown contacts (or report them)."""
+        request = self._request
+        actor = request.actor
+        if self._own_request and any(cid != actor.id for cid in chunk):
+            raise NotAuthorizedError(
+                f"contact {actor.id!r} may change only their own consent, not another contact's"
+            )
+        missing = [] if request.known_contacts else self._tx.missing_contacts(chunk)
+        if not missing:
+            return chunk
+        error = UnknownContactError(actor.account, missing)
+        if not request.partial:
+            raise error
+        self.refused.extend(
+            RefusedPair(cid, ch, error) for cid in missing for ch in request.channels
+        )
+        missing_set = set(missing)
+        return [cid for cid in chunk if cid not in missing_set]
+
+    def _settle_time(self, current: Mapping[tuple[str, Channel], Subscription]) -> None:
+        """Move the change past the pairs' last change where the timing allows it."""
+        timing = self._request.timing
+        if timing == "exact" or not current:
+            return
+        latest = max(sub.updated_at for sub in current.values())
+        batch = self._batch
+        if latest <= batch.occurred_at:
+            return
+        if timing == "clock":
+            # Stores that lock rows, not the whole store, let a call read the clock before it
+            # waited for another transaction that then changed the pair.
+            now = max(self._service._now(), latest)
+            self._batch = attrs.evolve(batch, occurred_at=now, recorded_at=now)
+        else:
+            self._batch = attrs.evolve(batch, occurred_at=latest)
+
+    def _decision(self, key: _DecisionKey, current: SubscriptionState) -> ConsentError | None:
+        decision = self._decisions.get(key, _UNDECIDED)
+        if decision is _UNDECIDED:
+            request = self._request
+            decision = self._decisions[key] = self._service.policy.check_change(
+                ProposedChange(
+                    actor=request.actor,
+                    channel=key[0],
+                    current=current,
+                    current_changed_by=key[2],
+                    current_source=key[3],
+                    current_opted_out_by=key[4],
+                    target=request.target,
+                    source=request.source,
+                    justification=request.justification,
+                    evidence=request.evidence,
+                )
+            )
+        return decision
+
+    def _decide_pair(
+        self,
+        cid: str,
+        ch: Channel,
+        sub: Subscription | None,
+        writes: list[PairChange],
+        notes: list[tuple[str, Channel]],
+    ) -> None:
+        request = self._request
+        if request.keep is not None and not request.keep(sub):
+            return
+        never = SubscriptionState.NEVER_SUBSCRIBED
+        state = never if sub is None else sub.state
+        if request.expected_version is not None:
+            version = 0 if sub is None else sub.version
+            if version != request.expected_version:
+                raise ConflictError(
+                    f"the subscription of {cid!r} on {ch.key} is at version {version}, not "
+                    f"{request.expected_version}: somebody changed it meanwhile; reload it and "
+                    "decide again"
+                )
+        if (
+            request.op is Transition.OPT_IN
+            and state is SubscriptionState.UNSUBSCRIBED
+            and not self._own_request
+        ):
+            # An opt-in never resubscribes: the request is judged as an opt-in (may this actor
+            # opt contacts in at all?) and the pair is then skipped and reported.
+            error = self._decision(self._never_keys[ch], never)
+            if error is None:
+                self.skipped.append(SkippedPair(cid, ch, _SKIPPED_UNSUBSCRIBED))
+            else:
+                self._refuse(cid, ch, error)
+            return
+        key = (
+            self._never_keys[ch]
+            if sub is None
+            else (ch, state, sub.changed_by, sub.source, sub.opted_out_by)
+        )
+        # The policy is asked before the no-op shortcut, so a member is refused whatever the
+        # state of the pair.
+        error = self._decision(key, state)
+        if request.op is Transition.RESUBSCRIBE and state is never and not isinstance(
+            error, NotAuthorizedError
+        ):
+            # Authorization errors come first so a member hears "ask an admin".
+            error = ValidationError(
+                "contact_ids",
+                f"{cid!r} was never subscribed to {ch.key}, so there is nothing to resubscribe: "
+                "record an opt-in with evidence instead",
+            )
+        if error is not None:
+            self._refuse(cid, ch, error)
+            return
+        if state is request.target:
+            self.unchanged_count += 1
+            if request.details:
+                self.unchanged.append(PairRef(cid, ch))
+            if state is SubscriptionState.UNSUBSCRIBED:
+                notes.append((cid, ch))
+            return
+        occurred_at = self._batch.occurred_at
+        if sub is not None and occurred_at < sub.updated_at:
+            raise ValidationError(
+                "occurred_at",
+                f"{occurred_at.isoformat()} is before the last recorded change of {cid!r} on "
+                f"{ch.key} ({sub.updated_at.isoformat()}); events of a pair must be recorded in "
+                "the order they happened",
+            )
+        writes.append(PairChange(cid, ch, state, 0 if sub is None else sub.version))
+
+    def _refuse(self, cid: str, ch: Channel, error: ConsentError) -> None:
+        if not self._request.partial:
+            # A member is refused whatever the pair; naming one would mislead.
+            if self._request.actor.kind is ActorKind.MEMBER:
+                raise error
+            raise _for_pair(error, cid, ch)
+        self.refused.append(RefusedPair(cid, ch, error))
+
+    def result(self) -> ChangeResult:
+        """What the run did."""
+        return ChangeResult(
+            batch_id=self._request.batch_id,
+            new_state=self._request.target,
+            changed=tuple(self.changed),
+            unchanged=tuple(self.unchanged),
+            skipped=tuple(self.skipped),
+            refused=tuple(self.refused),
+            changed_count=self.changed_count,
+            unchanged_count=self.unchanged_count,
+        )
+
+
+_SKIPPED_UNSUBSCRIBED = (
+    "unsubscribed: an opt-in or import never resubscribes a contact; use resubscribe() with a "
+    "justification"
+)
+
+
+_UNDOABLE_BY_START: Final = frozenset({OptOutOrigin.CONTACT, OptOutOrigin.SUPPRESSION})
+
+
+def _undone_by_start(sub: Subscription | None, sender: str, received_at: datetime) -> bool:
+    """Whether a START from *sender* received at *received_at* undoes the pair's opt-out: only one
+    that took a subscription away, the contact's own (or its address's), sent from that same
+    address, and received after every change and opt-out request of the pair."""
     return (
         sub is not None
         and sub.state is SubscriptionState.UNSUBSCRIBED
+        # The opt-out took a subscription away: a pair's first event leaves never-subscribed and
+        # states alternate after it, so an unsubscribed pair at version 1 was never subscribed,
+        # and START must not turn that into consent.
         and sub.version >= 2
+        and bool(sub.opted_out_by)
+        and sub.opted_out_by <= _UNDOABLE_BY_START
+        and sub.opted_out_via == sender
+        and received_at > sub.updated_at
+        and (sub.last_opt_out_at is None or received_at > sub.last_opt_out_at)
+    )
+
+
+def _answered_later(sub: Subscription | None, received_at: datetime) -> bool:
+    """Whether the contact's own later word (a change the contact made after the message was
+    received) already answered an opt-out received at *received_at*."""
+    return (
+        sub is not None
+        and sub.state is SubscriptionState.SUBSCRIBED
         and sub.changed_by is ActorKind.CONTACT
-        and sub.source is Source.INBOUND_KEYWORD
+        and sub.updated_at > received_at
     )
 
 

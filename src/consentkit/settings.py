@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
+from consentkit.errors import ValidationError
 from consentkit.inbound import InboundSettings
 from consentkit.trends import SpikeSettings, validate_timezone
 
@@ -12,6 +15,16 @@ __all__ = ["AccountSettings"]
 
 def _timezone(value: object) -> str:
     return str(validate_timezone(value).key)  # type: ignore[arg-type]
+
+
+def _instance_of(kind: type, field: str) -> Any:
+    def check(_: object, __: object, value: object) -> None:
+        if not isinstance(value, kind):
+            raise ValidationError(
+                field, f"expected {kind.__name__}, got {type(value).__name__}"
+            )
+
+    return check
 
 
 @attrs.frozen
@@ -25,5 +38,9 @@ class AccountSettings:
     """
 
     timezone: str = attrs.field(default="UTC", converter=_timezone)
-    inbound: InboundSettings = attrs.field(factory=InboundSettings)
-    spikes: SpikeSettings = attrs.field(factory=SpikeSettings)
+    inbound: InboundSettings = attrs.field(
+        factory=InboundSettings, validator=_instance_of(InboundSettings, "inbound")
+    )
+    spikes: SpikeSettings = attrs.field(
+        factory=SpikeSettings, validator=_instance_of(SpikeSettings, "spikes")
+    )

@@ -28,7 +28,11 @@ Calendar rules, all in the account's time zone:
   midnight; only its UTC offset differs.  Where midnight itself falls in a gap the boundary is the
   first instant of the day.
 
-Every instant this module returns is an aware datetime in UTC.
+Every instant this module returns is an aware datetime in UTC.  Instants it is given must lie in
+``[1970-01-01T00:00Z, 9000-01-01T00:00Z)`` (:func:`consentkit.model.ensure_aware`; others raise
+ValidationError).  No event can occur before 1970, so where a report's plan reaches back past it
+(an ``as_of`` in 1970 or 1971) :func:`plan_report` clamps those instants to 1970-01-01T00:00Z:
+the totals there are zero and the windows before it empty, which is what the store would find.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import attrs
 
 from consentkit.channels import Channel
 from consentkit.errors import ValidationError
+from consentkit.model import MIN_INSTANT, ensure_aware, enum_value
 
 __all__ = [
     "MAX_SERIES_MONTHS",
@@ -126,13 +131,18 @@ def validate_timezone(tz: str | ZoneInfo) -> ZoneInfo:
 def _require_aware(value: object, field: str) -> datetime:
     if not isinstance(value, datetime):
         raise ValidationError(field, f"expected a datetime, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
+    if value.tzinfo is None:  # ensure_aware below refuses an offset of None, and the range
         raise ValidationError(
             field,
             f"{value.isoformat()} is naive: pass a timezone-aware datetime "
             "(e.g. datetime.now(UTC)) so the instant is unambiguous",
         )
-    return value.astimezone(UTC)
+    return ensure_aware(field, value).astimezone(UTC)
+
+
+def _clamped(instant: datetime) -> datetime:
+    """*instant*, or 1970-01-01T00:00Z if it is earlier: nothing can have happened before it."""
+    return max(instant, MIN_INSTANT)
 
 
 def _local(as_of: datetime, tz: ZoneInfo, field: str) -> datetime:
@@ -148,7 +158,8 @@ def _resolve(wall: datetime, tz: ZoneInfo) -> datetime:
 def _shift_month(year: int, month: int, delta: int) -> tuple[int, int]:
     index = year * 12 + (month - 1) + delta
     shifted_year, shifted_month = divmod(index, 12)
-    if not 1 <= shifted_year <= 9999:
+    # Years 1 and 9999 would overflow when local midnight is converted to UTC.
+    if not 2 <= shifted_year <= 9998:
         raise ValidationError(
             "as_of", f"{delta:+d} months from {year:04d}-{month:02d} is out of range"
         )
@@ -170,6 +181,7 @@ def months_earlier(as_of: datetime, tz: ZoneInfo, months: int) -> datetime:
     """
     if isinstance(months, bool) or not isinstance(months, int) or months < 0:
         raise ValidationError("months", f"expected a whole number of months >= 0, got {months!r}")
+    tz = validate_timezone(tz)
     local = _local(as_of, tz, "as_of")
     year, month = _shift_month(local.year, local.month, -months)
     day = min(local.day, calendar.monthrange(year, month)[1])
@@ -192,6 +204,7 @@ def month_start(as_of: datetime, tz: ZoneInfo) -> datetime:
     Raises:
         ValidationError: (field ``as_of``) *as_of* is naive.
     """
+    tz = validate_timezone(tz)
     local = _local(as_of, tz, "as_of")
     return _start_of(local.year, local.month, tz)
 
@@ -218,6 +231,7 @@ def month_boundaries(as_of: datetime, tz: ZoneInfo, months: int) -> tuple[dateti
         ValidationError: *as_of* is naive (field ``as_of``) or *months* is not in
             ``1..MAX_SERIES_MONTHS`` (field ``months``).
     """
+    tz = validate_timezone(tz)
     local = _local(as_of, tz, "as_of")
     return tuple(_start_of(year, month, tz) for year, month in _last_months(local, months))
 
@@ -256,14 +270,19 @@ def month_ends(as_of: datetime, tz: ZoneInfo, months: int) -> tuple[MonthEnd, ..
 
     Every complete month is read at its end (the start of the next local month); the last, current
     month is read at *as_of* itself, so the last point is "month to date" and equals the current
-    totals.  ``months=12`` gives 11 complete months and the month to date.
+    totals.  ``months=12`` gives 11 complete months and the month to date.  A month that ended
+    before 1970-01-01T00:00Z is read at that instant instead (see the module docstring).
 
     Raises:
         ValidationError: *as_of* is naive or *months* is not in ``1..MAX_SERIES_MONTHS``.
     """
+    tz = validate_timezone(tz)
     now = _require_aware(as_of, "as_of")
     months_wanted = _last_months(_local(now, tz, "as_of"), months)
-    instants = (*(_start_of(year, month, tz) for year, month in months_wanted[1:]), now)
+    instants = (
+        *(_clamped(_start_of(year, month, tz)) for year, month in months_wanted[1:]),
+        now,
+    )
     return tuple(
         MonthEnd(month=_month_label(year, month), at=at)
         for (year, month), at in zip(months_wanted, instants, strict=True)
@@ -461,9 +480,19 @@ class ChannelTrend:
 def _freeze_totals(
     totals: Mapping[Channel, ChannelTotals] | Iterable[tuple[Channel, ChannelTotals]],
 ) -> tuple[tuple[Channel, ChannelTotals], ...]:
-    pairs = list(totals.items()) if isinstance(totals, Mapping) else list(totals)
+    if isinstance(totals, Mapping):
+        pairs = list(totals.items())
+    elif isinstance(totals, Iterable) and not isinstance(totals, str | bytes):
+        pairs = list(totals)
+    else:
+        raise ValidationError(
+            "totals", f"expected Channel -> ChannelTotals pairs, got {type(totals).__name__}"
+        )
     seen: set[Channel] = set()
-    for ch, figures in pairs:
+    for pair in pairs:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise ValidationError("totals", "expected Channel -> ChannelTotals pairs")
+        ch, figures = pair
         if not isinstance(ch, Channel) or not isinstance(figures, ChannelTotals):
             raise ValidationError("totals", "expected Channel -> ChannelTotals pairs")
         if ch in seen:
@@ -626,13 +655,26 @@ def spike_windows(
 ) -> SpikeWindows:
     """Plan the intervals whose transition counts spike detection needs (see :class:`SpikeWindows`).
 
+    Interval edges before 1970-01-01T00:00Z are clamped to it (see the module docstring), so a
+    baseline period wholly before it is empty.
+
     Raises:
-        ValidationError: (field ``as_of``) *as_of* is naive.
+        ValidationError: (field ``as_of``) *as_of* is naive or out of range; (field
+            ``spike_settings``) *settings* is not a SpikeSettings.
     """
+    if settings is not None and not isinstance(settings, SpikeSettings):
+        raise ValidationError(
+            "spike_settings", f"expected SpikeSettings or None, got {type(settings).__name__}"
+        )
     chosen = SpikeSettings() if settings is None else settings
+    tz = validate_timezone(tz)
     now = _require_aware(as_of, "as_of")
+
+    def span(start: datetime, end: datetime) -> Interval:
+        return Interval(_clamped(start), _clamped(end))
+
     weekly = tuple(
-        Interval(now - _WEEK * (back + 1), now - _WEEK * back)
+        span(now - _WEEK * (back + 1), now - _WEEK * back)
         for back in range(chosen.baseline_weeks, 0, -1)
     )
     local = _local(now, tz, "as_of")
@@ -642,13 +684,13 @@ def spike_windows(
         same_point = months_earlier(now, tz, back)
         # A wall time in a DST gap resolves one gap-length later, which in a zone whose clocks
         # jump at midnight can land before the month start; an empty period is the honest answer.
-        monthly.append(Interval(start, max(start, same_point)))
+        monthly.append(span(start, max(start, same_point)))
     return SpikeWindows(
         as_of=now,
         settings=chosen,
-        last_7_days=Interval(now - _WEEK, now),
+        last_7_days=span(now - _WEEK, now),
         weekly_baseline=weekly,
-        month_to_date=Interval(month_start(now, tz), now),
+        month_to_date=span(month_start(now, tz), now),
         monthly_baseline=tuple(monthly),
     )
 
@@ -713,14 +755,18 @@ def detect_spike(
     Raises:
         ValidationError: an unknown *window*, or a negative count.
     """
+    if settings is not None and not isinstance(settings, SpikeSettings):
+        raise ValidationError(
+            "settings", f"expected SpikeSettings or None, got {type(settings).__name__}"
+        )
     chosen = SpikeSettings() if settings is None else settings
-    try:
-        which = SpikeWindow(window)
-    except ValueError:
-        names = ", ".join(repr(w.value) for w in SpikeWindow)
-        raise ValidationError("window", f"{window!r} is not a spike window: use {names}") from None
+    which = enum_value(SpikeWindow, "window", window)
     if isinstance(observed, bool) or not isinstance(observed, int) or observed < 0:
         raise ValidationError("observed", f"expected a whole number >= 0, got {observed!r}")
+    if isinstance(baseline, str | bytes) or not isinstance(baseline, Sequence):
+        raise ValidationError(
+            "baseline", f"expected a sequence of counts, got {type(baseline).__name__}"
+        )
     history = [count for count in baseline if count is not None]
     if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in history):
         raise ValidationError("baseline", "expected whole numbers >= 0 (or None for no history)")
@@ -821,6 +867,14 @@ def evaluate_spikes(
     Raises:
         ValidationError: (field ``counts``) an interval of *windows* has no counts.
     """
+    if not isinstance(windows, SpikeWindows):
+        raise ValidationError(
+            "windows", f"expected SpikeWindows (see spike_windows()), got {type(windows).__name__}"
+        )
+    if not isinstance(counts, Mapping):
+        raise ValidationError(
+            "counts", f"expected a mapping of Interval -> counts, got {type(counts).__name__}"
+        )
     for interval in windows.intervals():
         if interval not in counts:
             raise ValidationError(
@@ -912,6 +966,16 @@ def build_report(
     """
     zone = validate_timezone(tz)
     now = _require_aware(as_of, "as_of")
+    for name, figures in (("totals_now", totals_now), ("totals_previous", totals_previous)):
+        if not isinstance(figures, Mapping) or not all(
+            isinstance(ch, Channel) and isinstance(t, ChannelTotals) for ch, t in figures.items()
+        ):
+            raise ValidationError(name, "expected a mapping of Channel -> ChannelTotals")
+    for name, items, kind in (("series", series, SeriesPoint), ("spikes", spikes, SpikeCheck)):
+        if isinstance(items, str | bytes) or not isinstance(items, Sequence) or not all(
+            isinstance(item, kind) for item in items
+        ):
+            raise ValidationError(name, f"expected a sequence of {kind.__name__}")
     trends = []
     for ch in sorted(set(totals_now) | set(totals_previous)):
         before = totals_previous.get(ch, _NO_TOTALS)
@@ -930,7 +994,7 @@ def build_report(
         raise ValidationError("series", f"month(s) {', '.join(duplicated)} appear more than once")
     return TrendReport(
         as_of=now,
-        compared_with=one_month_earlier(now, zone),
+        compared_with=_clamped(one_month_earlier(now, zone)),
         timezone=str(zone.key),
         channels=tuple(trends),
         series=tuple(points),
@@ -945,7 +1009,8 @@ class ReportPlan:
     Attributes:
         as_of: the instant the report is for, aware UTC.
         timezone: the account's time zone.
-        compared_with: ``one_month_earlier(as_of, timezone)``.
+        compared_with: ``one_month_earlier(as_of, timezone)``, or 1970-01-01T00:00Z if that is
+            earlier.
         month_ends: the monthly series to read totals for, oldest first.
         spike_windows: the intervals to count transitions over.
     """
@@ -1007,15 +1072,22 @@ def plan_report(
 ) -> ReportPlan:
     """Plan a report for *as_of* in the account's time zone *tz* with a *months*-long series.
 
+    *as_of* may be any instant from 1970-01-01T00:00Z up to (not including) 9000-01-01T00:00Z.
+    The plan reaches back up to *months* months (the series) and ``baseline_months`` months and
+    ``baseline_weeks + 1`` weeks (the spike baselines); every instant it would place before
+    1970-01-01T00:00Z is clamped to it rather than refused: no event can precede it, so the totals
+    there are zero and the intervals before it empty, and such early periods count as "no history".
+
     Raises:
-        ValidationError: *as_of* is naive, *tz* is unknown or *months* is out of range.
+        ValidationError: *as_of* is naive or out of range (field ``as_of``), *tz* is unknown,
+            *months* is out of range or *spike_settings* is not SpikeSettings.
     """
     zone = validate_timezone(tz)
     now = _require_aware(as_of, "as_of")
     return ReportPlan(
         as_of=now,
         timezone=zone,
-        compared_with=one_month_earlier(now, zone),
+        compared_with=_clamped(one_month_earlier(now, zone)),
         month_ends=month_ends(now, zone, months),
         spike_windows=spike_windows(now, zone, spike_settings),
     )
@@ -1028,7 +1100,16 @@ def sparkline(values: Sequence[int]) -> str:
     """One bar per value, scaled from the smallest (``▁``) to the largest (``█``).
 
     A constant series has no shape to show and is drawn as a row of ``▄``; an empty one as ``""``.
+
+    Raises:
+        ValidationError: (field ``values``) not a sequence of whole numbers.
     """
+    if (
+        isinstance(values, str | bytes)
+        or not isinstance(values, Sequence)
+        or any(isinstance(v, bool) or not isinstance(v, int) for v in values)
+    ):
+        raise ValidationError("values", "expected a sequence of whole numbers")
     if not values:
         return ""
     low, high = min(values), max(values)

@@ -1,22 +1,36 @@
 """Several processes, each with several threads, change the same contacts on one PostgreSQL
 database: no event is lost or duplicated, the state is the replay of the events, the roll-ups
-agree with the state, and no deadlock or unique violation reaches the caller.
+agree with the state, and no deadlock or unique violation reaches the caller.  And calls that meet
+on an address (an inbound reply and the registration or edit of a contact with that address, two
+replies from a shared number) race round after round without losing an opt-out.
 
 Needs ``CONSENTKIT_TEST_POSTGRES_DSN``; the schemas are fresh and dropped at the end.
 """
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from consentkit.model import Actor, Contact, Evidence, SubscriptionState
+from consentkit.channels import MMS, SMS
+from consentkit.inbound import InboundMessage
+from consentkit.model import (
+    Actor,
+    Contact,
+    Evidence,
+    Justification,
+    ResubscribeReason,
+    Source,
+    SubscriptionState,
+)
 from consentkit.service import ConsentService
 from consentkit.storage.postgres import PostgresStore
 from consentkit.testing.replay import check_replay
@@ -26,8 +40,11 @@ from tests.storage._pg_workers import ACCOUNT, CHANNELS, Outcome, contact_id, ru
 pytestmark = postgres_marks
 
 ADMIN = Actor.admin(ACCOUNT, "alice")
+IMPORTER = Actor.system(ACCOUNT, "importer")
+EVIDENCE = Evidence("web_form", "Yes, text me about my orders.", "v2")
 PROCESSES = 3
 THREADS = 3
+ROUNDS = 150
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -156,5 +173,217 @@ def test_threads_of_one_process_share_a_store() -> None:
         assert outcome.errors == []
         assert outcome.conflicts == 0
         _check_consistency(store, outcome.changed, baseline)
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------- calls meeting on an address
+
+
+def _fresh_service() -> tuple[PostgresStore, ConsentService]:
+    """A store on a new, empty schema and a service on it (the system clock)."""
+    store = PostgresStore(require_dsn(), schema=new_schema("addr"))
+    return store, ConsentService(store)
+
+
+def _race(first: Callable[[], object], second: Callable[[], object]) -> list[str]:
+    """Run *first* and *second* in two threads released together by a barrier; their errors."""
+    start = threading.Barrier(2)
+    errors: list[str] = []
+
+    def run(action: Callable[[], object]) -> None:
+        try:
+            start.wait(30)
+            action()
+        except BaseException as error:  # reported by the caller: a thread must not die silently
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=run, args=(action,)) for action in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+        if thread.is_alive():
+            errors.append("a racing call did not finish within 60 s")
+    return errors
+
+
+def _phone(round_: int, offset: int = 0) -> str:
+    """A phone number no earlier round used."""
+    return f"+1415{offset + round_:07d}"
+
+
+def _stop(service: ConsentService, phone: str, message_id: str) -> Callable[[], object]:
+    """A STOP texted from *phone* a moment ago, handled when called."""
+    received = datetime.now(UTC) - timedelta(seconds=1)
+    message = InboundMessage(ACCOUNT, SMS, phone, "STOP", message_id, received)
+    return lambda: service.handle_inbound(message)
+
+
+def test_stop_racing_the_registration_of_its_number_is_never_lost() -> None:
+    """A STOP from a number and the registration of a new contact with that number race, 150
+    rounds: the contact always ends unsubscribed, so a later import cannot subscribe it."""
+    store, service = _fresh_service()
+    try:
+        errors: list[str] = []
+        sendable: list[int] = []
+        for round_ in range(ROUNDS):
+            phone, cid = _phone(round_), f"new{round_:04d}"
+            register = functools.partial(
+                service.upsert_contacts, ADMIN, [Contact(ACCOUNT, cid, phone=phone)]
+            )
+            errors += _race(_stop(service, phone, f"SM-{round_}"), register)
+            service.opt_in(
+                IMPORTER, [cid], [SMS], evidence=EVIDENCE, source=Source.IMPORT, partial=True
+            )
+            if service.can_send(ADMIN, cid, SMS):
+                sendable.append(round_)
+        assert errors == []
+        assert sendable == [], f"{len(sendable)} of {ROUNDS} rounds subscribed a STOPped number"
+        check_replay(store, ACCOUNT)
+    finally:
+        store.close()
+
+
+def test_two_stops_from_a_shared_number_unsubscribe_each_contact_once() -> None:
+    """Two STOPs (two message ids) from a number two subscribed contacts share race, 150 rounds:
+    both contacts end unsubscribed, with one unsubscribe event per pair, and the audit log
+    replays to the state."""
+    store, service = _fresh_service()
+    try:
+        errors: list[str] = []
+        wrong: list[str] = []
+        for round_ in range(ROUNDS):
+            phone = _phone(round_)
+            ids = [f"a{round_:04d}", f"b{round_:04d}"]
+            service.upsert_contacts(ADMIN, [Contact(ACCOUNT, cid, phone=phone) for cid in ids])
+            service.opt_in(ADMIN, ids, [SMS], evidence=EVIDENCE)
+            errors += _race(
+                _stop(service, phone, f"SM-{round_}-1"), _stop(service, phone, f"SM-{round_}-2")
+            )
+            for cid in ids:
+                if service.can_send(ADMIN, cid, SMS):
+                    wrong.append(f"{cid} is still sendable on SMS")
+                unsubscribes = Counter(
+                    e.channel
+                    for e in store.events(ACCOUNT, contact_id=cid)
+                    if e.new_state is SubscriptionState.UNSUBSCRIBED
+                )
+                if set(unsubscribes.values()) != {1}:
+                    wrong.append(f"{cid}: unsubscribe events per channel {dict(unsubscribes)}")
+        assert errors == []
+        assert wrong == []
+        check_replay(store, ACCOUNT)
+    finally:
+        store.close()
+
+
+def test_moving_a_contact_to_a_stopped_number_racing_admin_changes() -> None:
+    """A subscribed contact moved to a number that texted STOP races an admin's opt-in (even
+    rounds) or unsubscribe (odd rounds) of that contact, 150 rounds: the contact always ends
+    unsubscribed on the number's channels, and an import cannot subscribe it again."""
+    store, service = _fresh_service()
+    try:
+        errors: list[str] = []
+        sendable: list[str] = []
+        for round_ in range(ROUNDS):
+            cid, stopped = f"m{round_:04d}", _phone(round_, offset=500_000)
+            service.upsert_contacts(ADMIN, [Contact(ACCOUNT, cid, phone=_phone(round_))])
+            service.opt_in(ADMIN, [cid], [SMS], evidence=EVIDENCE)
+            _stop(service, stopped, f"SM-{round_}")()
+            move = functools.partial(
+                service.upsert_contacts, ADMIN, [Contact(ACCOUNT, cid, phone=stopped)]
+            )
+            admin: Callable[[], object]
+            if round_ % 2 == 0:
+                admin = functools.partial(
+                    service.opt_in, ADMIN, [cid], [SMS, MMS], evidence=EVIDENCE, partial=True
+                )
+            else:
+                admin = functools.partial(
+                    service.unsubscribe, ADMIN, [cid], [SMS], reason="complaint"
+                )
+            errors += _race(move, admin)
+            service.opt_in(
+                IMPORTER, [cid], [SMS, MMS], evidence=EVIDENCE, source=Source.IMPORT, partial=True
+            )
+            for ch in (SMS, MMS):
+                if service.can_send(ADMIN, cid, ch):
+                    sendable.append(f"round {round_}: {cid} on {ch.key}")
+        assert errors == []
+        assert sendable == []
+        check_replay(store, ACCOUNT)
+    finally:
+        store.close()
+
+
+def test_two_edits_of_a_contact_apply_the_suppression_of_the_number_it_ends_at() -> None:
+    """A contact at a number that texted STOP (then resubscribed on request) is moved away in one
+    thread and set back to that number in another, 150 rounds: whichever commits last, a
+    contact that ends at the number is unsubscribed (the number joined it again), because the
+    second edit reads the contact as the first one left it."""
+    store, service = _fresh_service()
+    requested = Justification(ResubscribeReason.CONTACT_REQUEST, "asked again on the phone")
+    try:
+        errors: list[str] = []
+        wrong: list[str] = []
+        for round_ in range(ROUNDS):
+            cid, stopped, other = f"e{round_:04d}", _phone(round_), _phone(round_, 500_000)
+            service.upsert_contacts(ADMIN, [Contact(ACCOUNT, cid, phone=stopped)])
+            service.opt_in(ADMIN, [cid], [SMS], evidence=EVIDENCE)
+            _stop(service, stopped, f"SM-{round_}")()
+            service.resubscribe(ADMIN, [cid], [SMS], justification=requested)
+            errors += _race(
+                functools.partial(
+                    service.upsert_contacts, ADMIN, [Contact(ACCOUNT, cid, phone=other)]
+                ),
+                functools.partial(
+                    service.upsert_contacts, ADMIN, [Contact(ACCOUNT, cid, phone=stopped)]
+                ),
+            )
+            ends_at = service.get_contact(ADMIN, cid).phone
+            if ends_at == stopped and service.can_send(ADMIN, cid, SMS):
+                wrong.append(f"round {round_}: {cid} is back at {stopped} and sendable")
+        assert errors == []
+        assert wrong == [], f"{len(wrong)} of {ROUNDS} rounds"
+        check_replay(store, ACCOUNT)
+    finally:
+        store.close()
+
+
+def test_stop_racing_a_large_import_of_its_number_is_never_lost() -> None:
+    """A STOP from one of 300 numbers an import registers at that moment (enough addresses for
+    the import to lock the account's addresses as a whole), 40 rounds: the contact at that
+    number always ends unsubscribed, and the import's own opt-in skips it."""
+    store, service = _fresh_service()
+    try:
+        errors: list[str] = []
+        sendable: list[int] = []
+        for round_ in range(40):
+            base = 1_000_000 + round_ * 300
+            contacts = [
+                Contact(ACCOUNT, f"i{round_:03d}-{n:03d}", phone=_phone(n, base))
+                for n in range(300)
+            ]
+            target = contacts[round_ * 7 % 300]
+            assert target.phone is not None
+            errors += _race(
+                _stop(service, target.phone, f"SM-{round_}"),
+                functools.partial(service.upsert_contacts, ADMIN, contacts),
+            )
+            service.opt_in(
+                IMPORTER,
+                [c.id for c in contacts],
+                [SMS],
+                evidence=EVIDENCE,
+                source=Source.IMPORT,
+                partial=True,
+                details=False,
+            )
+            if service.can_send(ADMIN, target.id, SMS):
+                sendable.append(round_)
+        assert errors == []
+        assert sendable == [], f"{len(sendable)} of 40 rounds subscribed a STOPped number"
+        check_replay(store, ACCOUNT)
     finally:
         store.close()

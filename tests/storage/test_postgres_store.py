@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
@@ -19,14 +20,17 @@ from consentkit.channels import EMAIL, SMS
 from consentkit.errors import ConflictError, StorageError, ValidationError
 from consentkit.model import (
     Actor,
+    ActorKind,
     Contact,
     Evidence,
+    OptOutOrigin,
     Source,
     SubscriptionState,
+    Suppression,
 )
 from consentkit.service import ConsentService
 from consentkit.storage.base import ChangeBatch, PairChange, SubscriptionFilter
-from consentkit.storage.postgres import SCHEMA_VERSION, PostgresStore
+from consentkit.storage.postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresStore
 from consentkit.testing import StoreConformance
 from consentkit.testing.clock import FakeClock
 from consentkit.testing.replay import check_replay
@@ -132,6 +136,107 @@ def test_concurrent_migrations_from_processes(schema: str) -> None:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(f'SELECT version FROM "{schema}".schema_migrations').fetchall()
     assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+def _create_version_1(dsn: str, schema: str) -> None:
+    """Build *schema* as consentkit's schema version 1 left it (the first released migration)."""
+    quoted = f'"{schema}"'
+    version, description, statements = _MIGRATIONS[0]
+    assert version == 1
+    with psycopg.connect(dsn) as conn:
+        conn.execute(f"CREATE SCHEMA {quoted}")
+        conn.execute(
+            f"""CREATE TABLE {quoted}.schema_migrations (
+                version integer PRIMARY KEY,
+                description text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )"""
+        )
+        for statement in statements:
+            conn.execute(statement.replace("__S__", quoted))
+        conn.execute(
+            f"INSERT INTO {quoted}.schema_migrations (version, description) VALUES (1, %s)",
+            (description,),
+        )
+
+
+def test_migration_from_version_1_back_fills_opt_out_records(schema: str) -> None:
+    """Rows written at schema version 1 read back after the migration with who opted out (from
+    the last change's source and actor kind) and when, and suppressions come back active."""
+    dsn = require_dsn()
+    _create_version_1(dsn, schema)
+    rows = [
+        # contact, channel, state, version, at (hours after T0), changed_by, source, reason
+        ("stop", "sms", "unsubscribed", 2, 1, "contact", "inbound_keyword", "stop_keyword"),
+        ("list", "sms", "unsubscribed", 1, 2, "system", "suppression", None),
+        ("admin", "sms", "unsubscribed", 2, 3, "admin", "api", "complaint"),
+        ("member", "sms", "unsubscribed", 2, 4, "member", "contacts_page", None),
+        ("bounce", "email", "unsubscribed", 1, 5, "system", "system", "hard_bounce"),
+        ("fine", "sms", "subscribed", 1, 6, "admin", "import", None),
+        ("held", "sms", "never_subscribed", 0, None, None, None, None),
+    ]
+    with psycopg.connect(dsn) as conn:
+        for cid, ch, state, version, hours, by, source, reason in rows:
+            conn.execute(
+                f"""INSERT INTO "{schema}".subscriptions (account, contact_id, channel, state,
+                    version, updated_at, changed_by, source, reason)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                (
+                    ACCOUNT, cid, ch, state, version,
+                    None if hours is None else T0 + timedelta(hours=hours), by, source, reason,
+                ),
+            )
+        conn.execute(
+            f"""INSERT INTO "{schema}".suppressions (account, address_key, channel, occurred_at,
+                source, inbound_message_id) VALUES (%s, 'phone:+14155550100', 'sms', %s,
+                'inbound_keyword', 'SM-1')""",
+            (ACCOUNT, T0),
+        )
+    with PostgresStore(dsn, schema=schema) as store:
+        expected = {
+            "stop": (frozenset({OptOutOrigin.CONTACT}), T0 + timedelta(hours=1)),
+            "list": (frozenset({OptOutOrigin.SUPPRESSION}), T0 + timedelta(hours=2)),
+            "admin": (frozenset({OptOutOrigin.ADMIN}), T0 + timedelta(hours=3)),
+            "member": (frozenset({OptOutOrigin.MEMBER}), T0 + timedelta(hours=4)),
+        }
+        for cid, (origins, at) in expected.items():
+            sub = store.get_subscription(ACCOUNT, cid, SMS)
+            assert sub is not None
+            assert (sub.opted_out_by, sub.opted_out_via, sub.last_opt_out_at) == (
+                origins, None, at
+            )
+        bounce = store.get_subscription(ACCOUNT, "bounce", EMAIL)
+        assert bounce is not None
+        assert (bounce.opted_out_by, bounce.last_opt_out_at, bounce.reason) == (
+            frozenset({OptOutOrigin.SYSTEM}), T0 + timedelta(hours=5), "hard_bounce"
+        )
+        fine = store.get_subscription(ACCOUNT, "fine", SMS)
+        assert fine is not None
+        assert (fine.opted_out_by, fine.opted_out_via, fine.last_opt_out_at) == (
+            frozenset(), None, None
+        )
+        assert store.get_subscription(ACCOUNT, "held", SMS) is None
+        with store.transaction(ACCOUNT) as tx:
+            assert tx.get_suppressions(["phone:+14155550100"]) == [
+                Suppression(
+                    ACCOUNT, "phone:+14155550100", SMS, T0, Source.INBOUND_KEYWORD, "SM-1"
+                )
+            ]
+            # The migrated placeholder row still locks and writes like a new one.
+            tx.lock_subscriptions(["held"], [SMS])
+            tx.write_changes(
+                _batch(SubscriptionState.UNSUBSCRIBED), [
+                    PairChange("held", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)
+                ]
+            )
+        held = store.get_subscription(ACCOUNT, "held", SMS)
+        assert held is not None
+        assert (held.version, held.changed_by, held.last_opt_out_at) == (1, ActorKind.ADMIN, T0)
+    with psycopg.connect(dsn) as conn:
+        versions = conn.execute(
+            f'SELECT version FROM "{schema}".schema_migrations ORDER BY version'
+        ).fetchall()
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
 
 def test_create_schema_false_requires_a_migrated_schema(schema: str) -> None:
@@ -273,6 +378,195 @@ def test_absent_pair_lock_blocks_a_second_writer(store: PostgresStore) -> None:
         )
     thread.join(10)
     assert seen == [1]
+
+
+def test_nested_transaction_on_a_one_connection_pool_fails_at_once(schema: str) -> None:
+    """With every pooled connection in use by the thread's own transaction, opening another one
+    raises StorageError instead of waiting for the pool, and the outer one still commits."""
+    dsn = require_dsn()
+    with ConnectionPool(dsn, min_size=1, max_size=1, timeout=60, open=True) as pool:
+        store = PostgresStore(pool=pool, schema=schema)
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, "a")])
+            with pytest.raises(StorageError, match="already open"), store.transaction(ACCOUNT):
+                pass
+            tx.write_changes(
+                _batch(SubscriptionState.UNSUBSCRIBED),
+                [PairChange("a", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)],
+            )
+        assert store.get_state(ACCOUNT, "a", SMS) is SubscriptionState.UNSUBSCRIBED
+        with store.transaction(ACCOUNT) as tx:
+            assert tx.missing_contacts(["a"]) == []
+        store.close()
+
+
+def _waiting_advisory_locks(pids: list[int]) -> int:
+    """How many advisory locks the backends *pids* are waiting for."""
+    with psycopg.connect(require_dsn(), autocommit=True) as conn:
+        row = conn.execute(
+            """SELECT count(*) FROM pg_locks
+                WHERE locktype = 'advisory' AND NOT granted AND pid = ANY(%s)""",
+            (pids,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_address_locks_are_taken_in_one_order(store: PostgresStore) -> None:
+    """Two transactions locking the same addresses, given in opposite orders, both held up in
+    the middle by a third that holds one of them, never deadlock once it lets go: every call
+    takes its locks in lock-id order, whatever order it was given."""
+    keys = [f"phone:+1415555{n:04d}" for n in range(40)]
+    gate = "phone:+14155559999"
+    given = [*keys[:20], gate, *keys[20:]]
+    for round_ in range(5):
+        pids: list[int] = []
+        errors: list[BaseException] = []
+
+        def locker(
+            order: list[str],
+            round_: int = round_,
+            pids: list[int] = pids,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            try:
+                with store.transaction(ACCOUNT) as tx:
+                    pids.append(tx._conn.info.backend_pid)
+                    tx.lock_addresses(order)
+                    tx.put_inbound_result(f"m{round_}-{order[0]}", "{}")
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        with store.transaction(ACCOUNT) as holder:
+            holder.lock_addresses([gate])
+            threads = [threading.Thread(target=locker, args=(o,)) for o in (given, given[::-1])]
+            for thread in threads:
+                thread.start()
+            # Both lockers are stuck (on the gate, or on a key the other took first) before the
+            # holder commits.
+            for _ in range(1000):
+                if len(pids) == 2 and _waiting_advisory_locks(pids) == 2:
+                    break
+                time.sleep(0.01)
+            else:
+                pytest.fail("the two lockers never both waited")
+        for thread in threads:
+            thread.join(30)
+        assert errors == []
+
+
+@pytest.mark.parametrize("big_first", [True, False])
+def test_many_addresses_take_the_account_lock(store: PostgresStore, big_first: bool) -> None:
+    """A transaction locking hundreds of addresses holds a few advisory locks, not hundreds, and
+    still excludes one locking any of them (in either order)."""
+    keys = [f"phone:+1415556{n:04d}" for n in range(300)]
+    shared = keys[123]
+    first_keys, second_keys = (keys, [shared]) if big_first else ([shared], keys)
+    locked = threading.Event()
+    held: list[int] = []
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with store.transaction(ACCOUNT) as tx:
+                tx.lock_addresses(first_keys)
+                pid = tx._conn.info.backend_pid
+                with psycopg.connect(require_dsn(), autocommit=True) as conn:
+                    row = conn.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s",
+                        (pid,),
+                    ).fetchone()
+                assert row is not None
+                held.append(row[0])
+                locked.set()
+                time.sleep(0.3)
+                tx.put_suppressions([Suppression(ACCOUNT, shared, SMS, T0, Source.CARRIER)])
+        except BaseException as error:  # reported below
+            errors.append(error)
+            locked.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert locked.wait(10)
+    with store.transaction(ACCOUNT) as tx:
+        tx.lock_addresses(second_keys)
+        seen = tx.get_suppressions([shared])
+    thread.join(10)
+    assert errors == []
+    assert seen == [Suppression(ACCOUNT, shared, SMS, T0, Source.CARRIER)]
+    assert held == [2]
+
+
+def test_contacts_read_by_a_writer_stay_as_read(store: PostgresStore) -> None:
+    """A write transaction that read a contact holds it: another writer reading it waits and
+    then sees the first one's edit, so the old addresses it locks are the current ones."""
+    _register(store, "x")
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_contacts([Contact(ACCOUNT, "x", phone="+14155550100")])
+    read = threading.Event()
+    errors: list[BaseException] = []
+
+    def editor() -> None:
+        try:
+            with store.transaction(ACCOUNT) as tx:
+                assert tx.get_contacts(["x"])["x"].phone == "+14155550100"
+                read.set()
+                time.sleep(0.3)
+                tx.put_contacts([Contact(ACCOUNT, "x", phone="+14155550111")])
+        except BaseException as error:  # reported below
+            errors.append(error)
+            read.set()
+
+    thread = threading.Thread(target=editor)
+    thread.start()
+    assert read.wait(10)
+    with store.transaction(ACCOUNT) as tx:
+        seen = tx.get_contacts(["x", "nobody"])
+    thread.join(10)
+    assert errors == []
+    assert seen == {"x": Contact(ACCOUNT, "x", phone="+14155550111")}
+
+
+def test_noted_opt_outs_leave_the_other_locked_pairs_writable(store: PostgresStore) -> None:
+    """Noting an opt-out moves only that pair's row: the other pairs locked with it are written
+    directly, and the noted one through the version-checking statement."""
+    _register(store, "a", "b")
+    with store.transaction(ACCOUNT) as tx:
+        tx.write_changes(
+            _batch(SubscriptionState.UNSUBSCRIBED),
+            [PairChange("a", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)],
+        )
+        tx.write_changes(
+            _batch(SubscriptionState.SUBSCRIBED),
+            [PairChange("b", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)],
+        )
+    later = T0 + timedelta(hours=1)
+    with store.transaction(ACCOUNT) as tx:
+        assert set(tx.lock_subscriptions(["a", "b"], [SMS])) == {("a", SMS), ("b", SMS)}
+        note = attrs.evolve(
+            _batch(SubscriptionState.UNSUBSCRIBED, later), opted_out_by=OptOutOrigin.SYSTEM
+        )
+        tx.note_opt_outs(note, [("a", SMS), ("b", SMS), ("a", SMS)])
+        tx.write_changes(
+            _batch(SubscriptionState.UNSUBSCRIBED, later),
+            [PairChange("b", SMS, SubscriptionState.SUBSCRIBED, 1)],
+        )
+        tx.write_changes(
+            _batch(SubscriptionState.SUBSCRIBED, later),
+            [PairChange("a", SMS, SubscriptionState.UNSUBSCRIBED, 1)],
+        )
+    a = store.get_subscription(ACCOUNT, "a", SMS)
+    b = store.get_subscription(ACCOUNT, "b", SMS)
+    assert a is not None
+    assert b is not None
+    assert (a.state, a.version, a.opted_out_by, a.last_opt_out_at) == (
+        SubscriptionState.SUBSCRIBED, 2, frozenset(), later
+    )
+    assert (b.state, b.version, b.opted_out_by, b.last_opt_out_at) == (
+        SubscriptionState.UNSUBSCRIBED, 2, frozenset(), later
+    )
+    assert len(list(store.events(ACCOUNT))) == 4
+    check_replay(store, ACCOUNT)
 
 
 def test_concurrent_duplicate_inbound_blocks_then_conflicts(store: PostgresStore) -> None:

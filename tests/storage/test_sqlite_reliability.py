@@ -1,5 +1,5 @@
 """The SQLite store with real processes and real files: concurrent writers, SIGKILL in the middle
-of a bulk call, close and reopen.
+of a bulk call, fork() while a thread writes, close and reopen.
 
 The child processes run ``_sqlite_worker.py`` next to this file.
 """
@@ -7,15 +7,19 @@ The child processes run ``_sqlite_worker.py`` next to this file.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,9 +36,11 @@ from consentkit import (
     Justification,
     ResubscribeReason,
     Source,
+    StorageError,
     SubscriptionState,
     channel,
 )
+from consentkit.errors import ConsentError
 from consentkit.inbound import InboundMessage
 from consentkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
 from consentkit.testing import FakeClock, check_replay
@@ -245,6 +251,155 @@ def test_sigkill_after_a_bulk_call_returned_keeps_all_of_it(
     assert integrity(path) == [("ok",)]
     assert counts(path) == (BULK, BULK)
     assert replay_mismatches(path) == 0
+
+
+# ---------------------------------------------------------------------------- fork
+
+needs_fork = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork()"
+)
+
+
+def _write_in_forked_child(
+    store: SQLiteStore,
+    path: str,
+    parent_done: Any,
+    report: Any,
+) -> None:
+    """In the child: once the parent's transaction has ended, write through the inherited store
+    and through a new one, and send the errors met (none, when fork is handled)."""
+    errors: list[str] = []
+    if not parent_done.wait(30):
+        errors.append("the parent never finished its transaction")
+    for contact_id, made in (("child-inherited", None), ("child-new", path)):
+        try:
+            target = store if made is None else SQLiteStore(made, busy_timeout=2)
+            with target.transaction(ACCOUNT) as tx:
+                tx.put_contacts([Contact(ACCOUNT, contact_id)])
+        except ConsentError as error:
+            errors.append(f"{contact_id}: {type(error).__name__}: {error}")
+    report.send(errors)
+    report.close()
+    sys.exit(1 if errors else 0)
+
+
+@needs_fork
+def test_a_child_forked_while_a_thread_writes_can_write(tmp_path: Path) -> None:
+    """A child forked while another thread of the parent holds a write transaction can write to
+    the file, through the store it inherited and through a new one, once that transaction ended
+    (issue 10, defect 10: it used to meet ConflictError after every busy timeout)."""
+    path = tmp_path / "forked.db"
+    # Longer than the transaction below, so that a fork waits for it to end.
+    store = SQLiteStore(path, busy_timeout=10)
+    holding = threading.Event()
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def hold() -> None:
+        try:
+            with store.transaction(ACCOUNT) as tx:
+                tx.put_contacts([Contact(ACCOUNT, "parent")])
+                holding.set()
+                # Bounded on its own: fork() may wait for this transaction to end.
+                release.wait(1.0)
+        except BaseException as error:  # reported below
+            errors.append(error)
+            holding.set()
+
+    context = multiprocessing.get_context("fork")
+    parent_done = context.Event()
+    receive, send = context.Pipe(duplex=False)
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        child = context.Process(
+            target=_write_in_forked_child, args=(store, str(path), parent_done, send)
+        )
+        child.start()
+        release.set()
+        thread.join(10)
+        parent_done.set()
+        try:
+            assert receive.poll(60), "the child reported nothing"
+            reported = receive.recv()
+        finally:
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+                child.join(10)
+        assert errors == []
+        assert reported == []
+        assert child.exitcode == 0
+        ids = {c.id for c in store.list_contacts(ACCOUNT, after=None, limit=10)}
+        assert ids == {"parent", "child-inherited", "child-new"}
+        with store.transaction(ACCOUNT) as tx:  # and the parent writes on
+            tx.put_contacts([Contact(ACCOUNT, "after")])
+    finally:
+        release.set()
+        thread.join(10)
+        store.close()
+    assert integrity(path) == [("ok",)]
+
+
+def _fork_inside_a_transaction(store: SQLiteStore) -> int:
+    """Fork inside a write transaction and leave the block normally in both processes; the
+    child exits with 0 if its leaving was refused with StorageError, 1 if it committed, 2 on any
+    other error.  Returns the child's pid (in the parent)."""
+    pid = -1
+    try:
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, "before-fork")])
+            pid = os.fork()
+    except StorageError:
+        if pid == 0:
+            os._exit(0)
+        raise
+    except BaseException:
+        if pid == 0:
+            os._exit(2)
+        raise
+    if pid == 0:
+        os._exit(1)
+    return pid
+
+
+@needs_fork
+def test_a_fork_inside_a_transaction_leaves_it_to_the_parent(tmp_path: Path) -> None:
+    """fork() from the thread that holds a write transaction does not wait for it; the child
+    cannot commit the transaction it inherited (StorageError), the parent commits it once, and
+    both processes can write afterwards."""
+    path = tmp_path / "inside.db"
+    with SQLiteStore(path, busy_timeout=2) as store:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pid = _fork_inside_a_transaction(store)
+        deadline = time.monotonic() + 30
+        while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if waited[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung")
+        assert os.waitstatus_to_exitcode(waited[1]) == 0
+        assert [w.message for w in caught if issubclass(w.category, RuntimeWarning)] == []
+        assert [c.id for c in store.list_contacts(ACCOUNT, after=None, limit=10)] == ["before-fork"]
+        context = multiprocessing.get_context("fork")
+        child = context.Process(target=_put_contact, args=(store, "child"))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+        assert {c.id for c in store.list_contacts(ACCOUNT, after=None, limit=10)} == {
+            "before-fork",
+            "child",
+        }
+    assert integrity(path) == [("ok",)]
+
+
+def _put_contact(store: SQLiteStore, contact_id: str) -> None:
+    """Register one contact through *store* (run in a child process)."""
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_contacts([Contact(ACCOUNT, contact_id)])
 
 
 # ---------------------------------------------------------------------------- close and reopen

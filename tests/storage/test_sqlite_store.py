@@ -26,6 +26,7 @@ from consentkit import (
     Evidence,
     InMemoryStore,
     Justification,
+    OptOutOrigin,
     ResubscribeReason,
     Source,
     StorageError,
@@ -33,8 +34,9 @@ from consentkit import (
     ValidationError,
     channel,
 )
+from consentkit.model import Suppression
 from consentkit.storage import ChangeBatch, PairChange, Store, SubscriptionFilter
-from consentkit.storage.sqlite import SCHEMA_VERSION, SQLiteStore
+from consentkit.storage.sqlite import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 from consentkit.testing import FakeClock, StoreConformance, check_replay
 
 ACCOUNT = "acme"
@@ -133,6 +135,109 @@ def test_reopening_keeps_data_and_applies_no_migration_twice(path: Path) -> None
     conn = raw(path)
     assert conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+def _micros(instant: datetime) -> int:
+    return (instant - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def _version_1_file(path: Path) -> None:
+    """A file as consentkit wrote it at schema version 1 (the released migration, run as is),
+    with subscriptions unsubscribed by each kind of actor, a resubscribed pair, a subscribed pair
+    that never opted out, their events and a suppression."""
+    conn = raw(path)
+    conn.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+        "applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    for statement in _MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+    t0, t1, t2 = (_micros(T0 + timedelta(hours=h)) for h in (0, 1, 2))
+    # contact: its changes as (new state, actor kind, source, time), after an opt-in at t0 (but
+    # for the contact registered unsubscribed by a suppression)
+    histories = {
+        "by-contact": [("unsubscribed", "contact", "inbound_keyword", t1)],
+        "by-suppression": [("unsubscribed", "system", "suppression", t0)],
+        "by-admin": [("unsubscribed", "admin", "api", t1)],
+        "by-system": [("unsubscribed", "system", "carrier", t2)],
+        "back": [("unsubscribed", "contact", "inbox", t1), ("subscribed", "admin", "api", t2)],
+        "always": [],
+    }
+    for contact_id, changes in histories.items():
+        conn.execute("INSERT INTO contacts (account, id) VALUES (?, ?)", (ACCOUNT, contact_id))
+        if contact_id != "by-suppression":
+            changes.insert(0, ("subscribed", "admin", "api", t0))
+        previous = "never_subscribed"
+        for new, kind, source, at in changes:
+            conn.execute(
+                "INSERT INTO events (account, contact_id, channel, previous_state, new_state, "
+                "actor_kind, actor_id, source, occurred_at, recorded_at) "
+                "VALUES (?, ?, 'sms', ?, ?, ?, 'x', ?, ?, ?)",
+                (ACCOUNT, contact_id, previous, new, kind, source, at, at),
+            )
+            previous = new
+        _, kind, source, at = changes[-1]
+        conn.execute(
+            "INSERT INTO subscriptions (account, contact_id, channel, state, version, updated_at, "
+            "changed_by, source, reason) VALUES (?, ?, 'sms', ?, ?, ?, ?, ?, NULL)",
+            (ACCOUNT, contact_id, previous, len(changes), at, kind, source),
+        )
+    conn.execute(
+        "INSERT INTO suppressions (account, address_key, channel, occurred_at, source, "
+        "inbound_message_id) VALUES (?, 'phone:+14155550999', 'sms', ?, 'inbound_keyword', 'm1')",
+        (ACCOUNT, t0),
+    )
+    conn.close()
+
+
+def test_a_version_1_file_is_migrated_without_reinterpreting_its_rows(tmp_path: Path) -> None:
+    """Opening a file of schema version 1 adds the opt-out record and the suppression flag:
+    unsubscribed pairs are opted out by whoever made their last change (a suppression by
+    ``suppression``), at that time, from no known address; a resubscribed pair keeps the time of
+    its last opt-out; suppressions stay active; the version is recorded."""
+    path = tmp_path / "v1.db"
+    _version_1_file(path)
+    with SQLiteStore(path) as store:
+        records = {
+            sub.contact_id: (sub.state, sub.opted_out_by, sub.opted_out_via, sub.last_opt_out_at)
+            for sub in store.list_subscriptions(
+                ACCOUNT,
+                SubscriptionFilter(SMS, SubscriptionState.UNSUBSCRIBED),
+                after=None,
+                limit=10,
+            )
+            + store.list_subscriptions(
+                ACCOUNT,
+                SubscriptionFilter(SMS, SubscriptionState.SUBSCRIBED),
+                after=None,
+                limit=10,
+            )
+        }
+        with store.transaction(ACCOUNT) as tx:
+            locked = tx.lock_subscriptions(list(records), [SMS])
+            suppressions = tx.get_suppressions(["phone:+14155550999"])
+        check_replay(store, ACCOUNT)
+        unsubscribed = SubscriptionState.UNSUBSCRIBED
+        at = {h: T0 + timedelta(hours=h) for h in (0, 1, 2)}
+        assert records == {
+            "by-contact": (unsubscribed, {OptOutOrigin.CONTACT}, None, at[1]),
+            "by-suppression": (unsubscribed, {OptOutOrigin.SUPPRESSION}, None, at[0]),
+            "by-admin": (unsubscribed, {OptOutOrigin.ADMIN}, None, at[1]),
+            "by-system": (unsubscribed, {OptOutOrigin.SYSTEM}, None, at[2]),
+            "back": (SubscriptionState.SUBSCRIBED, frozenset(), None, at[1]),
+            "always": (SubscriptionState.SUBSCRIBED, frozenset(), None, None),
+        }
+        for contact_id in records:
+            single = store.get_subscription(ACCOUNT, contact_id, SMS)
+            assert single is not None
+            assert locked[(contact_id, SMS)] == single
+            assert store.subscriptions_of(ACCOUNT, contact_id) == [single]
+        assert [(s.inbound_message_id, s.active) for s in suppressions] == [("m1", True)]
+    conn = raw(path)
+    versions = [row[0] for row in conn.execute("SELECT version FROM schema_version")]
+    conn.close()
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
 
 
 def test_threads_opening_a_fresh_file_at_once_migrate_it_once(tmp_path: Path) -> None:
@@ -397,6 +502,131 @@ def test_rejected_batches_write_nothing(store: SQLiteStore) -> None:
                 [PairChange("a", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)],
             )
     assert list(store.events(ACCOUNT)) == []
+
+
+# ---------------------------------------------------------------------------- opt-out record
+
+
+def _stored_record(path: Path) -> dict[str, tuple[object, ...]]:
+    """The raw opt-out columns of every SMS pair, by contact."""
+    conn = raw(path)
+    try:
+        rows = conn.execute(
+            "SELECT contact_id, state, opted_out_by, opted_out_via, last_opt_out_at "
+            "FROM subscriptions WHERE channel = 'sms'"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+@pytest.mark.parametrize("size", [3, 40], ids=["keyed", "json"])
+def test_opt_out_record_columns_in_bulk(path: Path, store: SQLiteStore, size: int) -> None:
+    """Bulk unsubscribes, notes and resubscribes (through both the keyed and the JSON statements)
+    keep the origins sorted and comma-joined, move last_opt_out_at forward only, leave
+    subscribed and absent pairs alone, and read back the same through every reader."""
+    ids = [f"p{i:02d}" for i in range(size)]
+    half = ids[: size // 2 + 1]
+    at = {h: T0 + timedelta(hours=h) for h in range(6)}
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_contacts([Contact(ACCOUNT, cid) for cid in ids])
+        tx.write_changes(
+            batch(SubscriptionState.SUBSCRIBED),
+            [PairChange(cid, SMS, SubscriptionState.NEVER_SUBSCRIBED, 0) for cid in ids],
+        )
+        tx.write_changes(
+            batch(
+                SubscriptionState.UNSUBSCRIBED,
+                occurred_at=at[2],
+                opted_out_by=OptOutOrigin.SYSTEM,
+                opted_out_via="phone:+14155550100",
+            ),
+            [PairChange(cid, SMS, SubscriptionState.SUBSCRIBED, 1) for cid in half],
+        )
+        pairs = [(cid, SMS) for cid in [*ids, "stranger"]]
+        for origin, hour in (
+            (OptOutOrigin.CONTACT, 1),
+            (OptOutOrigin.ADMIN, 4),
+            (OptOutOrigin.CONTACT, 3),
+            (None, 5),
+        ):
+            tx.note_opt_outs(
+                batch(SubscriptionState.UNSUBSCRIBED, occurred_at=at[hour], opted_out_by=origin),
+                pairs,
+            )
+    record = _stored_record(path)
+    assert set(record) == set(ids)
+    for cid in ids:
+        if cid in half:
+            assert record[cid] == (
+                "unsubscribed",
+                "admin,contact,system",
+                "phone:+14155550100",
+                _micros(at[5]),
+            )
+        else:
+            assert record[cid] == ("subscribed", None, None, None)
+    with store.transaction(ACCOUNT) as tx:
+        locked = tx.lock_subscriptions(ids, [SMS])
+        # A backdated unsubscribe of a resubscribed pair keeps the later last opt-out.
+        tx.write_changes(
+            batch(SubscriptionState.SUBSCRIBED, justification=REQUEST, occurred_at=at[5]),
+            [PairChange(cid, SMS, SubscriptionState.UNSUBSCRIBED, 2) for cid in half],
+        )
+        tx.write_changes(
+            batch(SubscriptionState.UNSUBSCRIBED, occurred_at=at[1]),
+            [PairChange(cid, SMS, SubscriptionState.SUBSCRIBED, 3) for cid in half],
+        )
+    for cid in ids:
+        sub = store.get_subscription(ACCOUNT, cid, SMS)
+        assert sub is not None
+        assert store.subscriptions_of(ACCOUNT, cid) == [sub]
+        if cid in half:
+            assert locked[(cid, SMS)].opted_out_by == {
+                OptOutOrigin.ADMIN,
+                OptOutOrigin.CONTACT,
+                OptOutOrigin.SYSTEM,
+            }
+            assert (sub.opted_out_by, sub.opted_out_via, sub.last_opt_out_at) == (
+                frozenset(),
+                None,
+                at[5],
+            )
+            assert sub.reason is None  # the backdated unsubscribe had none
+        else:
+            assert locked[(cid, SMS)] == sub
+            assert (sub.opted_out_by, sub.last_opt_out_at) == (frozenset(), None)
+    listed = store.list_subscriptions(
+        ACCOUNT, SubscriptionFilter(SMS, SubscriptionState.UNSUBSCRIBED), after=None, limit=100
+    )
+    assert [s.contact_id for s in listed] == half
+    assert {s.last_opt_out_at for s in listed} == {at[5]}
+    assert _stored_record(path)[half[0]] == ("unsubscribed", None, None, _micros(at[5]))
+    check_replay(store, ACCOUNT)
+
+
+def test_suppressions_store_the_active_flag_and_the_latest_word(
+    path: Path, store: SQLiteStore
+) -> None:
+    """put_suppressions keeps one row per (address, channel): the latest word replaces it in
+    place (also within one call, whatever the order), an earlier or equal one is ignored."""
+    key = "phone:+14155550100"
+    stop = Suppression(ACCOUNT, key, SMS, T0, Source.INBOUND_KEYWORD, "m1")
+    start = Suppression(
+        ACCOUNT, key, SMS, T0 + timedelta(hours=1), Source.INBOUND_KEYWORD, "m2", active=False
+    )
+    same_time = Suppression(ACCOUNT, key, SMS, T0 + timedelta(hours=1), Source.CARRIER)
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_suppressions([start, stop, same_time])
+    conn = raw(path)
+    rows = conn.execute(
+        "SELECT address_key, channel, occurred_at, source, inbound_message_id, active "
+        "FROM suppressions"
+    ).fetchall()
+    conn.close()
+    assert rows == [(key, "sms", _micros(start.occurred_at), "inbound_keyword", "m2", 0)]
+    with store.transaction(ACCOUNT) as tx:
+        assert tx.get_suppressions([key]) == [start]
 
 
 # ---------------------------------------------------------------------------- reads

@@ -35,6 +35,7 @@ from consentkit.model import (
     Contact,
     Evidence,
     Justification,
+    OptOutOrigin,
     Source,
     Subscription,
     SubscriptionState,
@@ -71,6 +72,10 @@ class ChangeBatch:
         reason: a reason code.
         inbound_message_id: the inbound message that caused it.
         batch_id: shared by every event of one service call.
+        opted_out_by: for unsubscribes (and :meth:`StoreTransaction.note_opt_outs`), who asked
+            for the opt-out; stored on the pair as :attr:`Subscription.opted_out_by`.
+        opted_out_via: for opt-outs sent from an address (a STOP reply or its suppression), the
+            address key; stored on the pair as :attr:`Subscription.opted_out_via`.
     """
 
     account: str
@@ -84,6 +89,16 @@ class ChangeBatch:
     evidence: Evidence | None = None
     reason: str | None = None
     inbound_message_id: str | None = None
+    opted_out_by: OptOutOrigin | None = None
+    opted_out_via: str | None = None
+
+    @property
+    def reason_code(self) -> str | None:
+        """The reason code stored on the pair and the events: the given reason, else the
+        justification's reason."""
+        if self.reason is None and self.justification is not None:
+            return self.justification.reason.value
+        return self.reason
 
 
 class PairChange(NamedTuple):
@@ -152,9 +167,32 @@ class StoreTransaction(Protocol):
         """Apply *changes*: upsert each pair to ``batch.new_state`` with version + 1, append one
         event per pair (in the order given), and update the trend roll-ups.
 
+        The pair's opt-out record follows the new state: unsubscribing sets ``opted_out_by`` to
+        ``{batch.opted_out_by}``, ``opted_out_via`` to ``batch.opted_out_via`` and
+        ``last_opt_out_at`` to the later of its old value and ``batch.occurred_at``; subscribing
+        clears ``opted_out_by`` and ``opted_out_via`` and keeps ``last_opt_out_at``.
+
         Raises:
             ConflictError: an ``expected_version`` does not match the stored version.
+            ValidationError: ``batch.account`` is not the transaction's account, or
+                ``batch.new_state`` is never-subscribed.
         """
+        ...
+
+    def note_opt_outs(self, batch: ChangeBatch, pairs: Sequence[tuple[str, Channel]]) -> None:
+        """Record an opt-out request on pairs that are already unsubscribed (no event, no new
+        version, no roll-up): add ``batch.opted_out_by`` to each pair's ``opted_out_by`` and move
+        its ``last_opt_out_at`` to ``batch.occurred_at`` if that is later.  Pairs that are not
+        unsubscribed are left alone."""
+        ...
+
+    def lock_addresses(self, address_keys: Sequence[str]) -> None:
+        """Lock address keys until the end of the transaction, so a transaction that reads which
+        contacts or suppressions an address has cannot interleave with one that changes them.
+
+        The service calls it before it reads contacts by address or suppressions (inbound
+        messages) and before it writes contacts (the old and new keys of each).  A store whose
+        write transactions are serialised anyway may do nothing."""
         ...
 
     def get_inbound_result(self, message_id: str) -> str | None:
@@ -174,11 +212,13 @@ class StoreTransaction(Protocol):
         ...
 
     def get_suppressions(self, address_keys: Sequence[str]) -> list[Suppression]:
-        """The suppressions recorded for any of *address_keys*."""
+        """The suppressions recorded for any of *address_keys*, active and inactive."""
         ...
 
-    def add_suppressions(self, suppressions: Sequence[Suppression]) -> None:
-        """Record suppressions; one that exists for the same (address key, channel) is kept."""
+    def put_suppressions(self, suppressions: Sequence[Suppression]) -> None:
+        """Record the last word of addresses: each suppression replaces the one stored for the
+        same (address key, channel) only if it occurred later; an equal or earlier one is
+        ignored (a late delivery never overrides a later word)."""
         ...
 
 

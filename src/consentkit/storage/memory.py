@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from consentkit.channels import Channel
-from consentkit.errors import ConflictError
+from consentkit.errors import ConflictError, StorageError, ValidationError
 from consentkit.model import (
     ConsentEvent,
     Contact,
@@ -34,6 +34,11 @@ __all__ = ["InMemoryStore"]
 _MISSING: Any = object()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR = timedelta(hours=1)
+_NESTED_TRANSACTION = (
+    "a write transaction is already open on this store in this thread: a consentkit call was made "
+    "from inside another one (e.g. from the iterable of ids it is consuming); make the calls one "
+    "after the other"
+)
 
 
 def hour_bucket(instant: datetime) -> int:
@@ -111,16 +116,33 @@ class _Transaction:
                     f"{version}, not {change.expected_version}: it changed concurrently; "
                     "re-read and retry"
                 )
+        if batch.account != self._account_id:
+            raise ValidationError(
+                "batch.account",
+                f"{batch.account!r} is not the account of this transaction ({self._account_id!r})",
+            )
+        if batch.new_state is SubscriptionState.NEVER_SUBSCRIBED:
+            raise ValidationError(
+                "batch.new_state", "a pair cannot be set back to never-subscribed"
+            )
         bucket = hour_bucket(batch.occurred_at)
         deltas = self._data.hour_deltas[bucket]
         hour_events = self._data.hour_events[bucket]
-        reason = batch.reason
-        if reason is None and batch.justification is not None:
-            reason = batch.justification.reason.value
+        reason = batch.reason_code
+        unsubscribing = batch.new_state is SubscriptionState.UNSUBSCRIBED
+        origins = (
+            frozenset({batch.opted_out_by})
+            if unsubscribing and batch.opted_out_by is not None
+            else frozenset()
+        )
+        via = batch.opted_out_via if unsubscribing else None
         for change in changes:
             key = (change.contact_id, change.channel)
             current = subs.get(key)
             self._undo.append(("subscription", key, _MISSING if current is None else current))
+            last_opt_out = None if current is None else current.last_opt_out_at
+            if unsubscribing and (last_opt_out is None or batch.occurred_at > last_opt_out):
+                last_opt_out = batch.occurred_at
             subs[key] = Subscription(
                 account=batch.account,
                 contact_id=change.contact_id,
@@ -131,6 +153,9 @@ class _Transaction:
                 changed_by=batch.actor.kind,
                 source=batch.source,
                 reason=reason,
+                opted_out_by=origins,
+                opted_out_via=via,
+                last_opt_out_at=last_opt_out,
             )
             previous = change.previous_state
             self._data.events.append(
@@ -158,6 +183,24 @@ class _Transaction:
             deltas[(change.channel, batch.new_state)] += 1
             hour_events.append((batch.occurred_at, change.channel, previous, batch.new_state))
 
+    def note_opt_outs(self, batch: ChangeBatch, pairs: Sequence[tuple[str, Channel]]) -> None:
+        subs = self._data.subscriptions
+        for key in pairs:
+            current = subs.get(key)
+            if current is None or current.state is not SubscriptionState.UNSUBSCRIBED:
+                continue
+            origins = current.opted_out_by
+            if batch.opted_out_by is not None:
+                origins = origins | {batch.opted_out_by}
+            last = current.last_opt_out_at
+            if last is None or batch.occurred_at > last:
+                last = batch.occurred_at
+            self._undo.append(("subscription", key, current))
+            subs[key] = attrs.evolve(current, opted_out_by=origins, last_opt_out_at=last)
+
+    def lock_addresses(self, address_keys: Sequence[str]) -> None:
+        """Nothing to do: the store's lock serialises every transaction."""
+
     def get_inbound_result(self, message_id: str) -> str | None:
         return self._data.inbound.get(message_id)
 
@@ -179,12 +222,14 @@ class _Transaction:
         wanted = set(address_keys)
         return [s for (key, _), s in self._data.suppressions.items() if key in wanted]
 
-    def add_suppressions(self, suppressions: Sequence[Suppression]) -> None:
+    def put_suppressions(self, suppressions: Sequence[Suppression]) -> None:
+        stored = self._data.suppressions
         for suppression in suppressions:
             key = (suppression.address_key, suppression.channel)
-            if key not in self._data.suppressions:
-                self._undo.append(("suppression", key, None))
-                self._data.suppressions[key] = suppression
+            old = stored.get(key)
+            if old is None or suppression.occurred_at > old.occurred_at:
+                self._undo.append(("suppression", key, _MISSING if old is None else old))
+                stored[key] = suppression
 
     def rollback(self) -> None:
         data = self._data
@@ -215,7 +260,10 @@ class _Transaction:
             elif kind == "inbound":
                 data.inbound.pop(key, None)
             elif kind == "suppression":
-                data.suppressions.pop(key, None)
+                if old is _MISSING:
+                    data.suppressions.pop(key, None)
+                else:
+                    data.suppressions[key] = old
         del data.events[self._events_before :]
         self._undo.clear()
 
@@ -227,6 +275,7 @@ class InMemoryStore:
         self._lock = threading.RLock()
         self._accounts: dict[str, _Account] = {}
         self._sequence = itertools.count(1)
+        self._writer: int | None = None  # the thread whose transaction is open
 
     def _account(self, account: str) -> _Account:
         data = self._accounts.get(account)
@@ -238,12 +287,19 @@ class InMemoryStore:
     def transaction(self, account: str) -> Iterator[_Transaction]:
         """Open a write transaction; transactions of this store run one at a time."""
         with self._lock:
+            if self._writer == threading.get_ident():
+                # The lock is re-entrant, but an inner transaction's writes would be undone by the
+                # outer one's rollback after it reported them committed.
+                raise StorageError(_NESTED_TRANSACTION)
+            self._writer = threading.get_ident()
             tx = _Transaction(self, account)
             try:
                 yield tx
             except BaseException:
                 tx.rollback()
                 raise
+            finally:
+                self._writer = None
 
     def get_contact(self, account: str, contact_id: str) -> Contact | None:
         with self._lock:

@@ -18,6 +18,17 @@ Design notes (the *why*; ``docs/postgres.md`` is the user guide):
   deadlock; bulk writes, whose chunks are locked by separate statements, take turns per account
   on an advisory lock.  Every read treats placeholder rows as absent.  Key lookups of many ids go
   through ``LATERAL`` subqueries so they stay index probes whatever the statistics say.
+* **Addresses.**  Which contacts and suppressions an address has is not a row one could lock, so
+  :meth:`lock_addresses` takes a transaction-level advisory lock per address key (scoped to the
+  schema and the account, in lock-id order, in one statement); at READ COMMITTED every later
+  statement of the transaction sees what the previous holder committed.  The service takes them
+  after the contact rows it edits (which :meth:`get_contacts` locks, so the old addresses it
+  reads stay current) and before any subscription row, the same order in every transaction, so
+  they do not join a cycle.  A transaction locking more than a few hundred keys (an import)
+  holds the account's address lock exclusively instead of one lock per key, which would fill
+  the server's shared lock table (inbound messages of the account then wait for it).
+* **Nesting.**  A transaction opened in a thread that already has one open on the store is
+  refused: on another pooled connection it could wait forever for the outer one's locks.
 * **Event order.**  Events get their ``sequence`` when the transaction commits, under the row
   lock of the account's counter row, so sequences are dense per account and increase in commit
   order: a reader resuming an audit log "after N" never misses an event that commits later with
@@ -38,6 +49,7 @@ import itertools
 import json
 import random
 import re
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -57,6 +69,7 @@ from consentkit.model import (
     Contact,
     Evidence,
     Justification,
+    OptOutOrigin,
     ResubscribeReason,
     Subscription,
     SubscriptionState,
@@ -78,13 +91,20 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema version this code reads and writes."""
 
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Two-key advisory locks: the first key is ours ("ck"), the second identifies the schema.
 _LOCK_NAMESPACE = 0x636B
 _BULK_LOCK_NAMESPACE = 0x636C
+# Address locks (see _PostgresTransaction.lock_addresses): one per address key, under the
+# account's address lock, which transactions locking a few keys hold shared and one locking more
+# than _ADDRESS_LOCKS_MAX keys holds exclusively instead (advisory locks take slots of the
+# server's shared lock table, which thousands per transaction would exhaust).
+_ADDRESS_LOCK_NAMESPACE = 0x636D
+_ADDRESSES_LOCK_NAMESPACE = 0x636E
+_ADDRESS_LOCKS_MAX = 256
 # A transaction whose first row-locking call covers this many rows is a bulk write (see
 # _PostgresTransaction._enter_bulk).
 _BULK_ROWS = 200
@@ -101,6 +121,12 @@ _KINDS = KINDS
 _SOURCES = SOURCES
 _PENDING = "pg_temp.consentkit_pending_changes"
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
+_ORIGINS = {origin.value: origin for origin in OptOutOrigin}
+_NESTED_TRANSACTION = (
+    "a write transaction is already open on this store in this thread: a consentkit call was made "
+    "from inside another one (e.g. from the iterable of ids it is consuming); make the calls one "
+    "after the other"
+)
 
 # Migrations are append-only: never edit a released one, add the next version instead.
 # "__S__" stands for the quoted schema name.
@@ -205,6 +231,30 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                 position bigint GENERATED ALWAYS AS IDENTITY,
                 PRIMARY KEY (account, address_key, channel)
             )""",
+        ),
+    ),
+    (
+        2,
+        "who asked for each opt-out and when; suppressions that a START lifted",
+        (
+            # opted_out_by: the OptOutOrigin values, sorted and comma-joined (NULL when none); a
+            # text column rather than text[] because lock_subscriptions reads it for every pair
+            # of a bulk call and nearly all are NULL or one origin, which load as cheap strings.
+            """ALTER TABLE __S__.subscriptions
+                ADD COLUMN opted_out_by text,
+                ADD COLUMN opted_out_via text,
+                ADD COLUMN last_opt_out_at timestamptz""",
+            "ALTER TABLE __S__.suppressions ADD COLUMN active boolean NOT NULL DEFAULT true",
+            # Rows unsubscribed before this version: who asked is read off the last change
+            # (every actor kind is also an origin), and it happened when that change did.
+            """UPDATE __S__.subscriptions
+                SET opted_out_by = CASE
+                        WHEN source = 'suppression' THEN 'suppression'
+                        WHEN changed_by IN ('contact', 'admin', 'member', 'system')
+                            THEN changed_by
+                    END,
+                    last_opt_out_at = updated_at
+                WHERE state = 'unsubscribed'""",
         ),
     ),
 )
@@ -312,13 +362,17 @@ class _Queries:
                 WHERE c.account = %s AND c.contact_id = u.contact_id LIMIT 1
             ) AS c"""
         contact_columns = "contact_id, phone, email, handles"
+        # Locks the contacts it returns, in id order (the ids come sorted): what a writer reads
+        # of a contact (its old addresses) cannot change before it writes the contact.
         self.get_contacts = f"""
             SELECT c.contact_id, c.phone, c.email, c.handles
-            FROM unnest({s}.unpack(%s)) AS u(contact_id)
+            FROM unnest({s}.unpack(%s)) WITH ORDINALITY AS u(contact_id, n)
             CROSS JOIN LATERAL (
                 SELECT {contact_columns} FROM {s}.contacts c
                 WHERE c.account = %s AND c.contact_id = u.contact_id LIMIT 1
-            ) AS c"""
+                FOR NO KEY UPDATE
+            ) AS c
+            ORDER BY u.n"""
         self.get_contact = f"""
             SELECT {contact_columns} FROM {s}.contacts WHERE account = %s AND contact_id = %s"""
         self.list_contacts = f"""
@@ -366,7 +420,8 @@ class _Queries:
             ON CONFLICT (account, contact_id, channel) DO UPDATE SET version = s.version
             WHERE false"""
         subscription_columns = (
-            "contact_id, channel, state, version, updated_at, changed_by, source, reason"
+            "contact_id, channel, state, version, updated_at, changed_by, source, reason, "
+            "opted_out_by, opted_out_via, last_opt_out_at"
         )
         # LIMIT 1 keeps the subquery from being flattened: one primary-key probe per pair,
         # whatever the planner thinks of the table's size.
@@ -390,6 +445,13 @@ class _Queries:
                 channel text NOT NULL,
                 previous_state text NOT NULL
             ) ON COMMIT DELETE ROWS"""
+        # The opt-out record follows the new state: %(opted_out_by)s and %(opted_out_via)s are
+        # NULL when subscribing, %(opt_out_at)s is the batch's time when unsubscribing, else
+        # NULL, which GREATEST ignores (the old last_opt_out_at stays).
+        set_change = """state = %(state)s, version = s.version + 1, updated_at = %(at)s,
+                    changed_by = %(by)s, source = %(source)s, reason = %(reason)s,
+                    opted_out_by = %(opted_out_by)s, opted_out_via = %(opted_out_via)s,
+                    last_opt_out_at = GREATEST(s.last_opt_out_at, %(opt_out_at)s::timestamptz)"""
         # One statement checks every expected version first and writes only if all match, so a
         # ConflictError leaves the transaction exactly as it was (like the memory store).
         self.write_changes = f"""
@@ -413,8 +475,7 @@ class _Queries:
             ),
             updated AS (
                 UPDATE {s}.subscriptions s
-                SET state = %(state)s, version = s.version + 1, updated_at = %(at)s,
-                    changed_by = %(by)s, source = %(source)s, reason = %(reason)s
+                SET {set_change}
                 FROM current c
                 WHERE NOT EXISTS (SELECT FROM mismatch) AND s.ctid = c.row_id
                 RETURNING 1
@@ -422,9 +483,10 @@ class _Queries:
             inserted AS (
                 INSERT INTO {s}.subscriptions
                     (account, contact_id, channel, state, version, updated_at, changed_by,
-                     source, reason)
+                     source, reason, opted_out_by, opted_out_via, last_opt_out_at)
                 SELECT DISTINCT ON (c.contact_id, c.channel) %(account)s, c.contact_id, c.channel,
-                    %(state)s, 1, %(at)s, %(by)s, %(source)s, %(reason)s
+                    %(state)s, 1, %(at)s, %(by)s, %(source)s, %(reason)s, %(opted_out_by)s,
+                    %(opted_out_via)s, %(opt_out_at)s::timestamptz
                 FROM current c
                 WHERE NOT EXISTS (SELECT FROM mismatch) AND c.version IS NULL
                 ORDER BY c.contact_id, c.channel
@@ -449,8 +511,7 @@ class _Queries:
             ),
             updated AS (
                 UPDATE {s}.subscriptions s
-                SET state = %(state)s, version = s.version + 1, updated_at = %(at)s,
-                    changed_by = %(by)s, source = %(source)s, reason = %(reason)s
+                SET {set_change}
                 FROM input i
                 WHERE s.ctid = i.row_id::tid
                 RETURNING 1
@@ -461,6 +522,45 @@ class _Queries:
                 FROM input i
             )
             SELECT count(*) FROM updated"""
+        # Only unsubscribed rows: the origin joins the set (kept sorted and comma-joined) and
+        # last_opt_out_at only moves forward.  Version, updated_at and the roll-ups stay.
+        self.note_opt_outs = f"""
+            UPDATE {s}.subscriptions s
+            SET opted_out_by = CASE WHEN %(origin)s::text IS NULL THEN s.opted_out_by ELSE (
+                    SELECT string_agg(DISTINCT o.origin, ',' ORDER BY o.origin)
+                    FROM unnest(string_to_array(s.opted_out_by, ',') || %(origin)s::text)
+                        AS o(origin)
+                ) END,
+                last_opt_out_at = GREATEST(s.last_opt_out_at, %(at)s::timestamptz)
+            FROM (
+                SELECT DISTINCT r.row_id
+                FROM unnest({s}.unpack(%(ids)s), {s}.unpack(%(channels)s))
+                    AS p(contact_id, channel)
+                CROSS JOIN LATERAL (
+                    SELECT ctid AS row_id FROM {s}.subscriptions s
+                    WHERE s.account = %(account)s AND s.contact_id = p.contact_id
+                        AND s.channel = p.channel AND s.state = 'unsubscribed'
+                    LIMIT 1
+                ) AS r
+            ) AS t
+            WHERE s.ctid = t.row_id"""
+        # Address locks, smallest lock id first (the subquery is sorted before the aggregate
+        # takes each lock: a subquery with ORDER BY is never flattened), so two transactions
+        # never wait for each other's keys in a cycle.  Different keys may hash to one id; that
+        # only makes them wait for each other.
+        self.lock_addresses = f"""
+            SELECT count(pg_advisory_xact_lock({_ADDRESS_LOCK_NAMESPACE}, k.lock_id))
+            FROM (
+                SELECT DISTINCT hashtext(%s || u.address_key) AS lock_id
+                FROM unnest(%s::text[]) AS u(address_key)
+                ORDER BY 1
+            ) AS k"""
+        self.share_addresses = (
+            f"SELECT pg_advisory_xact_lock_shared({_ADDRESSES_LOCK_NAMESPACE}, hashtext(%s))"
+        )
+        self.own_addresses = (
+            f"SELECT pg_advisory_xact_lock({_ADDRESSES_LOCK_NAMESPACE}, hashtext(%s))"
+        )
         self.count_pairs = f"""
             SELECT count(*) FROM (
                 SELECT DISTINCT * FROM unnest({s}.unpack(%s), {s}.unpack(%s))
@@ -503,19 +603,28 @@ class _Queries:
         self.put_inbound = f"""
             INSERT INTO {s}.inbound_messages (account, message_id, result) VALUES (%s, %s, %s)
             ON CONFLICT DO NOTHING"""
-        suppression_columns = "address_key, channel, occurred_at, source, inbound_message_id"
+        suppression_columns = (
+            "address_key, channel, occurred_at, source, inbound_message_id, active"
+        )
         self.get_suppressions = f"""
             SELECT {suppression_columns} FROM {s}.suppressions
             WHERE account = %s AND address_key = ANY(%b) ORDER BY position"""
-        self.add_suppressions = f"""
-            INSERT INTO {s}.suppressions
-                (account, address_key, channel, occurred_at, source, inbound_message_id)
-            SELECT %s, u.address_key, u.channel, u.occurred_at, u.source, u.inbound_message_id
-            FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[])
+        # The input has one row per (address key, channel) (a second would make ON CONFLICT
+        # fail); a stored row is replaced only by a word that occurred later.
+        self.put_suppressions = f"""
+            INSERT INTO {s}.suppressions AS x
+                (account, address_key, channel, occurred_at, source, inbound_message_id, active)
+            SELECT %s, u.address_key, u.channel, u.occurred_at, u.source, u.inbound_message_id,
+                u.active
+            FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[], %b::text[],
+                        %b::boolean[])
                 WITH ORDINALITY AS u(address_key, channel, occurred_at, source,
-                                     inbound_message_id, n)
+                                     inbound_message_id, active, n)
             ORDER BY u.n
-            ON CONFLICT DO NOTHING"""
+            ON CONFLICT (account, address_key, channel) DO UPDATE
+            SET occurred_at = excluded.occurred_at, source = excluded.source,
+                inbound_message_id = excluded.inbound_message_id, active = excluded.active
+            WHERE excluded.occurred_at > x.occurred_at"""
         self.get_subscription = f"""
             SELECT {subscription_columns} FROM {s}.subscriptions
             WHERE account = %s AND contact_id = %s AND channel = %s
@@ -582,11 +691,18 @@ class _Queries:
             GROUP BY 1, 2, 3, 4"""
 
 
+def _origins_text(origins: Iterable[OptOutOrigin]) -> str | None:
+    """Origins as stored in ``subscriptions.opted_out_by``: sorted values, comma-joined."""
+    return ",".join(sorted(o.value for o in origins)) or None
+
+
 class _Converter:
-    """Rebuilds value objects from rows; caches channels so custom ones are built once."""
+    """Rebuilds value objects from rows; caches channels so custom ones are built once, and
+    origin sets (a handful of distinct values) likewise."""
 
     def __init__(self) -> None:
         self._channels: dict[str, Channel] = {}
+        self._origins: dict[str | None, frozenset[OptOutOrigin]] = {None: frozenset()}
 
     def channel(self, key: str) -> Channel:
         found = self._channels.get(key)
@@ -594,8 +710,28 @@ class _Converter:
             found = self._channels[key] = channel(key)
         return found
 
+    def origins(self, text: str | None) -> frozenset[OptOutOrigin]:
+        """The origin set stored as *text* (see :func:`_origins_text`)."""
+        found = self._origins.get(text)
+        if found is None:
+            assert text is not None
+            found = self._origins[text] = frozenset(_ORIGINS[v] for v in text.split(","))
+        return found
+
     def subscription(self, account: str, row: tuple[Any, ...]) -> Subscription:
-        contact_id, key, state, version, updated_at, changed_by, source, reason = row
+        (
+            contact_id,
+            key,
+            state,
+            version,
+            updated_at,
+            changed_by,
+            source,
+            reason,
+            opted_out_by,
+            opted_out_via,
+            last_opt_out_at,
+        ) = row
         return Subscription(
             account=account,
             contact_id=contact_id,
@@ -606,6 +742,9 @@ class _Converter:
             changed_by=_KINDS[changed_by],
             source=_SOURCES[source],
             reason=reason,
+            opted_out_by=self.origins(opted_out_by),
+            opted_out_via=opted_out_via,
+            last_opt_out_at=None if last_opt_out_at is None else _utc(last_opt_out_at),
         )
 
     def contact(self, account: str, row: tuple[Any, ...]) -> Contact:
@@ -686,6 +825,9 @@ class _PostgresTransaction:
         # (contact id, channel key) -> (row id, version) of the pairs the last
         # lock_subscriptions locked; emptied by any write, which moves rows.
         self._locked: dict[tuple[str, str], tuple[str, int]] = {}
+        # The address keys this transaction locked, or None once it holds the account's
+        # address lock exclusively (every address of the account).
+        self._addresses: set[str] | None = set()
 
     @contextmanager
     def _translating(self, doing: str) -> Iterator[None]:
@@ -712,14 +854,18 @@ class _PostgresTransaction:
         return [row[0] for row in rows]
 
     def get_contacts(self, contact_ids: Sequence[str]) -> dict[str, Contact]:
+        """The registered contacts among *contact_ids*, locked until the transaction ends (in
+        id order, like every row lock of the store), so the addresses read here are those the
+        contact has when this transaction writes it; upsert_contacts locks those addresses."""
         if not contact_ids:
             return {}
-        with self._translating("reading contacts"):
-            rows = self._conn.execute(
-                self._q.get_contacts,
-                (_pack(contact_ids), self._account),
-                prepare=_prepare(len(contact_ids)),
-            ).fetchall()
+        ids = sorted(set(contact_ids))
+        with self._translating("reading contacts"), self._conn.pipeline():
+            self._enter_bulk(len(ids))
+            cur = self._conn.execute(
+                self._q.get_contacts, (_pack(ids), self._account), prepare=_prepare(len(ids))
+            )
+        rows = cur.fetchall()
         return {row[0]: self._convert.contact(self._account, row) for row in rows}
 
     def put_contacts(self, contacts: Sequence[Contact]) -> None:
@@ -798,10 +944,24 @@ class _PostgresTransaction:
             rows = cur.fetchall()
         # The hottest loop of a bulk call (one pass per locked pair), so names are local.
         channel_of = self._convert.channel
+        origins_of = self._convert.origins
         states, kinds, sources, never = _STATES, _KINDS, _SOURCES, _NEVER
         found: dict[tuple[str, Channel], Subscription] = {}
         locked: dict[tuple[str, str], tuple[str, int]] = {}
-        for row_id, cid, key, state, version, updated_at, changed_by, source, reason in rows:
+        for (
+            row_id,
+            cid,
+            key,
+            state,
+            version,
+            updated_at,
+            changed_by,
+            source,
+            reason,
+            opted_out_by,
+            opted_out_via,
+            last_opt_out_at,
+        ) in rows:
             locked[(cid, key)] = (row_id, version)
             if state != never:
                 ch = channel_of(key)
@@ -815,19 +975,29 @@ class _PostgresTransaction:
                     kinds[changed_by],
                     sources[source],
                     reason,
+                    origins_of(opted_out_by),
+                    opted_out_via,
+                    None if last_opt_out_at is None else _utc(last_opt_out_at),
                 )
         self._locked = locked
         return found
 
     def write_changes(self, batch: ChangeBatch, changes: Sequence[PairChange]) -> None:
+        if batch.account != self._account:
+            raise ValidationError(
+                "batch.account",
+                f"{batch.account!r} is not the account of this transaction ({self._account!r})",
+            )
+        if batch.new_state is SubscriptionState.NEVER_SUBSCRIBED:
+            raise ValidationError(
+                "batch.new_state", "a pair cannot be set back to never-subscribed"
+            )
         if not changes:
             return
         batch_no = self._batches.get(batch)
         if batch_no is None:
             batch_no = self._batches[batch] = len(self._batches)
-        reason = batch.reason
-        if reason is None and batch.justification is not None:
-            reason = batch.justification.reason.value
+        unsubscribing = batch.new_state is SubscriptionState.UNSUBSCRIBED
         ids = [c.contact_id for c in changes]
         keys = [c.channel.key for c in changes]
         params = {
@@ -840,7 +1010,14 @@ class _PostgresTransaction:
             "at": batch.occurred_at,
             "by": batch.actor.kind.value,
             "source": batch.source.value,
-            "reason": reason,
+            "reason": batch.reason_code,
+            "opted_out_by": (
+                batch.opted_out_by.value
+                if unsubscribing and batch.opted_out_by is not None
+                else None
+            ),
+            "opted_out_via": batch.opted_out_via if unsubscribing else None,
+            "opt_out_at": batch.occurred_at if unsubscribing else None,
             "batch_no": batch_no,
             "ord": self._events,
         }
@@ -951,9 +1128,6 @@ class _PostgresTransaction:
             )
 
     def _event_params(self, batch: ChangeBatch, batch_no: int, total: int) -> dict[str, Any]:
-        reason = batch.reason
-        if reason is None and batch.justification is not None:
-            reason = batch.justification.reason.value
         justification = batch.justification
         return {
             "account": self._account,
@@ -969,10 +1143,61 @@ class _PostgresTransaction:
             "justification_reason": None if justification is None else justification.reason.value,
             "justification_note": None if justification is None else justification.note,
             "evidence": _evidence_to_json(batch.evidence),
-            "reason": reason,
+            "reason": batch.reason_code,
             "inbound_message_id": batch.inbound_message_id,
             "batch_id": batch.batch_id,
         }
+
+    def note_opt_outs(self, batch: ChangeBatch, pairs: Sequence[tuple[str, Channel]]) -> None:
+        if not pairs:
+            return
+        ids = [cid for cid, _ in pairs]
+        keys = [ch.key for _, ch in pairs]
+        params = {
+            "ids": _pack(ids),
+            "channels": _pack(keys),
+            "account": self._account,
+            "origin": None if batch.opted_out_by is None else batch.opted_out_by.value,
+            "at": batch.occurred_at,
+        }
+        with self._translating("recording opt-out requests"):
+            self._enter_bulk(len(pairs))
+            self._conn.execute(self._q.note_opt_outs, params, prepare=_prepare(len(pairs)))
+        # The updated rows moved; the other locked pairs keep their row ids.
+        locked = self._locked
+        for pair in zip(ids, keys, strict=True):
+            locked.pop(pair, None)
+
+    def lock_addresses(self, address_keys: Sequence[str]) -> None:
+        """Lock *address_keys* until the transaction ends: one transaction-level advisory lock
+        per key (scoped to the schema and the account), taken in one statement in lock-id
+        order.  A transaction holding them shares the account's address lock; one that would
+        hold more than a few hundred takes that lock exclusively instead (waiting for every
+        other transaction that locked an address of the account), so the server's lock table is
+        never exhausted.  Take address locks before subscription row locks (as the service
+        does): taken after, they can deadlock with another writer, which PostgreSQL resolves by
+        raising a ConflictError in one of them."""
+        held = self._addresses
+        if held is None:
+            return
+        new = [key for key in dict.fromkeys(address_keys) if key not in held]
+        if not new:
+            return
+        scope = f"{self._store.schema}\x1f{self._account}"
+        with self._translating("locking addresses"), self._conn.pipeline():
+            self._enter_bulk(len(new))
+            if len(held) + len(new) > _ADDRESS_LOCKS_MAX:
+                # Held shared already, this waits for the other sharers (a deadlock if one of
+                # them waits for this transaction: PostgreSQL then aborts one of the two).
+                self._conn.execute(self._q.own_addresses, (scope,))
+                self._addresses = None
+                return
+            if not held:
+                self._conn.execute(self._q.share_addresses, (scope,))
+            self._conn.execute(
+                self._q.lock_addresses, (f"{scope}\x1f", new), prepare=_prepare(len(new))
+            )
+        held.update(new)
 
     def get_inbound_result(self, message_id: str) -> str | None:
         with self._translating("reading an inbound result"):
@@ -1013,23 +1238,34 @@ class _PostgresTransaction:
                 occurred_at=_utc(occurred_at),
                 source=_SOURCES[source],
                 inbound_message_id=inbound_message_id,
+                active=active,
             )
-            for key, ch, occurred_at, source, inbound_message_id in rows
+            for key, ch, occurred_at, source, inbound_message_id, active in rows
         ]
 
-    def add_suppressions(self, suppressions: Sequence[Suppression]) -> None:
-        if not suppressions:
+    def put_suppressions(self, suppressions: Sequence[Suppression]) -> None:
+        # One row per (address key, channel), as if applied one by one: the first of those
+        # that occurred last.
+        latest: dict[tuple[str, str], Suppression] = {}
+        for suppression in suppressions:
+            key = (suppression.address_key, suppression.channel.key)
+            kept = latest.get(key)
+            if kept is None or suppression.occurred_at > kept.occurred_at:
+                latest[key] = suppression
+        if not latest:
             return
+        rows = list(latest.values())
         with self._translating("recording suppressions"):
             self._conn.execute(
-                self._q.add_suppressions,
+                self._q.put_suppressions,
                 (
                     self._account,
-                    [s.address_key for s in suppressions],
-                    [s.channel.key for s in suppressions],
-                    [s.occurred_at for s in suppressions],
-                    [s.source.value for s in suppressions],
-                    [s.inbound_message_id for s in suppressions],
+                    [s.address_key for s in rows],
+                    [s.channel.key for s in rows],
+                    [s.occurred_at for s in rows],
+                    [s.source.value for s in rows],
+                    [s.inbound_message_id for s in rows],
+                    [s.active for s in rows],
                 ),
             )
 
@@ -1092,6 +1328,8 @@ class PostgresStore:
         self.max_retries = max_retries
         self._queries = _Queries(schema)
         self._converter = _Converter()
+        # Threads with a transaction open on this store (see transaction()).
+        self._writers: set[int] = set()
         self._owns_pool = pool is None
         if pool is None:
             assert conninfo is not None
@@ -1257,7 +1495,22 @@ class PostgresStore:
 
         A pooled connection found dead when the transaction begins (the server restarted, a
         failover) is replaced, up to ``max_retries`` times; after BEGIN nothing is retried.
+
+        Raises:
+            StorageError: this thread has a transaction open on this store already.  The inner
+                one would run on another pooled connection: it could wait forever for rows the
+                outer one holds, or commit although the outer one rolls back.
         """
+        thread = threading.get_ident()
+        if thread in self._writers:
+            raise StorageError(_NESTED_TRANSACTION)
+        self._writers.add(thread)
+        try:
+            yield from self._transaction(account)
+        finally:
+            self._writers.discard(thread)
+
+    def _transaction(self, account: str) -> Iterator[_PostgresTransaction]:
         with ExitStack() as stack:
             for attempt in itertools.count():
                 conn = stack.enter_context(self._borrow())

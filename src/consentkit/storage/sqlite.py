@@ -9,7 +9,15 @@ Concurrency
     reads anything, so a transaction never decides from a state another writer is about to change
     (a deferred transaction that reads then writes fails with "database is locked" without waiting,
     cpython#124510).  A writer waits up to ``busy_timeout`` seconds for the lock; web workers, a
-    webhook worker and a CLI can all write the same file at once.
+    webhook worker and a CLI can all write the same file at once.  That single lock also
+    serialises everything that meets on an address (an inbound reply, the registration or edit of
+    a contact with that address), so ``lock_addresses`` has nothing to add.
+
+Fork
+    A child process opens its own connections.  ``fork()`` waits until no thread of the process
+    is inside a write transaction (a child forked during one would inherit SQLite's in-process
+    record of the held write lock, and could never write to the file); do not fork from inside a
+    transaction: the child cannot commit it.
 
 Durability
     ``synchronous="FULL"`` (the default) syncs the WAL on every commit: a call that returned has
@@ -43,6 +51,7 @@ import os
 import sqlite3
 import threading
 import time
+import warnings
 import weakref
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -59,6 +68,7 @@ from consentkit.model import (
     Contact,
     Evidence,
     Justification,
+    OptOutOrigin,
     Subscription,
     SubscriptionState,
     Suppression,
@@ -88,6 +98,11 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _HOUR_US: Final = 3_600_000_000
 _MINIMUM_SQLITE: Final = (3, 24, 0)  # INSERT ... ON CONFLICT DO UPDATE
+_NESTED_TRANSACTION: Final = (
+    "a write transaction is already open on this store in this thread: a consentkit call was made "
+    "from inside another one (e.g. from the iterable of ids it is consuming); make the calls one "
+    "after the other (transactions do not nest)"
+)
 
 _NEVER: Final = SubscriptionState.NEVER_SUBSCRIBED
 _SUBSCRIBED: Final = SubscriptionState.SUBSCRIBED
@@ -97,6 +112,8 @@ _STATE_VALUES: Final = {s: s.value for s in SubscriptionState}
 _KINDS: Final = KINDS
 _SOURCES: Final = SOURCES
 _REASONS: Final = REASONS
+_ORIGINS: Final = {o.value: o for o in OptOutOrigin}
+_NO_ORIGINS: Final[frozenset[OptOutOrigin]] = frozenset()
 
 # Forward migrations: entry i brings the schema from version i to version i + 1.  Never edit a
 # released entry; append a new one.
@@ -212,6 +229,39 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
     ),
+    # 2: who opted a pair out, from which address and when last (Subscription.opted_out_by,
+    # opted_out_via, last_opt_out_at), and suppressions that a later START withdrew.
+    (
+        # Sorted, comma-joined OptOutOrigin values; NULL when none.
+        "ALTER TABLE subscriptions ADD COLUMN opted_out_by TEXT",
+        "ALTER TABLE subscriptions ADD COLUMN opted_out_via TEXT",  # an address key
+        "ALTER TABLE subscriptions ADD COLUMN last_opt_out_at INTEGER",  # micros, like updated_at
+        # Rows written before: the opt-out of an unsubscribed pair was asked by whoever made its
+        # last change (a suppression applied to a new contact is recorded with its own source),
+        # at that change's time.  The address it came from was not recorded: NULL, so no START
+        # can undo it.  The latest unsubscribe event of a resubscribed pair gives its time.
+        """
+        UPDATE subscriptions SET
+            opted_out_by = CASE
+                WHEN source = 'suppression' THEN 'suppression'
+                WHEN changed_by = 'contact' THEN 'contact'
+                WHEN changed_by = 'admin' THEN 'admin'
+                WHEN changed_by = 'member' THEN 'member'
+                WHEN changed_by = 'system' THEN 'system'
+            END,
+            last_opt_out_at = updated_at
+        WHERE state = 'unsubscribed'
+        """,
+        """
+        UPDATE subscriptions SET last_opt_out_at = (
+            SELECT max(e.occurred_at) FROM events AS e
+            WHERE e.account = subscriptions.account AND e.contact_id = subscriptions.contact_id
+                AND e.channel = subscriptions.channel AND e.new_state = 'unsubscribed'
+        )
+        WHERE state = 'subscribed'
+        """,
+        "ALTER TABLE suppressions ADD COLUMN active INTEGER NOT NULL DEFAULT 1",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -247,6 +297,20 @@ def _evidence_json(evidence: Evidence | None) -> str | None:
 
 def _evidence_from_json(document: str) -> Evidence:
     return evidence_from_document(json.loads(document))
+
+
+# The sets of opt-out origins met so far, by their column value: there are few (at most one per
+# subset of OptOutOrigin), and the rows of a bulk read share them.
+_origin_sets: dict[str | None, frozenset[OptOutOrigin]] = {None: _NO_ORIGINS}
+
+
+def _origins(text: str | None) -> frozenset[OptOutOrigin]:
+    """The set of origins of an ``opted_out_by`` column value (sorted, comma-joined values)."""
+    found = _origin_sets.get(text)
+    if found is None:
+        assert text is not None
+        found = _origin_sets[text] = frozenset(_ORIGINS[value] for value in text.split(","))
+    return found
 
 
 def _handles_json(contact: Contact) -> str | None:
@@ -312,7 +376,19 @@ class _Decoder:
         return found
 
     def subscription(self, account: str, row: Any) -> Subscription:
-        contact_id, key, state, version, updated_at, changed_by, source, reason = row
+        (
+            contact_id,
+            key,
+            state,
+            version,
+            updated_at,
+            changed_by,
+            source,
+            reason,
+            opted_out_by,
+            opted_out_via,
+            last_opt_out_at,
+        ) = row
         return Subscription(
             account,
             contact_id,
@@ -323,6 +399,9 @@ class _Decoder:
             _KINDS[changed_by],
             _SOURCES[source],
             reason,
+            _origins(opted_out_by),
+            opted_out_via,
+            None if last_opt_out_at is None else self.instant(last_opt_out_at),
         )
 
     def event(self, row: Any) -> ConsentEvent:
@@ -379,7 +458,8 @@ def _contact(account: str, row: Any) -> Contact:
 # ---------------------------------------------------------------------------- SQL
 
 _SUBSCRIPTION_COLUMNS: Final = (
-    "contact_id, channel, state, version, updated_at, changed_by, source, reason"
+    "contact_id, channel, state, version, updated_at, changed_by, source, reason, opted_out_by, "
+    "opted_out_via, last_opt_out_at"
 )
 _EVENT_COLUMNS: Final = (
     "sequence, account, contact_id, channel, previous_state, new_state, actor_kind, actor_id, "
@@ -387,23 +467,61 @@ _EVENT_COLUMNS: Final = (
     "evidence, reason, inbound_message_id, batch_id"
 )
 _GET_SUBSCRIPTION: Final = (
-    "SELECT state, version, updated_at, changed_by, source, reason FROM subscriptions "
-    "WHERE account = ? AND contact_id = ? AND channel = ?"
+    "SELECT state, version, updated_at, changed_by, source, reason, opted_out_by, opted_out_via, "
+    "last_opt_out_at FROM subscriptions WHERE account = ? AND contact_id = ? AND channel = ?"
 )
 _GET_STATE: Final = (
     "SELECT state FROM subscriptions WHERE account = ? AND contact_id = ? AND channel = ?"
 )
-_INSERT_SUBSCRIPTION: Final = (
-    "INSERT INTO subscriptions (account, contact_id, channel, state, version, updated_at, "
-    "changed_by, source, reason) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?) "
-    # A row that exists means the expected version 0 is stale: it is left as it is, and the row
-    # count coming up short reports the conflict.
-    "ON CONFLICT (account, contact_id, channel) DO NOTHING"
+# write_changes binds the same parameters whatever the new state; the opt-out record follows it:
+# an unsubscribe records who and from where (one origin: a column value of one OptOutOrigin) and
+# moves last_opt_out_at forward, never back; a subscribe binds NULL for who and from where, and
+# keeps last_opt_out_at.
+_INSERT_SUBSCRIPTION: Final = {
+    state: (
+        "INSERT INTO subscriptions (account, contact_id, channel, state, version, updated_at, "
+        "changed_by, source, reason, opted_out_by, opted_out_via, last_opt_out_at) "
+        f"VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10, {last}) "
+        # A row that exists means the expected version 0 is stale: it is left as it is, and the
+        # row count coming up short reports the conflict.
+        "ON CONFLICT (account, contact_id, channel) DO NOTHING"
+    )
+    for state, last in ((_UNSUBSCRIBED, "?5"), (_SUBSCRIBED, "NULL"))
+}
+_UPDATE_SUBSCRIPTION: Final = {
+    state: (
+        "UPDATE subscriptions SET state = ?1, version = version + 1, updated_at = ?2, "
+        f"changed_by = ?3, source = ?4, reason = ?5, opted_out_by = ?6, opted_out_via = ?7{last} "
+        "WHERE account = ?8 AND contact_id = ?9 AND channel = ?10 AND version = ?11"
+    )
+    for state, last in (
+        (
+            _UNSUBSCRIBED,
+            ", last_opt_out_at = CASE WHEN last_opt_out_at >= ?2 THEN last_opt_out_at ELSE ?2 END",
+        ),
+        (_SUBSCRIBED, ""),
+    )
+}
+# note_opt_outs adds an origin to the sorted, comma-joined set in SQL: one CASE per origin, in
+# sorted order, so the result is the canonical column value (NULL stays NULL if nothing is added).
+_ADD_ORIGIN: Final = (
+    "nullif(rtrim("
+    + " || ".join(
+        f"CASE WHEN instr(',' || coalesce(opted_out_by, '') || ',', ',{value},') > 0 "
+        f"OR ?1 = '{value}' THEN '{value},' ELSE '' END"
+        for value in sorted(o.value for o in OptOutOrigin)
+    )
+    + ", ','), '')"
 )
-_UPDATE_SUBSCRIPTION: Final = (
-    "UPDATE subscriptions SET state = ?, version = version + 1, updated_at = ?, changed_by = ?, "
-    "source = ?, reason = ? "
-    "WHERE account = ? AND contact_id = ? AND channel = ? AND version = ?"
+_NOTE_OPT_OUTS_SET: Final = (
+    f"UPDATE subscriptions SET opted_out_by = {_ADD_ORIGIN}, "
+    "last_opt_out_at = CASE WHEN last_opt_out_at >= ?2 THEN last_opt_out_at ELSE ?2 END "
+    "WHERE account = ?3 AND state = 'unsubscribed' AND "
+)
+_NOTE_OPT_OUT: Final = _NOTE_OPT_OUTS_SET + "contact_id = ?4 AND channel = ?5"
+_NOTE_OPT_OUTS: Final = (
+    _NOTE_OPT_OUTS_SET + "(contact_id, channel) IN "
+    "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?4))"
 )
 # The per-pair part of the events of one call comes as one JSON array of [contact id, channel,
 # previous state] (in the order given, which becomes the sequence order); the fields shared by
@@ -509,26 +627,112 @@ class _FairLock:
                 self._owned = False
 
 
+class _ForkGate:
+    """Keeps ``fork()`` out of this process's write transactions.
+
+    SQLite keeps a process's file locks in process memory, shared by every connection of the
+    process to one file.  A child forked while a thread holds a write transaction inherits the
+    record "a connection of this process holds the write lock", which nobody in the child can
+    ever release (the connection belongs to the parent's thread, and using or closing it in the
+    child would write to the shared WAL index): every connection the child opens to the file, in
+    any store, then waits for the write lock in vain.  So ``fork()`` waits here (the
+    ``os.register_at_fork`` *before* hook) until the write transactions of every store of the
+    process have ended, and no new one starts until the fork is done; the child then inherits
+    no lock held.  The transactions of the forking thread itself cannot end first, and are not
+    waited for (forking inside a transaction leaves it to the parent, see
+    :meth:`_TransactionScope.__exit__`).
+
+    A transaction enters the gate after its store's in-process queue, so a thread queued behind
+    another is not waited for.  The wait is bounded by the longest busy timeout of the stores
+    used: past it the fork goes ahead (with a RuntimeWarning), rather than hang a process
+    whose transaction waits for the forking thread.
+    """
+
+    __slots__ = ("_condition", "_forking", "_longest", "_mine", "_open")
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition(threading.Lock())
+        self._open = 0  # write transactions open in this process
+        self._forking = 0  # threads forking now
+        self._longest = 0.0  # the longest busy timeout of a transaction so far
+        self._mine = _HeldByThread()
+
+    def enter(self, timeout: float) -> bool:
+        """Count a write transaction of this thread; False if a fork kept it out *timeout* s."""
+        mine = self._mine
+        with self._condition:
+            # A thread with a transaction open goes through: a fork does not wait for it (it is
+            # the one forking, or it nests stores and is counted already).
+            if (
+                self._forking
+                and not mine.held
+                and not self._condition.wait_for(lambda: not self._forking, timeout)
+            ):
+                return False
+            self._open += 1
+            self._longest = max(self._longest, timeout)
+        mine.held += 1
+        return True
+
+    def exit(self) -> None:
+        """The write transaction counted by :meth:`enter` has ended."""
+        self._mine.held -= 1
+        with self._condition:
+            self._open -= 1
+            if self._forking:
+                self._condition.notify_all()
+
+    def before_fork(self) -> None:
+        own = self._mine.held
+        with self._condition:
+            self._forking += 1
+            if not self._condition.wait_for(lambda: self._open <= own, self._longest):
+                warnings.warn(
+                    f"fork() went ahead while a thread held a consentkit SQLite write transaction "
+                    f"for more than {self._longest:g} s: the child cannot write to that database "
+                    "file",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    def after_fork_in_parent(self) -> None:
+        with self._condition:
+            self._forking -= 1
+            self._condition.notify_all()
+
+    def after_fork_in_child(self) -> None:
+        # Only the forking thread runs in the child: the condition's lock may have been held by
+        # another thread at the fork, so it is replaced rather than taken.
+        self._condition = threading.Condition(threading.Lock())
+        self._open = self._mine.held
+        self._forking = 0
+
+
+class _HeldByThread(threading.local):
+    held: int = 0  # write transactions this thread has open (in any store)
+
+
+_fork_gate: Final = _ForkGate()
+
+
 class _TransactionScope(AbstractContextManager["_SQLiteTransaction"]):
     """``BEGIN IMMEDIATE`` on enter; ``COMMIT`` on a normal exit, ``ROLLBACK`` on an exception."""
 
-    __slots__ = ("_account", "_conn", "_store", "_writer")
+    __slots__ = ("_account", "_conn", "_forks", "_store", "_writer")
 
     def __init__(self, store: SQLiteStore, account: str) -> None:
         self._store = store
         self._account = account
         self._conn: sqlite3.Connection | None = None
         self._writer: _FairLock | None = None
+        self._forks = 0
 
     def __enter__(self) -> _SQLiteTransaction:
         store = self._store
         store._forget_parent()
-        current = store._local.conn
-        if current is not None and current.in_transaction and store._local.forks == _forks[0]:
-            raise StorageError(
-                "a write transaction of this SQLiteStore is already open in this thread; "
-                "finish it before opening another (transactions do not nest)"
-            )
+        local = store._local
+        if local.open and local.forks == _forks[0]:
+            raise StorageError(_NESTED_TRANSACTION)
         timeout = store.busy_timeout
         writer = store._writer
         started = time.monotonic()
@@ -536,6 +740,12 @@ class _TransactionScope(AbstractContextManager["_SQLiteTransaction"]):
             raise ConflictError(
                 f"could not start a write transaction: other threads kept {store.path!r} busy "
                 f"for more than {timeout:g} s; retry, or raise busy_timeout"
+            )
+        if not _fork_gate.enter(max(0.0, timeout - (time.monotonic() - started))):
+            writer.release()
+            raise ConflictError(
+                f"could not start a write transaction on {store.path!r}: a fork() of this "
+                f"process waited for other transactions for more than {timeout:g} s; retry"
             )
         try:
             # Connect only once in line: a thread's first connection takes I/O, and a thread that
@@ -553,13 +763,17 @@ class _TransactionScope(AbstractContextManager["_SQLiteTransaction"]):
             else:
                 conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
+            _fork_gate.exit()
             writer.release()
             raise store._error(e, "start a write transaction") from e
         except BaseException:  # ConsentError from _connection(), KeyboardInterrupt...
+            _fork_gate.exit()
             writer.release()
             raise
         self._conn = conn
         self._writer = writer
+        self._forks = _forks[0]
+        local.open = True
         return _SQLiteTransaction(store, conn, self._account)
 
     def __exit__(
@@ -572,8 +786,17 @@ class _TransactionScope(AbstractContextManager["_SQLiteTransaction"]):
         self._conn = self._writer = None
         if conn is None or writer is None:
             return
+        self._store._local.open = False
         try:
-            if exc_type is None:
+            if self._forks != _forks[0]:
+                # A child forked inside the transaction: it belongs to the parent, which commits
+                # or rolls it back.  The child's copy of the connection must not touch the file.
+                if exc_type is None:
+                    raise StorageError(
+                        "the process forked inside a write transaction: the child cannot commit "
+                        "it (the parent does); fork outside transactions"
+                    )
+            elif exc_type is None:
                 try:
                     conn.execute("COMMIT")
                 except sqlite3.Error as e:
@@ -582,6 +805,7 @@ class _TransactionScope(AbstractContextManager["_SQLiteTransaction"]):
             else:
                 _rollback_quietly(conn)
         finally:
+            _fork_gate.exit()
             writer.release()
 
 
@@ -706,12 +930,34 @@ class _SQLiteTransaction:
         # The rows of one earlier bulk call share their time, so each instant is built once.
         instants: dict[int, datetime] = {}
         states, kinds, sources = _STATES, _KINDS, _SOURCES
+        origin_sets, no_origins = _origin_sets, _NO_ORIGINS
         found: dict[tuple[str, Channel], Subscription] = {}
-        for contact_id, key, state, version, updated_at, changed_by, source, reason in rows:
+        for (
+            contact_id,
+            key,
+            state,
+            version,
+            updated_at,
+            changed_by,
+            source,
+            reason,
+            opted_out_by,
+            opted_out_via,
+            last_opt_out_at,
+        ) in rows:
             ch = by_key[key]
             when = instants.get(updated_at)
             if when is None:
                 when = instants[updated_at] = _instant(updated_at)
+            if last_opt_out_at is None:
+                last = None
+            elif (last := instants.get(last_opt_out_at)) is None:
+                last = instants[last_opt_out_at] = _instant(last_opt_out_at)
+            origins = (
+                no_origins
+                if opted_out_by is None
+                else origin_sets.get(opted_out_by) or _origins(opted_out_by)
+            )
             found[(contact_id, ch)] = Subscription(
                 account,
                 contact_id,
@@ -722,19 +968,22 @@ class _SQLiteTransaction:
                 kinds[changed_by],
                 sources[source],
                 reason,
+                origins,
+                opted_out_via,
+                last,
             )
         return found
 
     def write_changes(self, batch: ChangeBatch, changes: Sequence[PairChange]) -> None:
         """Upsert every pair, append one event per pair in order and add to the hourly roll-up,
-        all or nothing.
+        all or nothing.  The opt-out record of each pair follows the new state (see
+        :meth:`StoreTransaction.write_changes <consentkit.storage.StoreTransaction.write_changes>`).
 
         Raises:
             ConflictError: an ``expected_version`` does not match the stored version; nothing of
                 this call is applied.
+            ValidationError: the batch is for another account, or back to never-subscribed.
         """
-        if not changes:
-            return
         account = self._account
         if batch.account != account:
             raise ValidationError(
@@ -746,10 +995,15 @@ class _SQLiteTransaction:
             raise ValidationError(
                 "batch.new_state", "a pair cannot be set back to never-subscribed"
             )
-        reason = batch.reason
+        if not changes:
+            return
+        reason = batch.reason_code
         justification = batch.justification
-        if reason is None and justification is not None:
-            reason = justification.reason.value
+        if new_state is _UNSUBSCRIBED:
+            opted_out_by = None if batch.opted_out_by is None else batch.opted_out_by.value
+            opted_out_via = batch.opted_out_via
+        else:
+            opted_out_by = opted_out_via = None
         occurred_at = _micros(batch.occurred_at)
         state = new_state.value
         actor = batch.actor
@@ -765,6 +1019,8 @@ class _SQLiteTransaction:
                 changed_by,
                 source,
                 reason,
+                opted_out_by,
+                opted_out_via,
                 account,
                 c.contact_id,
                 c.channel.key,
@@ -774,7 +1030,18 @@ class _SQLiteTransaction:
             if c.expected_version
         ]
         inserts = [
-            (account, c.contact_id, c.channel.key, state, occurred_at, changed_by, source, reason)
+            (
+                account,
+                c.contact_id,
+                c.channel.key,
+                state,
+                occurred_at,
+                changed_by,
+                source,
+                reason,
+                opted_out_by,
+                opted_out_via,
+            )
             for c in changes
             if not c.expected_version
         ]
@@ -786,9 +1053,9 @@ class _SQLiteTransaction:
         try:
             written = 0
             if updates:
-                written += conn.executemany(_UPDATE_SUBSCRIPTION, updates).rowcount
+                written += conn.executemany(_UPDATE_SUBSCRIPTION[new_state], updates).rowcount
             if inserts:
-                written += conn.executemany(_INSERT_SUBSCRIPTION, inserts).rowcount
+                written += conn.executemany(_INSERT_SUBSCRIPTION[new_state], inserts).rowcount
             if written != len(changes):
                 raise _VersionMismatch
             values = _STATE_VALUES
@@ -867,6 +1134,34 @@ class _SQLiteTransaction:
             "cannot match; pass each pair once"
         )
 
+    def note_opt_outs(self, batch: ChangeBatch, pairs: Sequence[tuple[str, Channel]]) -> None:
+        """Add ``batch.opted_out_by`` to the opt-out record of the unsubscribed pairs among
+        *pairs* and move their ``last_opt_out_at`` forward to ``batch.occurred_at``; no event, no
+        new version.  One statement (a keyed one per pair for a few pairs)."""
+        if not pairs:
+            return
+        origin = None if batch.opted_out_by is None else batch.opted_out_by.value
+        occurred_at = _micros(batch.occurred_at)
+        account = self._account
+        try:
+            if len(pairs) <= _EVENT_ROWS_UP_TO:
+                self._conn.executemany(
+                    _NOTE_OPT_OUT,
+                    [(origin, occurred_at, account, cid, ch.key) for cid, ch in pairs],
+                )
+            else:
+                self._conn.execute(
+                    _NOTE_OPT_OUTS,
+                    (origin, occurred_at, account, _to_json([[cid, ch.key] for cid, ch in pairs])),
+                )
+        except sqlite3.Error as e:
+            raise self._fail(e, "record opt-out requests") from e
+
+    def lock_addresses(self, address_keys: Sequence[str]) -> None:
+        """Nothing to do: the transaction took the file's single write lock at ``BEGIN
+        IMMEDIATE``, so no other transaction (of any thread or process) can read or change the
+        contacts and suppressions of any address until it ends."""
+
     def get_inbound_result(self, message_id: str) -> str | None:
         """The stored result of an inbound message already handled."""
         try:
@@ -923,13 +1218,14 @@ class _SQLiteTransaction:
         return found
 
     def get_suppressions(self, address_keys: Sequence[str]) -> list[Suppression]:
-        """The suppressions recorded for any of *address_keys*, oldest record first."""
+        """The suppressions recorded for any of *address_keys*, active and inactive, oldest
+        record first."""
         if not address_keys:
             return []
         account = self._account
         try:
             rows = self._conn.execute(
-                "SELECT address_key, channel, occurred_at, source, inbound_message_id "
+                "SELECT address_key, channel, occurred_at, source, inbound_message_id, active "
                 "FROM suppressions "
                 "WHERE account = ? AND address_key IN (SELECT value FROM json_each(?)) "
                 "ORDER BY rowid",
@@ -946,20 +1242,26 @@ class _SQLiteTransaction:
                 occurred_at=decoder.instant(occurred_at),
                 source=_SOURCES[source],
                 inbound_message_id=message_id,
+                active=bool(active),
             )
-            for key, channel_key, occurred_at, source, message_id in rows
+            for key, channel_key, occurred_at, source, message_id, active in rows
         ]
 
-    def add_suppressions(self, suppressions: Sequence[Suppression]) -> None:
-        """Record suppressions; one that exists for the same (address key, channel) is kept."""
+    def put_suppressions(self, suppressions: Sequence[Suppression]) -> None:
+        """Record the last word of addresses: each replaces the suppression of the same
+        (address key, channel) only if it occurred later (in order, so the latest of one call
+        wins too)."""
         if not suppressions:
             return
         account = self._account
         try:
             self._conn.executemany(
                 "INSERT INTO suppressions (account, address_key, channel, occurred_at, source, "
-                "inbound_message_id) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (account, address_key, channel) DO NOTHING",
+                "inbound_message_id, active) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (account, address_key, channel) DO UPDATE SET "
+                "occurred_at = excluded.occurred_at, source = excluded.source, "
+                "inbound_message_id = excluded.inbound_message_id, active = excluded.active "
+                "WHERE excluded.occurred_at > suppressions.occurred_at",
                 [
                     (
                         account,
@@ -968,6 +1270,7 @@ class _SQLiteTransaction:
                         _micros(s.occurred_at),
                         s.source.value,
                         s.inbound_message_id,
+                        1 if s.active else 0,
                     )
                     for s in suppressions
                 ],
@@ -1010,7 +1313,8 @@ class _Connection(sqlite3.Connection):
 
 class _ThreadState(threading.local):
     conn: sqlite3.Connection | None = None
-    forks: int = 0
+    forks: int = 0  # _forks[0] when conn was opened
+    open: bool = False  # a transaction of the store is open in this thread
 
 
 # Bumped in a child process right after fork(): stores compare it with the value they saw, which
@@ -1021,10 +1325,15 @@ _inherited: list[sqlite3.Connection] = []  # connections a forked child must nei
 
 def _forked() -> None:
     _forks[0] += 1
+    _fork_gate.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
-    os.register_at_fork(after_in_child=_forked)
+    os.register_at_fork(
+        before=_fork_gate.before_fork,
+        after_in_parent=_fork_gate.after_fork_in_parent,
+        after_in_child=_forked,
+    )
 
 
 class SQLiteStore:
@@ -1035,8 +1344,9 @@ class SQLiteStore:
     closed when their thread is collected, and :meth:`close` closes the rest (call it once no
     thread uses the store any more).  The writers of one process queue for the store in arrival
     order, then for SQLite's write lock with the other processes.  A process that forks opens
-    fresh connections in the child, and any number of processes may open the same file.
-    Transactions do not nest within a thread.
+    fresh connections in the child (``fork()`` waits for the process's write transactions to
+    end, see the module docstring), and any number of processes may open the same file.
+    Transactions do not nest within a thread: opening one inside another raises StorageError.
 
     ``":memory:"`` is refused: each thread's connection would see a different, empty database.  Use
     :class:`~consentkit.storage.memory.InMemoryStore` for a store that lives in memory.
@@ -1184,8 +1494,13 @@ class SQLiteStore:
             version = self._schema_version(conn)
             if version == SCHEMA_VERSION:
                 return
-            conn.execute("BEGIN IMMEDIATE")
+            if not _fork_gate.enter(self.busy_timeout):
+                raise ConflictError(
+                    f"could not upgrade the schema of {self.path!r}: a fork() of this process "
+                    f"waited for other transactions for more than {self.busy_timeout:g} s; retry"
+                )
             try:
+                conn.execute("BEGIN IMMEDIATE")
                 # Read again under the write lock: another process may have migrated meanwhile.
                 version = self._schema_version(conn)
                 if version is None:
@@ -1208,6 +1523,8 @@ class SQLiteStore:
             except BaseException:
                 _rollback_quietly(conn)
                 raise
+            finally:
+                _fork_gate.exit()
         except sqlite3.Error as e:
             raise self._error(e, "create or upgrade the schema") from e
 
@@ -1254,6 +1571,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close every connection of every thread; the store cannot be used afterwards."""
+        self._forget_parent()  # in a forked child: the parent's lock and connections are not ours
         with self._lock:
             self._closed = True
             connections = list(self._connections)
@@ -1330,7 +1648,17 @@ class SQLiteStore:
             raise self._error(e, "read a subscription") from e
         if row is None:
             return None
-        state, version, updated_at, changed_by, source, reason = row
+        (
+            state,
+            version,
+            updated_at,
+            changed_by,
+            source,
+            reason,
+            opted_out_by,
+            opted_out_via,
+            last_opt_out_at,
+        ) = row
         return Subscription(
             account,
             contact_id,
@@ -1341,6 +1669,9 @@ class SQLiteStore:
             _KINDS[changed_by],
             _SOURCES[source],
             reason,
+            _origins(opted_out_by),
+            opted_out_via,
+            None if last_opt_out_at is None else _EPOCH + timedelta(microseconds=last_opt_out_at),
         )
 
     def get_state(self, account: str, contact_id: str, channel: Channel) -> SubscriptionState:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,8 +32,11 @@ from consentkit.channels import EMAIL, MMS, SMS, WHATSAPP, Channel
 from consentkit.errors import (
     ConflictError,
     ConsentError,
+    JustificationError,
     NotAuthorizedError,
+    StorageError,
     UnknownContactError,
+    ValidationError,
 )
 from consentkit.inbound import InboundMessage, InboundOutcome
 from consentkit.model import (
@@ -41,6 +45,7 @@ from consentkit.model import (
     Contact,
     Evidence,
     Justification,
+    OptOutOrigin,
     ResubscribeReason,
     Source,
     SubscriptionState,
@@ -263,9 +268,10 @@ class StoreConformance:
                 tx.put_contacts([Contact(ACCOUNT, "new")])
                 tx.write_changes(self._batch(SUBSCRIBED), [PairChange("keep", SMS, NEVER, 0)])
                 tx.put_inbound_result("msg-1", '{"ok": true}')
-                tx.add_suppressions(
+                tx.put_suppressions(
                     [Suppression(ACCOUNT, "phone:+14155550999", SMS, T0, Source.INBOUND_KEYWORD)]
                 )
+                tx.lock_addresses(["phone:+14155550999"])
                 assert tx.get_inbound_result("msg-1") == '{"ok": true}'
                 raise RuntimeError("boom")
 
@@ -305,21 +311,166 @@ class StoreConformance:
             assert tx.get_inbound_result("SM1") is None
             tx.put_inbound_result("SM1", '{"n": 3}')
 
-    def test_suppressions_keep_the_first_record(self, store: Store) -> None:
-        """Suppressions are stored per (address, channel); a repeat keeps the first."""
-        first = Suppression(ACCOUNT, "phone:+14155550100", SMS, T0, Source.INBOUND_KEYWORD, "m1")
-        later = Suppression(
-            ACCOUNT, "phone:+14155550100", SMS, T0 + timedelta(hours=1), Source.INBOUND_KEYWORD
+    def test_suppressions_keep_the_latest_word(self, store: Store) -> None:
+        """Suppressions are stored per (address, channel); the one that occurred last wins, so a
+        late delivery never overrides a later word, and inactive ones read back too."""
+        key = "phone:+14155550100"
+        first = Suppression(ACCOUNT, key, SMS, T0, Source.INBOUND_KEYWORD, "m1")
+        other = Suppression(ACCOUNT, key, MMS, T0, Source.INBOUND_KEYWORD, "m1")
+        lifted = Suppression(
+            ACCOUNT, key, SMS, T0 + timedelta(hours=2), Source.INBOUND_KEYWORD, "m3", active=False
         )
-        other = Suppression(ACCOUNT, "phone:+14155550100", MMS, T0, Source.INBOUND_KEYWORD, "m1")
+        late = Suppression(ACCOUNT, key, SMS, T0 + timedelta(hours=1), Source.INBOUND_KEYWORD)
         with store.transaction(ACCOUNT) as tx:
-            tx.add_suppressions([first, other])
+            tx.put_suppressions([first, other])
         with store.transaction(ACCOUNT) as tx:
-            tx.add_suppressions([later])
-            found = tx.get_suppressions(["phone:+14155550100", "email:x@example.com"])
-        assert sorted(found, key=lambda s: s.channel.key) == [other, first]
+            tx.put_suppressions([lifted])
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_suppressions([late, first])
+            found = tx.get_suppressions([key, "email:x@example.com"])
+        assert sorted(found, key=lambda s: s.channel.key) == [other, lifted]
         with store.transaction(OTHER_ACCOUNT) as tx:
-            assert tx.get_suppressions(["phone:+14155550100"]) == []
+            assert tx.get_suppressions([key]) == []
+
+    def test_opt_out_record_follows_the_state(self, store: Store) -> None:
+        """Unsubscribing records who asked and from which address; later requests on the
+        unsubscribed pair add their origin and time without an event; subscribing clears them."""
+        via = "phone:+14155550100"
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, "a"), Contact(ACCOUNT, "b")])
+            tx.write_changes(self._batch(SUBSCRIBED), [PairChange("a", SMS, NEVER, 0)])
+            tx.write_changes(
+                self._batch(
+                    UNSUBSCRIBED,
+                    actor=Actor.contact(ACCOUNT, "a"),
+                    occurred_at=T0 + timedelta(hours=1),
+                    opted_out_by=OptOutOrigin.CONTACT,
+                    opted_out_via=via,
+                ),
+                [PairChange("a", SMS, SUBSCRIBED, 1), PairChange("a", MMS, NEVER, 0)],
+            )
+        sub = store.get_subscription(ACCOUNT, "a", SMS)
+        assert sub is not None
+        assert (sub.opted_out_by, sub.opted_out_via, sub.last_opt_out_at) == (
+            frozenset({OptOutOrigin.CONTACT}), via, T0 + timedelta(hours=1)
+        )
+        with store.transaction(ACCOUNT) as tx:
+            assert tx.lock_subscriptions(["a"], [SMS])[("a", SMS)] == sub
+            note = self._batch(
+                UNSUBSCRIBED, occurred_at=T0 + timedelta(hours=3), opted_out_by=OptOutOrigin.ADMIN
+            )
+            tx.note_opt_outs(note, [("a", SMS), ("b", SMS)])
+            earlier = self._batch(
+                UNSUBSCRIBED, occurred_at=T0 + timedelta(hours=2), opted_out_by=OptOutOrigin.SYSTEM
+            )
+            tx.note_opt_outs(earlier, [("a", SMS)])
+        noted = store.get_subscription(ACCOUNT, "a", SMS)
+        assert noted is not None
+        assert noted.opted_out_by == {
+            OptOutOrigin.CONTACT, OptOutOrigin.ADMIN, OptOutOrigin.SYSTEM
+        }
+        assert (noted.opted_out_via, noted.last_opt_out_at) == (via, T0 + timedelta(hours=3))
+        assert (noted.version, noted.updated_at, noted.changed_by) == (
+            2, T0 + timedelta(hours=1), ActorKind.CONTACT
+        )
+        assert store.get_subscription(ACCOUNT, "b", SMS) is None
+        assert len(list(store.events(ACCOUNT))) == 3
+
+        def note_then_fail() -> None:
+            with store.transaction(ACCOUNT) as tx:
+                tx.note_opt_outs(
+                    self._batch(
+                        UNSUBSCRIBED,
+                        occurred_at=T0 + timedelta(hours=9),
+                        opted_out_by=OptOutOrigin.SUPPRESSION,
+                    ),
+                    [("a", SMS)],
+                )
+                raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            note_then_fail()
+        assert store.get_subscription(ACCOUNT, "a", SMS) == noted
+        with store.transaction(ACCOUNT) as tx:
+            tx.write_changes(
+                self._batch(
+                    SUBSCRIBED, justification=JUSTIFICATION, occurred_at=T0 + timedelta(hours=4)
+                ),
+                [PairChange("a", SMS, UNSUBSCRIBED, 2)],
+            )
+        back = store.get_subscription(ACCOUNT, "a", SMS)
+        assert back is not None
+        assert (back.opted_out_by, back.opted_out_via, back.last_opt_out_at) == (
+            frozenset(), None, T0 + timedelta(hours=3)
+        )
+        mms = store.get_subscription(ACCOUNT, "a", MMS)
+        assert mms is not None
+        assert (mms.state, mms.opted_out_by) == (UNSUBSCRIBED, frozenset({OptOutOrigin.CONTACT}))
+        assert store.subscriptions_of(ACCOUNT, "a") == [mms, back]
+
+    def test_write_changes_refuses_another_account_and_never_subscribed(
+        self, store: Store
+    ) -> None:
+        """A write batch for another account, or back to never-subscribed, is refused with a
+        ValidationError and writes nothing."""
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, "a")])
+        with pytest.raises(ValidationError), store.transaction(ACCOUNT) as tx:
+            tx.write_changes(
+                self._batch(SUBSCRIBED, account=OTHER_ACCOUNT), [PairChange("a", SMS, NEVER, 0)]
+            )
+        with pytest.raises(ValidationError), store.transaction(ACCOUNT) as tx:
+            tx.write_changes(self._batch(NEVER), [PairChange("a", SMS, NEVER, 0)])
+        assert store.get_subscription(ACCOUNT, "a", SMS) is None
+        assert store.get_subscription(OTHER_ACCOUNT, "a", SMS) is None
+        assert list(store.events(ACCOUNT)) == list(store.events(OTHER_ACCOUNT)) == []
+
+    def test_nested_transaction_is_refused(self, store: Store) -> None:
+        """A transaction opened while the same thread has one open on the store raises
+        StorageError at once (an inner commit could otherwise be undone by the outer rollback),
+        and the outer transaction goes on unharmed."""
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, "a")])
+            with pytest.raises(StorageError), store.transaction(ACCOUNT) as inner:
+                inner.put_contacts([Contact(ACCOUNT, "inner")])
+            with pytest.raises(StorageError), store.transaction(OTHER_ACCOUNT) as inner:
+                inner.put_contacts([Contact(OTHER_ACCOUNT, "inner")])
+            tx.write_changes(self._batch(SUBSCRIBED), [PairChange("a", SMS, NEVER, 0)])
+        assert store.get_state(ACCOUNT, "a", SMS) is SUBSCRIBED
+        assert store.get_contact(ACCOUNT, "inner") is None
+        with store.transaction(ACCOUNT) as tx:
+            assert tx.missing_contacts(["a"]) == []
+
+    def test_address_locks_serialise_readers_of_an_address(self, store: Store) -> None:
+        """A transaction that locks an address waits for another that locked it first, then sees
+        what that one wrote (suppressions of the address, contacts at it)."""
+        key = "phone:+14155550100"
+        locked = threading.Event()
+        errors: list[BaseException] = []
+        seen: list[object] = []
+
+        def first() -> None:
+            try:
+                with store.transaction(ACCOUNT) as tx:
+                    tx.lock_addresses([key])
+                    locked.set()
+                    time.sleep(0.3)
+                    tx.put_suppressions([Suppression(ACCOUNT, key, SMS, T0, Source.CARRIER)])
+                    tx.put_contacts([Contact(ACCOUNT, "x", phone="+14155550100")])
+            except BaseException as e:  # reported below
+                errors.append(e)
+                locked.set()
+
+        thread = threading.Thread(target=first)
+        thread.start()
+        assert locked.wait(10)
+        with store.transaction(ACCOUNT) as tx:
+            tx.lock_addresses([key, "email:x@example.com"])
+            seen.append(tx.get_suppressions([key]))
+            seen.append(tx.find_contacts_by_address([key]))
+        thread.join(10)
+        assert not errors, errors
+        assert seen == [[Suppression(ACCOUNT, key, SMS, T0, Source.CARRIER)], {key: ["x"]}]
 
     # ------------------------------------------------------------------ reads
 
@@ -699,6 +850,250 @@ class StoreConformance:
         )
         assert [p.channel for p in imported.changed] == [WHATSAPP]
         assert service.state(ADMIN, "newbie", SMS) is UNSUBSCRIBED
+
+    # ------------------------------------------------------------------ guarantees at the edges
+
+    def _inbound(
+        self, body: str, message_id: str, sender: str, at: datetime, ch: Channel = SMS
+    ) -> InboundMessage:
+        return InboundMessage(ACCOUNT, ch, sender, body, message_id, at)
+
+    def test_late_start_never_beats_a_later_stop(
+        self, service: ConsentService, store: Store, clock: FakeClock
+    ) -> None:
+        """A START received before a later STOP (that found the pair already unsubscribed) or a
+        later admin unsubscribe, but delivered after them, resubscribes nothing."""
+        service.opt_in(ADMIN, ["c1", "c2"], [SMS], evidence=EVIDENCE)
+        phone1, phone2 = "+14155550001", "+14155550002"
+        stop_at = clock.now()
+        service.handle_inbound(self._inbound("STOP", "s1", phone1, stop_at))
+        service.handle_inbound(self._inbound("STOP", "s2", phone2, stop_at))
+        start_at = clock.now()
+        clock.advance(timedelta(minutes=1))
+        # c1: a second STOP after the START was sent (a no-op: already unsubscribed).
+        service.handle_inbound(self._inbound("STOP", "s3", phone1, clock.now()))
+        # c2: an admin unsubscribes after the START was sent (a no-op too).
+        assert service.unsubscribe(ADMIN, ["c2"], [SMS]).unchanged_count == 1
+        clock.advance(timedelta(minutes=5))
+        for cid, phone in (("c1", phone1), ("c2", phone2)):
+            late = service.handle_inbound(self._inbound("START", f"late-{cid}", phone, start_at))
+            assert late.outcome is InboundOutcome.NOTHING_TO_UNDO
+            assert (late.changed, late.reply) == ((), None)
+            assert service.state(ADMIN, cid, SMS) is UNSUBSCRIBED
+            assert not service.can_send(ADMIN, cid, SMS)
+        # A START sent after everything does undo c1's own STOP, but not c2's admin unsubscribe.
+        now = clock.now()
+        assert service.handle_inbound(self._inbound("START", "on-time-1", phone1, now)).changed
+        assert service.can_send(ADMIN, "c1", SMS)
+        assert not service.handle_inbound(self._inbound("START", "on-time-2", phone2, now)).changed
+        assert not service.can_send(ADMIN, "c2", SMS)
+        check_replay(store, ACCOUNT)
+
+    def test_late_stop_is_honoured_unless_the_contact_answered_it(
+        self, service: ConsentService, clock: FakeClock
+    ) -> None:
+        """A STOP delivered late is applied after the pair's last change, except where the
+        contact's own later START already answered it."""
+        service.opt_in(ADMIN, ["c1", "c2"], [SMS], evidence=EVIDENCE)
+        sent = clock.now()
+        clock.advance(timedelta(minutes=1))
+        # c1's pair changes after the STOP was sent, by an admin: the STOP still applies.
+        service.unsubscribe(ADMIN, ["c1"], [SMS])
+        service.resubscribe(
+            ADMIN, ["c1"], [SMS],
+            justification=Justification(ResubscribeReason.MISTAKEN_UNSUBSCRIBE, "wrong row"),
+        )
+        late = service.handle_inbound(self._inbound("STOP", "late-1", "+14155550001", sent))
+        assert late.changed
+        assert not service.can_send(ADMIN, "c1", SMS)
+        # c2 said STOP, then START (both on time), then an older STOP arrives: START stands.
+        phone = "+14155550002"
+        early = clock.now()
+        clock.advance(timedelta(minutes=1))
+        service.handle_inbound(self._inbound("STOP", "c2-stop", phone, clock.now()))
+        clock.advance(timedelta(minutes=1))
+        service.handle_inbound(self._inbound("START", "c2-start", phone, clock.now()))
+        assert service.can_send(ADMIN, "c2", SMS)
+        older = service.handle_inbound(self._inbound("STOP", "c2-older", phone, early))
+        assert older.changed == ()
+        assert service.can_send(ADMIN, "c2", SMS)
+
+    def test_an_address_that_said_stop_applies_when_it_joins_a_contact(
+        self, service: ConsentService, store: Store
+    ) -> None:
+        """Moving an existing, subscribed contact to a number that texted STOP unsubscribes it on
+        the suppressed channels, also when a member makes the edit; other channels stay."""
+        stopped = "+14155559990"
+        service.handle_inbound(self._inbound("STOP", "s-unknown", stopped, T0))
+        service.opt_in(ADMIN, ["c3", "c4"], [SMS, WHATSAPP, EMAIL], evidence=EVIDENCE)
+        member = Actor.member(ACCOUNT, "bob")
+        moved = service.upsert_contacts(
+            member, [Contact(ACCOUNT, "c3", phone=stopped, email="c3@example.com")]
+        )
+        assert {(p.contact_id, p.channel.key) for p in moved.suppressed} == {
+            ("c3", "sms"), ("c3", "mms"), ("c3", "rcs")
+        }
+        assert not service.can_send(ADMIN, "c3", SMS)
+        assert service.state(ADMIN, "c3", MMS) is UNSUBSCRIBED
+        assert service.can_send(ADMIN, "c3", WHATSAPP)  # not in the STOP's channel group
+        assert service.can_send(ADMIN, "c3", EMAIL)
+        sub = service.subscription(ADMIN, "c3", SMS)
+        assert sub is not None
+        assert (sub.opted_out_by, sub.opted_out_via) == (
+            frozenset({OptOutOrigin.SUPPRESSION}), f"phone:{stopped}"
+        )
+        # An admin-unsubscribed contact moved there keeps the admin's opt-out and gains the STOP.
+        service.unsubscribe(ADMIN, ["c4"], [SMS])
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "c4", phone=stopped)])
+        sub = service.subscription(ADMIN, "c4", SMS)
+        assert sub is not None
+        assert sub.opted_out_by == {OptOutOrigin.ADMIN, OptOutOrigin.SUPPRESSION}
+        # Re-saving a contact with the address it already has applies nothing again.
+        service.resubscribe(
+            ADMIN, ["c3"], [SMS],
+            justification=Justification(ResubscribeReason.CONTACT_REQUEST, "called us"),
+        )
+        again = service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "c3", phone=stopped)])
+        assert again.suppressed == ()
+        assert service.can_send(ADMIN, "c3", SMS)
+        check_replay(store, ACCOUNT)
+
+    def test_a_suppressed_stop_is_no_mistake(self, service: ConsentService) -> None:
+        """A STOP applied through the suppression list is the contact's own opt-out: an admin's
+        MISTAKEN_UNSUBSCRIBE is refused, only CONTACT_REQUEST resubscribes."""
+        stopped = "+14155559991"
+        service.handle_inbound(self._inbound("STOP", "s-sup", stopped, T0))
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "newbie", phone=stopped)])
+        mistake = Justification(ResubscribeReason.MISTAKEN_UNSUBSCRIBE, "looks like a mistake")
+        with pytest.raises(JustificationError, match="CONTACT_REQUEST"):
+            service.resubscribe(ADMIN, ["newbie"], [SMS], justification=mistake)
+        asked = Justification(ResubscribeReason.CONTACT_REQUEST, "texted us from the shop")
+        assert service.resubscribe(ADMIN, ["newbie"], [SMS], justification=asked).changed
+
+    def test_start_undoes_only_the_senders_own_stop(
+        self, service: ConsentService, store: Store, clock: FakeClock
+    ) -> None:
+        """A START from a shared number undoes the STOP of each contact whose own opt-out came
+        from it, never an admin's unsubscribe of another contact at that number, and never through
+        a number that joined the contact after its opt-out."""
+        shared = "+14155550005"
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "c6", phone=shared)])  # c5 and c6 share
+        service.opt_in(ADMIN, ["c5", "c6", "c7"], [SMS], evidence=EVIDENCE)
+        service.unsubscribe(ADMIN, ["c6"], [SMS], reason="complaint")
+        service.handle_inbound(self._inbound("STOP", "s5", shared, clock.now()))
+        clock.advance(timedelta(minutes=1))
+        start = service.handle_inbound(self._inbound("START", "y5", shared, clock.now()))
+        assert start.changed == (("c5", SMS),)
+        assert service.can_send(ADMIN, "c5", SMS)
+        assert not service.can_send(ADMIN, "c6", SMS)
+        sub = service.subscription(ADMIN, "c6", SMS)
+        assert sub is not None
+        assert sub.opted_out_by == {OptOutOrigin.ADMIN, OptOutOrigin.CONTACT}
+        # The chained attack: c7 texts STOP, a member points c7 at their own number, texts START
+        # from it, and restores the number.
+        c7_phone, mallory = "+14155550007", "+14155550666"
+        service.handle_inbound(self._inbound("STOP", "s7", c7_phone, clock.now()))
+        member = Actor.member(ACCOUNT, "mallory")
+        service.upsert_contacts(member, [Contact(ACCOUNT, "c7", phone=mallory)])
+        clock.advance(timedelta(minutes=1))
+        attack = service.handle_inbound(self._inbound("START", "y7", mallory, clock.now()))
+        assert attack.outcome is InboundOutcome.NOTHING_TO_UNDO
+        service.upsert_contacts(member, [Contact(ACCOUNT, "c7", phone=c7_phone)])
+        assert not service.can_send(ADMIN, "c7", SMS)
+        check_replay(store, ACCOUNT)
+
+    def test_start_and_yes_create_no_consent(self, service: ConsentService) -> None:
+        """START or YES from a never-subscribed contact subscribes nothing and confirms nothing."""
+        for n, body in enumerate(("START", "Yes", "unstop")):
+            result = service.handle_inbound(
+                self._inbound(body, f"y-{n}", "+14155550008", T0 + timedelta(seconds=n))
+            )
+            assert (result.outcome, result.changed, result.reply) == (
+                InboundOutcome.NOTHING_TO_UNDO, (), None
+            )
+        assert service.state(ADMIN, "c8", SMS) is NEVER
+
+    def test_a_contact_reads_only_their_own_records(self, service: ConsentService) -> None:
+        """A contact actor cannot read the account by leaving the contact id out."""
+        service.opt_in(ADMIN, ["c1", "c2"], [SMS], evidence=EVIDENCE)
+        ann = Actor.contact(ACCOUNT, "c1")
+        assert [e.contact_id for e in service.history(ann, "c1")] == ["c1"]
+        calls = (
+            lambda: service.history(ann, None),  # type: ignore[arg-type]
+            lambda: service.subscriptions(ann, None),  # type: ignore[arg-type]
+            lambda: service.can_send(ann, None, SMS),  # type: ignore[arg-type]
+            lambda: service.state(ann, None, SMS),  # type: ignore[arg-type]
+            lambda: service.subscription(ann, None, SMS),  # type: ignore[arg-type]
+            lambda: service.history(ann, "c2"),
+        )
+        for call in calls:
+            with pytest.raises((NotAuthorizedError, ValidationError)):
+                call()
+
+    def test_members_are_refused_also_for_no_ops(self, service: ConsentService) -> None:
+        """A member's change is refused whatever the pair's state, never reported as success; a
+        role string where the actor kind belongs is a member too."""
+        service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+        service.unsubscribe(ADMIN, ["c2"], [SMS])
+        from_jwt = Actor("member", "eve", ACCOUNT)
+        for member in (Actor.member(ACCOUNT, "bob"), from_jwt):
+            with pytest.raises(NotAuthorizedError, match="Ask an admin"):
+                service.opt_in(member, ["c1"], [SMS], evidence=EVIDENCE)
+            with pytest.raises(NotAuthorizedError, match="Ask an admin"):
+                service.unsubscribe(member, ["c2"], [SMS])
+            with pytest.raises(NotAuthorizedError, match="Ask an admin"):
+                service.set_subscribed(member, "c1", SMS, True)
+            with pytest.raises(NotAuthorizedError):
+                service.unsubscribe(member, ["c1"], [SMS])
+        assert service.can_send(ADMIN, "c1", SMS)
+
+    def test_a_look_alike_justification_is_refused(self, service: ConsentService) -> None:
+        """Only a real Justification resubscribes; a look-alike object or a string is a
+        ValidationError and changes nothing."""
+
+        class LookAlike:
+            reason = ResubscribeReason.MISTAKEN_UNSUBSCRIBE
+            note = ""
+
+        service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+        service.unsubscribe(ADMIN, ["c1"], [SMS])
+        for fake in (LookAlike(), "mistake"):
+            with pytest.raises(ValidationError, match="justification"):
+                service.set_subscribed(
+                    ADMIN, "c1", SMS, True, justification=fake  # type: ignore[arg-type]
+                )
+            with pytest.raises(ValidationError, match="justification"):
+                service.resubscribe(
+                    ADMIN, ["c1"], [SMS], justification=fake  # type: ignore[arg-type]
+                )
+        assert not service.can_send(ADMIN, "c1", SMS)
+
+    def test_a_channel_built_by_hand_is_the_builtin(self, service: ConsentService) -> None:
+        """A STOP delivered with Channel("sms") reaches the contact with that phone, like SMS."""
+        service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+        result = service.handle_inbound(
+            self._inbound("STOP", "hand", "+14155550001", T0, Channel("sms"))
+        )
+        assert result.outcome is InboundOutcome.OPTED_OUT
+        assert not service.can_send(ADMIN, "c1", SMS)
+
+    def test_a_call_nested_in_another_is_refused_and_nothing_is_lost(
+        self, service: ConsentService, store: Store
+    ) -> None:
+        """A consentkit call made from the id iterable another call is consuming raises
+        StorageError; the outer call then fails whole, and no change is half-recorded."""
+        service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+
+        def ids() -> Iterator[str]:
+            yield "c1"
+            service.opt_in(ADMIN, ["c2"], [SMS], evidence=EVIDENCE)
+            yield "c2"
+
+        with pytest.raises(StorageError):
+            service.unsubscribe(ADMIN, ids(), [SMS], details=False)
+        assert service.can_send(ADMIN, "c1", SMS)
+        assert service.state(ADMIN, "c2", SMS) is NEVER
+        check_replay(store, ACCOUNT)
 
     # ------------------------------------------------------------------ trends
 

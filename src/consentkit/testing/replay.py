@@ -37,7 +37,8 @@ def replay(events: Iterable[ConsentEvent]) -> dict[tuple[str, Channel], Subscrip
 
 
 def check_replay(store: object, account: str) -> dict[tuple[str, Channel], SubscriptionState]:
-    """Assert that every subscription of *account* in *store* equals the replay of its events.
+    """Assert that every subscription of *account* in *store* equals the replay of its events, and
+    that no subscription exists without the events that made it.
 
     *store* is any :class:`~consentkit.storage.Store`.  Returns the replayed state.
     """
@@ -45,6 +46,17 @@ def check_replay(store: object, account: str) -> dict[tuple[str, Channel], Subsc
 
     assert isinstance(store, Store)
     replayed = replay(store.events(account))
+    # Every stored subscription, also one that no event mentions (a write that lost its event).
+    after: str | None = None
+    while page := store.list_contacts(account, after=after, limit=500):
+        for contact in page:
+            for stored in store.subscriptions_of(account, contact.id):
+                if (contact.id, stored.channel) not in replayed:
+                    raise ReplayMismatch(
+                        f"{contact.id!r} on {stored.channel.key}: stored {stored.state.value} at "
+                        f"version {stored.version}, but no event records it"
+                    )
+        after = page[-1].id
     for (contact_id, ch), expected in replayed.items():
         sub = store.get_subscription(account, contact_id, ch)
         actual = SubscriptionState.NEVER_SUBSCRIBED if sub is None else sub.state
