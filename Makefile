@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.consentkit-installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test soak bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "consentkit needs Python 3.11 or newer")'
@@ -20,6 +20,10 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/python -m mypy --strict
 	$(BIN)/python -m ruff check src tests bench
+
+# The model-based test of the consent rules with many examples per store (see the test module).
+soak: $(STAMP)
+	CONSENTKIT_SOAK_EXAMPLES=2000 $(BIN)/python -m pytest -q tests/test_rules_state_machine.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sqlite.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -108,16 +109,22 @@ def test_add_and_list_contacts(cli: CLI) -> None:
         "--as", "admin:alice", "contacts", "add", "ana", "--phone", "+1 (415) 555-0101",
         "--email", "ana@Example.COM",
     )
-    cli.ok("contacts", "add", "ben", "--as", "member:bob", "--handle", "telegram=42")
-    assert "updated contact ben" in cli.ok(
+    cli.ok("--custom-channel", "telegram", "contacts", "add", "ben", "--as", "member:bob",
+           "--handle", "telegram=42")
+    assert "the others kept" in cli.ok(
         "contacts", "add", "ben", "--as", "member:bob", "--handle", "push=tok"
+    )
+    assert "push=tok telegram=42" in cli.ok("contacts", "list")  # only the given ones change
+    assert "its addresses were replaced" in cli.ok(
+        "contacts", "add", "ben", "--as", "member:bob", "--handle", "push=tok",
+        "--replace-addresses",
     )
     listing = cli.ok("contacts", "list")
     assert listing.splitlines()[0].split() == ["ID", "PHONE", "EMAIL", "HANDLES"]
     assert "+14155550101" in listing
     assert "ana@example.com" in listing
     assert "push=tok" in listing
-    assert "telegram" not in listing  # an update replaces the addresses
+    assert "telegram" not in listing  # --replace-addresses removes the ones left out
     first = cli.ok("contacts", "list", "--limit", "1", "--format", "json")
     page = json.loads(first)
     assert [c["id"] for c in page["items"]] == ["ana"]
@@ -497,3 +504,213 @@ def test_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     assert json.loads(first)["sequence"] == 1
     assert "Traceback" not in err
     assert code in (0, 1)
+
+
+# ---------------------------------------------------------------------- channels and addresses
+
+
+def _events(cli: CLI) -> list[str]:
+    return cli.ok("export").splitlines()
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [("smss", "did you mean 'sms'?"), ("fax", "Known channels: email"), ("all", "push, rcs")],
+)
+def test_unknown_channels_are_refused_and_nothing_is_written(
+    people: CLI, key: str, hint: str
+) -> None:
+    """A misspelled or unknown --channel exits 1 naming the key and the known channels, on every
+    command that takes one, and writes nothing."""
+    before = _events(people)
+    commands = [
+        ["--as", "admin:alice", "unsubscribe", "ana", "--channel", f"email,{key}"],
+        ["--as", "admin:alice", "opt-in", "ana", "--channel", key, *EVIDENCE],
+        ["--as", "admin:alice", "resubscribe", "ana", "--channel", key,
+         "--reason", "contact_request", "--note", "asked"],
+        ["--as", "admin:alice", "contacts", "add", "ana", "--handle", f"{key}=1"],
+        ["subscribers", "--channel", key],
+        ["history", "ana", "--channel", key],
+    ]
+    for argv in commands:
+        outcome = people(*argv)
+        assert outcome.code == 1, argv
+        assert outcome.out == ""
+        line = _error_line(outcome)
+        assert f"'{key}' is not a known channel" in line
+        assert hint in line
+        assert "--custom-channel KEY" in line
+    assert _events(people) == before
+    assert "email     subscribed        yes" in people.ok("status", "ana")
+    assert "push=" not in people.ok("contacts", "list")
+
+
+def test_custom_channels_from_the_option_and_the_environment(
+    people: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--custom-channel (before or after the subcommand, repeated or comma-separated) and
+    CONSENTKIT_CUSTOM_CHANNELS register channels for the run; without them the key is refused."""
+    assert people("--as", "admin:alice", "contacts", "add", "ana", "--handle",
+                  "telegram=42").code == 1
+    people.ok("--custom-channel", "telegram", "--as", "admin:alice", "contacts", "add", "ana",
+              "--handle", "telegram=42")
+    out = people.ok("--custom-channel", "line", "--as", "admin:alice", "opt-in", "ana",
+                    "--channel", "telegram", "--custom-channel", "Telegram,viber", *EVIDENCE)
+    assert "opt-in on telegram: 1 changed" in out
+    monkeypatch.setenv("CONSENTKIT_CUSTOM_CHANNELS", "viber, telegram")
+    status = people.ok("status", "ana")
+    rows = {line.split()[0]: line.split() for line in status.splitlines()[2:]}
+    assert rows["telegram"][1:3] == ["subscribed", "yes"]
+    assert rows["viber"][1:3] == ["never_subscribed", "no"]
+    assert "telegram 42" in status.splitlines()[0]
+    monkeypatch.delenv("CONSENTKIT_CUSTOM_CHANNELS")
+    legacy = people.ok("status", "ana")  # a record on a channel not registered in this run
+    assert "telegram  subscribed        no (unknown channel)" in legacy
+    bad = people("--custom-channel", "tele gram", "status", "ana")
+    assert _error_line(bad).startswith("consentkit: error: --custom-channel: 'tele gram'")
+
+
+def test_import_keeps_the_addresses_a_file_leaves_out(cli: CLI, tmp_path: Path) -> None:
+    """By default a CSV without an email column, or with an empty cell, leaves those addresses
+    alone; only the cells given change."""
+    full = tmp_path / "full.csv"
+    full.write_text("id,phone,email\nana,+14155550101,ana@example.com\n"
+                    "ben,+14155550102,ben@example.com\n", encoding="utf-8")
+    cli.ok("--as", "system:importer", "contacts", "import", str(full))
+    phones = tmp_path / "phones.csv"
+    phones.write_text("id,phone\nana,+14155550109\n", encoding="utf-8")
+    assert "1 updated" in cli.ok("--as", "system:importer", "contacts", "import", str(phones))
+    blank = tmp_path / "blank.csv"
+    blank.write_text("id,phone,email\nben,,\n", encoding="utf-8")
+    cli.ok("--as", "system:importer", "contacts", "import", str(blank))
+    listing = json.loads(cli.ok("contacts", "list", "--format", "json"))["items"]
+    assert [(c["id"], c["phone"], c["email"]) for c in listing] == [
+        ("ana", "+14155550109", "ana@example.com"),
+        ("ben", "+14155550102", "ben@example.com"),
+    ]
+
+
+def test_replace_addresses_removes_the_rest_and_warns_of_unreachable_pairs(
+    people: CLI, tmp_path: Path
+) -> None:
+    """--replace-addresses makes the file (or the add) the whole truth, and subscribed pairs that
+    lose their channel's address are named in a warning on stderr."""
+    phones = tmp_path / "phones.csv"
+    phones.write_text("id,phone\nana,+14155551010\n", encoding="utf-8")
+    imported = people("--as", "system:importer", "contacts", "import", str(phones),
+                      "--replace-addresses")
+    assert imported.code == 0
+    assert "1 updated" in imported.out
+    warning = imported.err.splitlines()
+    assert warning[0].startswith("consentkit: warning: 1 subscribed pair lost the address")
+    assert warning[1].split() == ["no", "address", "ana", "email"]
+    assert "email     subscribed        yes" in people.ok("status", "ana")  # consent is kept
+    assert people.ok("contacts", "list").splitlines()[1].split() == ["ana", "+14155551010"]
+    added = people("--as", "admin:alice", "contacts", "add", "ben", "--email",
+                   "ben@example.com", "--replace-addresses")
+    assert "its addresses were replaced" in added.out
+    assert "no address ben sms" in added.err
+    kept = people("--as", "admin:alice", "contacts", "add", "carl", "--email", "c@example.com")
+    assert kept.err == ""  # without the flag, carl keeps his phone
+
+
+# ---------------------------------------------------------------------- the package's imports
+
+_PACKAGE = SRC / "consentkit" / "cli"
+
+
+def _cli_imports(path: Path) -> set[str]:
+    """The modules of consentkit.cli that *path* imports at run time (inside functions too;
+    imports only for type checkers are left out)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    checking = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for statement in block.body
+        for node in ast.walk(statement)
+    }
+    modules = {f"consentkit.cli.{p.stem}" for p in _PACKAGE.glob("*.py")} | {"consentkit.cli"}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in checking:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            # `from consentkit.cli import render` imports the module render, not a name of the
+            # package; any other name comes from the module named.
+            names = {f"{node.module}.{alias.name}" for alias in node.names}
+            found |= names & modules
+            if names - modules:
+                found.add(node.module)
+    return found & modules
+
+
+def _module_name(path: Path) -> str:
+    return "consentkit.cli" if path.stem == "__init__" else f"consentkit.cli.{path.stem}"
+
+
+def test_cli_package_has_no_import_cycle() -> None:
+    """No module of consentkit.cli imports, directly or through others, one that imports it back;
+    none imports the package itself, and the package's __init__ imports no module at load."""
+    graph = {_module_name(p): _cli_imports(p) for p in _PACKAGE.glob("*.py")}
+    assert set(graph) >= {"consentkit.cli", "consentkit.cli.render", "consentkit.cli.commands"}
+    for name, imported in graph.items():
+        if name != "consentkit.cli":
+            assert "consentkit.cli" not in imported, f"{name} imports the package"
+
+    def reachable(start: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(graph[start])
+        while todo:
+            module = todo.pop()
+            if module not in seen:
+                seen.add(module)
+                todo += graph[module]
+        return seen
+
+    for name in graph:
+        assert name not in reachable(name), f"{name} is part of an import cycle"
+    assert graph["consentkit.cli.render"] == set()
+    init = ast.parse((_PACKAGE / "__init__.py").read_text(encoding="utf-8"))
+    top_level = [n for n in init.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert not any(
+        isinstance(n, ast.ImportFrom) and (n.module or "").startswith("consentkit.cli")
+        for n in top_level
+    )
+
+
+def _loaded_after(statement: str) -> set[str]:
+    """The consentkit.cli modules loaded by *statement* in a fresh interpreter."""
+    probe = (
+        f"{statement}\nimport sys\n"
+        "print(' '.join(m for m in sys.modules if m.split('.')[:2] == ['consentkit', 'cli']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def test_every_cli_module_imports_alone_in_a_fresh_interpreter() -> None:
+    """Each module of the package imports first in a fresh interpreter (no order dependence)."""
+    for path in sorted(_PACKAGE.glob("*.py")):
+        assert _module_name(path) in _loaded_after(f"import {_module_name(path)}")
+
+
+def test_the_demo_imports_only_the_renderer_of_the_cli() -> None:
+    """Importing consentkit.demo loads consentkit.cli.render (and the package's lazy __init__),
+    never the command line; `from consentkit.cli import main` still works."""
+    assert _loaded_after("import consentkit.demo") == {"consentkit.cli", "consentkit.cli.render"}
+    demo_imports = _cli_imports(SRC / "consentkit" / "demo.py")
+    assert demo_imports == {"consentkit.cli.render"}
+    assert "consentkit.cli.commands" in _loaded_after(
+        "from consentkit.cli import main\nmain(['--help'])"
+    )

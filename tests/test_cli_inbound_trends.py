@@ -334,3 +334,145 @@ def test_trends_refuses_bad_input_and_handles_an_empty_account(cli: CLI) -> None
     out = cli.ok("trends")
     assert "no subscriptions yet: nothing to compare" in out
     assert out.splitlines()[-1] == "no unsubscribe spikes"
+
+
+# ---------------------------------------------------------------------- channels of inbound
+
+
+def test_inbound_on_an_unknown_channel_is_refused_and_records_nothing(people: CLI) -> None:
+    """inbound --channel smss exits 1 with the did-you-mean message, and the message id stays
+    unused on sms."""
+    events = _event_count(people)
+    outcome = people("inbound", "--channel", "smss", "--from", ANA_PHONE, "--message-id", "SM1",
+                     "STOP")
+    assert outcome.code == 1
+    assert "channel: 'smss' is not a known channel; did you mean 'sms'?" in _error_line(outcome)
+    assert _event_count(people) == events
+    assert "(duplicate" not in _inbound(people, "STOP", "SM1")
+
+
+# ---------------------------------------------------------------------- the review queue
+
+
+def _queue(cli: CLI) -> None:
+    """Two possible opt-outs: an overdue one received on RECEIVED with a long text holding an
+    escape sequence, and a fresh one received now."""
+    _inbound(cli, "please stop \x1b[31mtexting me " + "x" * 100, "SM1")
+    cli.ok("inbound", "--channel", "sms", "--from", "+14155551020", "--message-id", "SM2",
+           "stop it please")
+
+
+def test_review_list_shows_open_items_oldest_first_and_marks_overdue_ones(people: CLI) -> None:
+    """review list prints one row per open item, oldest first, with escaped and cut text, an
+    OVERDUE status and closing line for late items, and a cursor when more follow."""
+    _queue(people)
+    out = people.ok("review", "list")
+    header, first, second, closing = out.splitlines()
+    assert header.split() == ["ID", "RECEIVED", "CHANNEL", "SENDER", "CONTACTS", "HONOUR", "BY",
+                              "STATUS", "TEXT"]
+    assert first.split()[:8] == ["sms:SM1", "2025-04-04T16:00:00+00:00", "sms", ANA_PHONE,
+                                 "ana,", "ana-work", "2025-04-18T16:00:00+00:00", "OVERDUE"]
+    assert "please stop \\x1b[31mtexting me xxx" in first
+    assert "\x1b" not in out
+    assert first.endswith("…")
+    assert second.split()[:5] == ["sms:SM2", second.split()[1], "sms", "+14155551020", "ben"]
+    assert second.split()[6] == "open"
+    assert closing.startswith("OVERDUE: 1 open item is past the honour-by deadline")
+    assert people.ok("review", "list", "--format", "text") == out
+    page = people.ok("review", "list", "--limit", "1")
+    assert "sms:SM2" not in page
+    cursor = page.splitlines()[-1].removeprefix("(more: add --cursor ").removesuffix(")")
+    rest = people.ok("review", "list", "--limit", "1", "--cursor", cursor)
+    assert rest.splitlines()[1].startswith("sms:SM2")
+    assert "(more" not in rest
+    assert "OVERDUE" not in rest
+
+
+def test_review_list_json_carries_every_field(people: CLI) -> None:
+    """--format json lists the items with their full text, contacts, deadline, overdue flag and
+    decision fields, and the next cursor."""
+    _queue(people)
+    document = json.loads(people.ok("review", "list", "--format", "json"))
+    assert document["next_cursor"] is None
+    first, second = document["items"]
+    assert first["id"] == "sms:SM1"
+    assert first["text"] == "please stop \x1b[31mtexting me " + "x" * 100
+    assert first["contact_ids"] == ["ana", "ana-work"]
+    assert first["received_at"] == "2025-04-04T16:00:00+00:00"
+    assert first["honor_by"] == "2025-04-18T16:00:00+00:00"
+    assert first["overdue"] is True
+    assert first["decision"] is None
+    assert first["decided_by"] is None
+    assert second["overdue"] is False
+    assert second["kind"] == "possible_opt_out"
+
+
+def test_review_resolve_opt_out_unsubscribes_and_is_recorded(people: CLI) -> None:
+    """review resolve --opt-out unsubscribes the sender's contacts as their own request, prints
+    the pairs, and --all then shows the decision with who, when and the note."""
+    _queue(people)
+    out = people.ok("--as", "admin:alice", "review", "resolve", "sms:SM1", "--opt-out",
+                    "--note", "she means it")
+    lines = out.splitlines()
+    assert lines[0].startswith("review item sms:SM1: decided an opt-out by admin:alice at ")
+    assert lines[1] == "note: she means it"
+    assert lines[2].startswith("unsubscribed 6 pairs as the contact's own request")
+    changed = {tuple(line.split()[1:]) for line in lines[3:]}
+    assert changed == {(cid, ch) for cid in ("ana", "ana-work") for ch in ("sms", "mms", "rcs")}
+    assert "sms       unsubscribed" in people.ok("status", "ana")
+    assert "contact:ana  inbound_keyword  reason possible_opt_out; message SM1" in people.ok(
+        "history", "ana", "--channel", "sms"
+    )
+    open_items = people.ok("review", "list")
+    assert "sms:SM1" not in open_items
+    assert "OVERDUE" not in open_items
+    every = people.ok("review", "list", "--all").splitlines()
+    assert every[0].split()[7:] == ["STATUS", "DECIDED", "BY", "DECIDED", "AT", "NOTE", "TEXT"]
+    assert every[1].split()[7:9] == ["opt_out", "admin:alice"]
+    assert "she means it" in every[1]
+    decided = json.loads(people.ok("review", "list", "--all", "--format", "json"))["items"][0]
+    assert (decided["decision"], decided["decided_by"], decided["note"]) == (
+        "opt_out", "admin:alice", "she means it"
+    )
+
+
+def test_review_resolve_not_opt_out_and_refusals_write_nothing(people: CLI) -> None:
+    """--not-opt-out changes nothing; a member, an unknown item, a second decision and a missing
+    decision or note are refused (exit 1 or 2) and write nothing."""
+    _queue(people)
+    events = _event_count(people)
+    out = people.ok("--as", "admin:alice", "review", "resolve", "sms:SM2", "--not-opt-out",
+                    "--note", "a reply to our survey")
+    assert "decided not an opt-out" in out
+    assert out.splitlines()[-1] == "changed: nothing"
+    member = people("--as", "member:bob", "review", "resolve", "sms:SM1", "--opt-out",
+                    "--note", "x")
+    assert "member:bob is not an admin" in _error_line(member)
+    unknown = people("--as", "admin:alice", "review", "resolve", "sms:SM9", "--opt-out",
+                     "--note", "x")
+    assert "item_id: 'sms:SM9' is not a review item" in _error_line(unknown)
+    again = people("--as", "admin:alice", "review", "resolve", "sms:SM2", "--opt-out",
+                   "--note", "changed my mind")
+    assert "was decided already" in _error_line(again)
+    for outcome in (member, unknown, again):
+        assert outcome.code == 1
+        assert outcome.out == ""
+    usage = [
+        ["review", "resolve", "sms:SM1", "--opt-out", "--note", "x"],  # no --as
+        ["--as", "admin:alice", "review", "resolve", "sms:SM1", "--note", "x"],
+        ["--as", "admin:alice", "review", "resolve", "sms:SM1", "--opt-out"],
+        ["--as", "admin:alice", "review", "resolve", "sms:SM1", "--opt-out", "--not-opt-out",
+         "--note", "x"],
+    ]
+    for argv in usage:
+        assert people(*argv).code == 2, argv
+    assert _event_count(people) == events
+    assert "sms       subscribed" in people.ok("status", "ana")
+    assert people.ok("review", "list").splitlines()[1].split()[0] == "sms:SM1"
+
+
+def test_review_list_of_an_empty_queue(cli: CLI) -> None:
+    """An account with nothing to review says so."""
+    cli.ok("--as", "admin:alice", "contacts", "add", "ana", "--phone", ANA_PHONE)
+    assert cli.ok("review", "list") == "no open review items\n"
+    assert cli.ok("review", "list", "--all") == "no decided or open review items\n"

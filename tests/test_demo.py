@@ -95,6 +95,32 @@ def test_tour_shows_inbound_replies_and_trends() -> None:
     assert "within the 3 sd threshold" in trends  # email's ordinary week, for comparison
 
 
+def test_tour_shows_the_review_queue_and_a_refused_channel() -> None:
+    """The tour refuses a misspelled channel without writing, lists fay's possible opt-out in
+    the review queue and decides it as an opt-out, which unsubscribes her."""
+    code, text = _tour()
+    assert code == 0, text
+    refused = text[text.index("A misspelled channel") : text.index("Re-subscribing from the All")]
+    flowed = " ".join(refused.split())  # the tour wraps long messages
+    assert (
+        "-> refused (UnknownChannelError): channels: 'smss' is not a known channel; did you mean"
+        " 'sms'?" in flowed
+    )
+    assert "No event was written" in refused
+    review = text[text.index("A person reviews") : text.index("Filtering for unsub")]
+    for fact in [
+        "STATUS  TEXT",
+        "sms:SM0002",
+        "open    please stop texting me",
+        "review item sms:SM0002: decided an opt-out by admin:alice",
+        "note: fay asks us to stop texting her",
+        "changed    fay sms",
+        "fay on sms is now unsubscribed; the queue has 0 open items",
+    ]:
+        assert fact in review, fact
+    assert "can_send(fay,   sms) = False -> do not send (unsubscribed)" in text
+
+
 @pytest.mark.parametrize(
     "start",
     [datetime(2026, 3, 31, 23, 30, tzinfo=UTC), datetime(2026, 3, 1, 0, 5, tzinfo=UTC)],

@@ -23,6 +23,7 @@ from consentkit.keywords import (
     _EXAMINED_CHARS,
     DEFAULT_KEYWORDS,
     LOCALE_KEYWORDS,
+    WHATSAPP_KEYWORDS,
     Classification,
     KeywordMatch,
     KeywordMatcher,
@@ -50,7 +51,7 @@ NONE = Classification.NONE
 # Spellings of every default keyword as providers document them.
 DEFAULT_SPELLINGS = (
     "STOP", "QUIT", "END", "REVOKE", "OPT OUT", "CANCEL", "UNSUBSCRIBE", "STOPALL", "STOP ALL",
-    "OPTOUT", "OPT-OUT", "REMOVE", "ARRET", "TD", "START", "YES", "UNSTOP", "HELP", "INFO",
+    "OPTOUT", "OPT-OUT", "REMOVE", "ARRET", "TD", "START", "UNSTOP", "HELP", "INFO",
 )  # fmt: skip
 
 # Characters that may surround a keyword without changing what it means: whitespace, controls,
@@ -141,7 +142,6 @@ def test_exact_opt_out_keywords(matcher: KeywordMatcher, body: str, keyword: str
         ("help?", HELP, "help"),
         ("Info", HELP, "info"),
         ("START", OPT_IN, "start"),
-        ("Yes!", OPT_IN, "yes"),
         ("unstop", OPT_IN, "unstop"),
         (" UnStop\n", OPT_IN, "unstop"),
     ],
@@ -290,8 +290,24 @@ def test_default_keywords_cover_fcc_and_providers() -> None:
     fcc = {"stop", "quit", "end", "revoke", "opt out", "cancel", "unsubscribe"}
     providers = {"stopall", "optout", "remove", "arret", "td", "stop all"}
     assert fcc | providers <= DEFAULT_KEYWORDS.opt_out
-    assert {"start", "yes", "unstop"} <= DEFAULT_KEYWORDS.opt_in
+    assert {"start", "unstop"} <= DEFAULT_KEYWORDS.opt_in
     assert {"help", "info"} <= DEFAULT_KEYWORDS.help
+
+
+def test_a_conversational_yes_is_no_keyword(matcher: KeywordMatcher) -> None:
+    """"Yes" (and the locale words for it) is an ordinary reply by default: it neither undoes an
+    opt-out nor creates consent unless an account's opt-in programme names it."""
+    for body in ("Yes", "yes!", "  YES  ", "oui", "sim"):
+        assert matcher.classify(body).classification is Classification.NONE
+    for locale in ("fr", "pt-BR"):
+        assert not LOCALE_KEYWORDS[locale].opt_in
+
+
+def test_whatsapp_stop_promotions_is_an_opt_out_keyword() -> None:
+    """WhatsApp's marketing opt-out button text is an exact opt-out keyword of that channel."""
+    assert KeywordMatcher(WHATSAPP_KEYWORDS).classify("Stop promotions").classification is (
+        Classification.OPT_OUT
+    )
 
 
 def test_custom_keyword_set_is_normalised() -> None:
@@ -369,7 +385,7 @@ def test_match_keeps_nothing_of_the_body(matcher: KeywordMatcher) -> None:
         ["please stop texting me", "STOP PLEASE", "stop🛑now", "ok stop"],
         ["please opt-out", "opt out now", "¿Opt out?? ya"],
         ["STOP", " stop! ", "ＳＴＯＰ", "🛑 stop 🛑", "stop\u200d"],
-        ["Yes", "yes!", "  YES  "],
+        ["Start", "start!", "  START  "],
         ["help", "HELP?", " Help\n"],
     ],
 )

@@ -714,11 +714,13 @@ def test_plan_then_build_produces_the_full_report() -> None:
     as_of = local(NEW_YORK, 2024, 3, 31, 12)
     plan = plan_report(as_of, "America/New_York", months=3)
     assert plan.compared_with == local(NEW_YORK, 2024, 2, 29, 12)
+    # "As of" instants include the changes at that instant: asked one microsecond later.
+    tick = timedelta(microseconds=1)
     assert plan.totals_instants() == (
         local(NEW_YORK, 2024, 2, 1),
-        plan.compared_with,
+        plan.compared_with + tick,
         local(NEW_YORK, 2024, 3, 1),
-        as_of,
+        as_of + tick,
     )
 
     def totals_at(instant: datetime) -> dict[Channel, ChannelTotals]:

@@ -43,7 +43,15 @@ from consentkit.model import (
     Transition,
 )
 from consentkit.policy import AdminOnlyPolicy, Policy, ProposedChange
-from consentkit.service import ChangeResult, ConsentService, ContactsResult, Page, PairRef
+from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
+from consentkit.service import (
+    ChangeResult,
+    ConsentService,
+    ContactsResult,
+    Page,
+    PairRef,
+    ReviewResolution,
+)
 from consentkit.storage import InMemoryStore, Store
 
 try:
@@ -84,6 +92,10 @@ __all__ = [
     "Policy",
     "ProposedChange",
     "ResubscribeReason",
+    "ReviewDecision",
+    "ReviewItem",
+    "ReviewKind",
+    "ReviewResolution",
     "Source",
     "StorageError",
     "Store",

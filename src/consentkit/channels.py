@@ -7,6 +7,7 @@ covers every channel of the SMS group (SMS, MMS and RCS share opt-outs at carrie
 
 from __future__ import annotations
 
+import difflib
 import enum
 import re
 from collections.abc import Iterable, Mapping
@@ -28,6 +29,8 @@ __all__ = [
     "AddressKind",
     "Channel",
     "ChannelGroups",
+    "ChannelRegistry",
+    "UnknownChannelError",
     "channel",
 ]
 
@@ -141,10 +144,116 @@ def channel(key: str | Channel) -> Channel:
         return key
     if not isinstance(key, str):
         raise ValidationError("channel", f"expected a channel key string, got {type(key).__name__}")
-    found = BUILTIN_CHANNELS.get(key.lower())
+    folded = key.lower()  # keys are matched case-insensitively here, and only here
+    found = BUILTIN_CHANNELS.get(folded)
     if found is not None:
         return found
-    return Channel(key)
+    if not _KEY_RE.fullmatch(folded):
+        _validate_key(None, None, key)  # raises, naming the key as given
+    return Channel(folded)
+
+
+def _custom_channels(value: object) -> tuple[Channel, ...]:
+    if isinstance(value, str | bytes | Channel) or not isinstance(value, Iterable):
+        raise ValidationError(
+            "channels",
+            f"expected an iterable of custom channels or keys, got {type(value).__name__}",
+        )
+    found: dict[str, Channel] = {}
+    for item in value:
+        ch = channel(item)
+        builtin = BUILTIN_CHANNELS.get(ch.key)
+        if builtin is not None and builtin.address_kind is not ch.address_kind:
+            raise ValidationError(
+                "channels", f"{ch.key!r} is a built-in channel; it needs no registration"
+            )
+        if builtin is None:
+            found[ch.key] = ch
+    return tuple(sorted(found.values()))
+
+
+@attrs.frozen
+class ChannelRegistry:
+    """The channels a service knows: the built-ins plus the custom channels the host registers.
+
+    Any other key is refused, so a typo (``"smss"``) is an error, never a phantom channel.
+
+    Attributes:
+        custom: the host's own channels (``Channel("telegram")``, or just ``"telegram"``).
+    """
+
+    custom: tuple[Channel, ...] = attrs.field(default=(), converter=_custom_channels)
+    _known: Mapping[str, Channel] = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        known = dict(BUILTIN_CHANNELS)
+        known.update((c.key, c) for c in self.custom)
+        object.__setattr__(self, "_known", known)
+
+    @property
+    def known(self) -> Mapping[str, Channel]:
+        """Every known channel, by key."""
+        return self._known
+
+    def resolve(self, value: object, field: str = "channel") -> Channel:
+        """The known channel *value* names (a :class:`Channel` or a key, in any case).
+
+        Raises:
+            ValidationError: naming *field*: not a channel, or not a known one (with the known
+                keys and a "did you mean" for a near miss).
+        """
+        if isinstance(value, Channel):
+            found = self._known.get(value.key)
+            if found is not None and found.address_kind is value.address_kind:
+                return found
+            key = value.key
+        elif isinstance(value, str):
+            key = value.lower()
+            found = self._known.get(key)
+            if found is not None:
+                return found
+        else:
+            raise ValidationError(
+                field, f"expected a channel or a channel key, got {type(value).__name__}"
+            )
+        close = difflib.get_close_matches(key, list(self._known), n=1, cutoff=0.6)
+        raise UnknownChannelError(
+            field,
+            key,
+            close[0] if close else None,
+            tuple(sorted(self._known)),
+            given=value if isinstance(value, str) else key,
+        )
+
+
+class UnknownChannelError(ValidationError):
+    """A channel key that is neither built in nor registered.
+
+    Attributes:
+        key: the key given (folded to lower case).
+        suggestion: the known key it is closest to, if any.
+        known: every known key, sorted.
+    """
+
+    def __init__(
+        self,
+        field: str,
+        key: str,
+        suggestion: str | None,
+        known: tuple[str, ...],
+        *,
+        given: str | None = None,
+    ) -> None:
+        self.key = key
+        self.suggestion = suggestion
+        self.known = known
+        hint = f"; did you mean {suggestion!r}?" if suggestion else "."
+        shown = key if given is None else given
+        super().__init__(
+            field,
+            f"{shown!r} is not a known channel{hint} Known channels: {', '.join(known)}. "
+            "Register a custom channel explicitly, e.g. ConsentService(store, channels=['telegram'])",
+        )
 
 
 def _collection(value: object, what: str) -> Iterable[object]:

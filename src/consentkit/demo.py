@@ -24,7 +24,14 @@ from typing import TextIO
 import attrs
 
 from consentkit.channels import EMAIL, MMS, RCS, SMS, WHATSAPP, Channel
-from consentkit.cli import event_details, inbound_lines, spike_lines, trend_lines
+from consentkit.cli.render import (
+    event_details,
+    inbound_lines,
+    resolution_lines,
+    review_lines,
+    spike_lines,
+    trend_lines,
+)
 from consentkit.clock import Clock, SystemClock
 from consentkit.errors import ConsentError, ValidationError
 from consentkit.inbound import InboundMessage, InboundOutcome, InboundResult
@@ -38,6 +45,7 @@ from consentkit.model import (
     Subscription,
     SubscriptionState,
 )
+from consentkit.review import ReviewDecision
 from consentkit.service import ChangeResult, ConsentService
 from consentkit.storage.base import Store
 from consentkit.trends import Direction, SpikeWindow
@@ -228,6 +236,24 @@ def step_member_refused(ctx: DemoContext) -> None:
     state = ctx.service.state(ctx.member, "ana", SMS)
     ctx.say(f"Nothing changed, and members may still read: ana on sms is {state.value}.")
     ctx.check(state is SubscriptionState.SUBSCRIBED, "a refused request changes nothing")
+
+
+def step_misspelled_channel_refused(ctx: DemoContext) -> None:
+    """A misspelled channel is refused, never recorded as a new channel"""
+    ctx.say("A script of alice's unsubscribes ana from 'smss' (a typo for 'sms'):")
+    before = _audit_length(ctx)
+    error = ctx.refused(
+        lambda: ctx.service.unsubscribe(ctx.admin, ["ana"], "smss", source=Source.CONTACTS_PAGE)
+    )
+    lines = textwrap.wrap(f"-> refused ({type(error).__name__}): {error}", _WRAP)
+    _say_lines(ctx, lines[:1], indent="")
+    _say_lines(ctx, lines[1:], indent="   ")
+    state = ctx.state("ana", SMS)
+    ctx.say(f"No event was written, no 'smss' channel appeared: ana on sms is {state.value}.")
+    ctx.check(
+        _audit_length(ctx) == before and state is SubscriptionState.SUBSCRIBED,
+        "an unknown channel key changes nothing",
+    )
 
 
 def step_resubscribe_from_contacts_page(ctx: DemoContext) -> None:
@@ -468,6 +494,35 @@ def step_inbound_replies(ctx: DemoContext) -> None:
     )
 
 
+def step_review_queue(ctx: DemoContext) -> None:
+    """A person reviews the possible opt-out"""
+    now = ctx.service.clock.now()
+    page = ctx.service.review_items(ctx.admin)
+    ctx.say("fay's message waits in the account's review queue (review_items, oldest first):")
+    _say_lines(ctx, review_lines(page.items, now, decided=False))
+    ctx.check(
+        [item.text for item in page.items] == ["please stop texting me"],
+        "the possible opt-out is queued with its text",
+    )
+    item = page.items[0]
+    ctx.say()
+    ctx.say("alice reads it as a request to stop and decides it is an opt-out:")
+    resolution = ctx.service.decide_review(
+        ctx.admin, item.id, ReviewDecision.OPT_OUT, note="fay asks us to stop texting her"
+    )
+    _say_lines(ctx, resolution_lines(resolution))
+    fay_sms = ctx.state("fay", SMS)
+    still_open = ctx.service.review_items(ctx.admin).items
+    ctx.say(f"fay on sms is now {fay_sms.value}; the queue has {len(still_open)} open items, and")
+    ctx.say("review_items(include_decided=True) keeps who decided, when, and the note.")
+    ctx.check(
+        fay_sms is SubscriptionState.UNSUBSCRIBED
+        and not still_open
+        and ("fay", SMS) in resolution.changed,
+        "deciding the item as an opt-out unsubscribes fay and closes it",
+    )
+
+
 # The generated history of the trends step, counted back from the clock's now.
 TREND_WEEKS = 26
 IMPORTED_LIST = 300
@@ -607,10 +662,12 @@ STEPS: list[Callable[[DemoContext], None]] = [
     step_bulk_unsubscribe,
     step_inbox_toggle,
     step_member_refused,
+    step_misspelled_channel_refused,
     step_resubscribe_from_contacts_page,
     step_resubscribe_from_inbox,
     step_import_skips_unsubscribed,
     step_inbound_replies,
+    step_review_queue,
     step_filter_unsubscribed,
     step_can_send_before_sending,
     step_history_of_one_contact,

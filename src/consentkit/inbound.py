@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo
 
 import attrs
 
-from consentkit.channels import EMAIL, Channel, channel
+from consentkit.channels import EMAIL, WHATSAPP, Channel, channel
 from consentkit.errors import ValidationError
-from consentkit.keywords import Classification, KeywordMatcher
+from consentkit.keywords import WHATSAPP_KEYWORDS, Classification, KeywordMatcher, KeywordSet
 from consentkit.model import (
     _text,
     ensure_aware,
     enum_value,
     normalize_address,
     validate_id,
+    validate_text,
 )
 from consentkit.trends import validate_timezone
 
@@ -34,6 +35,7 @@ __all__ = [
     "InboundOutcome",
     "InboundResult",
     "InboundSettings",
+    "KeywordProgramme",
     "OptOutScope",
     "PossibleOptOutAction",
     "ReplyTemplates",
@@ -252,6 +254,65 @@ def _default_matcher() -> KeywordMatcher:
     return KeywordMatcher()
 
 
+def _programme_keywords(value: object) -> frozenset[str]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ValidationError(
+            "programme.keywords", "expected a collection of keywords, e.g. {'JOIN'}"
+        )
+    normalized = KeywordSet(opt_in=value).opt_in
+    if not normalized:
+        raise ValidationError("programme.keywords", "name at least one keyword, e.g. {'JOIN'}")
+    return normalized
+
+
+def _programme_wording(value: object) -> str:
+    return validate_text("programme.wording", value, multiline=True)
+
+
+def _programme_version(value: object) -> str:
+    return validate_text("programme.wording_version", value, max_length=64)
+
+
+@attrs.frozen
+class KeywordProgramme:
+    """A keyword opt-in programme: texting one of its keywords subscribes a contact who was never
+    subscribed, on the channel they wrote from, with the programme's wording as evidence.
+
+    Without one, no inbound keyword creates consent: START and UNSTOP only undo the contact's own
+    STOP (docs/policy.md).
+
+    Attributes:
+        keywords: the programme's keywords (``{"JOIN"}``; ``"YES"`` only if the call to action
+            asks for it); they become opt-in keywords of the account's matcher.
+        wording: the exact call to action the contact was shown ("Text JOIN to 12345 for weekly
+            offers. Msg & data rates may apply. Reply STOP to cancel.").
+        wording_version: the version of that wording.
+    """
+
+    keywords: frozenset[str] = attrs.field(converter=_programme_keywords)
+    wording: str = attrs.field(converter=_programme_wording)
+    wording_version: str = attrs.field(converter=_programme_version)
+
+
+def _channel_keywords(value: object) -> tuple[tuple[Channel, KeywordSet], ...]:
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            "channel_keywords", f"expected a mapping {{channel: KeywordSet}}, got {value!r}"
+        )
+    out: dict[Channel, KeywordSet] = {}
+    for key, keywords in value.items():
+        if not isinstance(keywords, KeywordSet):
+            raise ValidationError(
+                "channel_keywords", f"expected KeywordSet values, got {keywords!r}"
+            )
+        out[channel(key)] = keywords
+    return tuple(sorted(out.items()))
+
+
+def _default_channel_keywords() -> Mapping[Channel, KeywordSet]:
+    return {WHATSAPP: WHATSAPP_KEYWORDS}
+
+
 def _instance_of(kind: type, field: str, example: str) -> Any:
     def check(_: object, __: object, value: object) -> None:
         if not isinstance(value, kind):
@@ -290,6 +351,10 @@ class InboundSettings:
         templates: the replies.
         calendar: business days for the opt-out deadline; None (the default) counts Monday to
             Friday in the account's time zone.
+        channel_keywords: extra keywords per channel, on top of the matcher's (by default
+            WhatsApp's "Stop promotions" button, :data:`~consentkit.keywords.WHATSAPP_KEYWORDS`);
+            a mapping is accepted.
+        programme: the account's keyword opt-in programme, if it has one.
     """
 
     matcher: KeywordMatcher = attrs.field(
@@ -305,6 +370,41 @@ class InboundSettings:
         validator=_instance_of(ReplyTemplates, "templates", "ReplyTemplates"),
     )
     calendar: BusinessCalendar | None = attrs.field(default=None, validator=_check_calendar)
+    channel_keywords: tuple[tuple[Channel, KeywordSet], ...] = attrs.field(
+        factory=_default_channel_keywords, converter=_channel_keywords
+    )
+    programme: KeywordProgramme | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(
+            _instance_of(KeywordProgramme, "programme", "a KeywordProgramme")
+        ),
+    )
+    _matchers: dict[Channel | None, KeywordMatcher] = attrs.field(
+        init=False, factory=dict, eq=False, repr=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        # Built now, so a programme keyword that is also an opt-out keyword fails here.
+        self._matchers[None] = self._build_matcher(None)
+        for ch, _ in self.channel_keywords:
+            self._matchers[ch] = self._build_matcher(ch)
+
+    def _build_matcher(self, ch: Channel | None) -> KeywordMatcher:
+        keywords = self.matcher.keywords
+        if self.programme is not None:
+            keywords = keywords.union(KeywordSet(opt_in=self.programme.keywords))
+        for candidate, extra in self.channel_keywords:
+            if candidate == ch:
+                keywords = keywords.union(extra)
+        if keywords == self.matcher.keywords:
+            return self.matcher
+        return KeywordMatcher(keywords)
+
+    def matcher_for(self, ch: Channel | str) -> KeywordMatcher:
+        """The matcher for replies on *ch*: the account's, plus the programme's keywords and the
+        channel's extra keywords."""
+        found = self._matchers.get(channel(ch))
+        return self._matchers[None] if found is None else found
 
     def honor_by(
         self, ch: Channel | str, received_at: datetime, timezone: str = "UTC"
@@ -345,6 +445,7 @@ class InboundResult:
         honor_by: for opt-outs, the legal deadline for honouring it (it is honoured at once).
         received_at: when the message was received.
         batch_id: the batch id of the events written, if any.
+        review_item: the id of the review item a possible opt-out was queued as, if any.
         replayed: True when this message id had been handled before and this is the stored result
             (send no second reply).  Not part of equality.
     """
@@ -363,6 +464,7 @@ class InboundResult:
     honor_by: datetime | None
     received_at: datetime
     batch_id: str | None = None
+    review_item: str | None = None
     replayed: bool = attrs.field(default=False, eq=False)
 
     def to_json(self) -> str:
@@ -390,6 +492,7 @@ class InboundResult:
             "honor_by": None if self.honor_by is None else self.honor_by.isoformat(),
             "received_at": self.received_at.isoformat(),
             "batch_id": self.batch_id,
+            "review_item": self.review_item,
         }
 
     @classmethod
@@ -411,5 +514,6 @@ class InboundResult:
             honor_by=None if data["honor_by"] is None else datetime.fromisoformat(data["honor_by"]),
             received_at=datetime.fromisoformat(data["received_at"]),
             batch_id=data["batch_id"],
+            review_item=data.get("review_item"),
             replayed=replayed,
         )

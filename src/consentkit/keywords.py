@@ -26,6 +26,7 @@ from consentkit.errors import ValidationError
 __all__ = [
     "DEFAULT_KEYWORDS",
     "LOCALE_KEYWORDS",
+    "WHATSAPP_KEYWORDS",
     "Classification",
     "KeywordMatch",
     "KeywordMatcher",
@@ -57,7 +58,7 @@ class Classification(enum.Enum):
     POSSIBLE_OPT_OUT = "possible_opt_out"
     """An opt-out keyword occurs as whole word(s) in a longer message; policy decides what to do."""
     OPT_IN = "opt_in"
-    """The whole message is an opt-in keyword (START, YES, UNSTOP...)."""
+    """The whole message is an opt-in keyword (START, UNSTOP...)."""
     HELP = "help"
     """The whole message is a help keyword: reply with the help text, change nothing."""
     NONE = "none"
@@ -282,18 +283,25 @@ DEFAULT_KEYWORDS = KeywordSet(
         # Twilio, AWS and Telnyx defaults on top of those ("OPT-OUT" normalises to "opt out").
         "STOPALL", "STOP ALL", "OPTOUT", "OPT-OUT", "REMOVE", "ARRET", "TD",
     },
-    opt_in={"START", "YES", "UNSTOP"},
+    # Not "YES": a conversational "yes" must never undo an opt-out or create consent; an account
+    # with a keyword opt-in programme may make it one of the programme's keywords.
+    opt_in={"START", "UNSTOP"},
     help={"HELP", "INFO"},
 )  # fmt: skip
 """The English-language carrier and provider keywords: the FCC's seven, Twilio's, AWS's and
 Telnyx's "STOP ALL"."""
 
+WHATSAPP_KEYWORDS = KeywordSet(opt_out={"STOP PROMOTIONS"})
+"""Extra keywords of the WhatsApp channel: the text of WhatsApp's marketing opt-out quick-reply
+button ("Stop promotions"), which opts the contact out of the business's marketing messages."""
+
 LOCALE_KEYWORDS: Mapping[str, KeywordSet] = types.MappingProxyType(
     {
         "es": KeywordSet(opt_out={"BAJA"}, opt_in={"ALTA"}, help={"AYUDA"}),
         # Canadian French compliance keywords (ARRET, AIDE, INFO); accents are ignored anyway.
-        "fr": KeywordSet(opt_out={"ARRET", "ARRÊT"}, opt_in={"OUI"}, help={"AIDE", "INFO"}),
-        "pt-BR": KeywordSet(opt_out={"PARAR", "SAIR"}, opt_in={"SIM"}, help={"AJUDA"}),
+        # "OUI" and "SIM" are "yes": conversational, so not opt-in keywords (see DEFAULT_KEYWORDS).
+        "fr": KeywordSet(opt_out={"ARRET", "ARRÊT"}, help={"AIDE", "INFO"}),
+        "pt-BR": KeywordSet(opt_out={"PARAR", "SAIR"}, help={"AJUDA"}),
     }
 )
 """Extra keywords by locale, to add to a base set with :meth:`KeywordMatcher.for_locales`."""

@@ -42,6 +42,8 @@ __all__ = [
     "normalize_phone",
     "transition_of",
     "validate_id",
+    "validate_reason_code",
+    "validate_text",
 ]
 
 MAX_ID_LENGTH = 128
@@ -725,6 +727,20 @@ class Suppression:
     source: Source
     inbound_message_id: str | None = None
     active: bool = True
+
+
+def validate_text(
+    field: str, value: object, *, max_length: int = _MAX_TEXT_LENGTH, multiline: bool = False
+) -> str:
+    """Check free text (a note, a message): a non-empty string without control or invisible
+    format characters (newlines only if *multiline*), at most *max_length* characters once
+    stripped; returns it stripped.
+
+    Raises:
+        ValidationError: naming *field*.
+    """
+    text: str = _text(field, max_length=max_length, multiline=multiline)(value)
+    return text
 
 
 def validate_reason_code(value: object, field: str = "reason") -> str | None:

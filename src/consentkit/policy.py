@@ -199,6 +199,13 @@ class AdminOnlyPolicy:
             f"{actor} may not register or update contacts in account {actor.account!r}"
         )
 
+    def check_review(self, actor: Actor) -> ConsentError | None:
+        """Only admins decide review items: a decision can unsubscribe contacts.  (Optional for
+        custom policies: a policy without this method gets this rule.)"""
+        if actor.kind is ActorKind.ADMIN:
+            return None
+        return _ask_admin(actor, "decide review items")
+
     def check_read(self, actor: Actor) -> ConsentError | None:
         """Reading is open to every actor of the account except contacts, who see only their own
         records (the service enforces that scope)."""

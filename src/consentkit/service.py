@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import itertools
 import uuid
 from collections import defaultdict
@@ -18,7 +19,12 @@ from typing import Final, Generic, Literal, NamedTuple, TypeVar
 
 import attrs
 
-from consentkit.channels import DEFAULT_CHANNEL_GROUPS, Channel, ChannelGroups, channel
+from consentkit.channels import (
+    DEFAULT_CHANNEL_GROUPS,
+    Channel,
+    ChannelGroups,
+    ChannelRegistry,
+)
 from consentkit.clock import Clock, SystemClock
 from consentkit.errors import (
     ConflictError,
@@ -31,6 +37,7 @@ from consentkit.inbound import (
     InboundMessage,
     InboundOutcome,
     InboundResult,
+    InboundSettings,
     OptOutScope,
     PossibleOptOutAction,
 )
@@ -50,14 +57,24 @@ from consentkit.model import (
     Transition,
     address_key,
     ensure_aware,
+    enum_value,
     validate_id,
     validate_reason_code,
+    validate_text,
 )
 from consentkit.policy import AdminOnlyPolicy, Policy, ProposedChange
+from consentkit.review import (
+    MAX_REVIEW_TEXT,
+    ReviewDecision,
+    ReviewItem,
+    ReviewKind,
+    review_item_id,
+)
 from consentkit.settings import AccountSettings
 from consentkit.storage.base import (
     CHUNK_SIZE,
     ChangeBatch,
+    InboundRecord,
     PairChange,
     Store,
     StoreTransaction,
@@ -78,6 +95,7 @@ __all__ = [
     "Page",
     "PairRef",
     "RefusedPair",
+    "ReviewResolution",
     "SkippedPair",
 ]
 
@@ -165,13 +183,29 @@ class ContactsResult:
     Attributes:
         created: contacts that were new.
         updated: contacts that existed and were replaced.
-        suppressed: pairs that started unsubscribed because their address had opted out before
-            the contact existed.
+        suppressed: pairs unsubscribed because an address that had said STOP joined their
+            contact.
+        unreachable: subscribed pairs whose contact no longer has an address on their channel
+            (its consent stays as it is, but nothing can be sent there).
     """
 
     created: int
     updated: int
     suppressed: tuple[PairRef, ...] = ()
+    unreachable: tuple[PairRef, ...] = ()
+
+
+@attrs.frozen
+class ReviewResolution:
+    """What deciding a review item did.
+
+    Attributes:
+        item: the item, with its decision.
+        changed: the pairs the decision unsubscribed (for an opt-out).
+    """
+
+    item: ReviewItem
+    changed: tuple[PairRef, ...] = ()
 
 
 @attrs.frozen
@@ -206,6 +240,22 @@ def _decode_cursor(cursor: str | None) -> str | None:
     return text[len(_CURSOR_PREFIX) :]
 
 
+def _review_cursor(item: ReviewItem) -> str:
+    return f"{item.received_at.isoformat()}|{item.id}"
+
+
+def _decode_review_cursor(key: str | None) -> tuple[datetime, str] | None:
+    if key is None:
+        return None
+    when, _, item_id = key.partition("|")
+    try:
+        return datetime.fromisoformat(when), item_id
+    except ValueError:
+        raise ValidationError(
+            "cursor", "is not a cursor returned by this listing; start again without one"
+        ) from None
+
+
 def _page(items: Sequence[T], limit: int, key: Callable[[T], str]) -> Page[T]:
     """A page of the first *limit* of *items*, fetched as ``limit + 1`` to learn whether more
     follow; the cursor is the sort *key* of the page's last item."""
@@ -226,16 +276,6 @@ def _iterate(field: str, value: object, expected: str) -> Iterator[object]:
         return iter(value)  # type: ignore[call-overload,no-any-return]
     except TypeError:
         raise ValidationError(field, f"expected {expected}, got {type(value).__name__}") from None
-
-
-def _channels(channels: object) -> tuple[Channel, ...]:
-    if isinstance(channels, (str, Channel)):
-        channels = [channels]
-    items = _iterate("channels", channels, "a channel or an iterable of channels, e.g. [SMS]")
-    result = tuple(dict.fromkeys(channel(c) for c in items))  # type: ignore[arg-type]
-    if not result:
-        raise ValidationError("channels", "name at least one channel, e.g. [SMS]")
-    return result
 
 
 def _ids(contact_ids: object) -> Iterator[str]:
@@ -277,6 +317,8 @@ class ConsentService:
         policy: who may do what; :class:`~consentkit.policy.AdminOnlyPolicy` by default.
         clock: the time source; :class:`~consentkit.clock.SystemClock` by default.
         channel_groups: which channels one inbound STOP covers.
+        channels: the host's custom channels (``["telegram"]``); with the built-ins, the only
+            channel keys the service accepts: any other key is a ValidationError.
         settings: per-account settings (time zone, inbound keywords and replies, spike
             thresholds): one :class:`~consentkit.settings.AccountSettings` for every account, or a
             function from account id to its settings.
@@ -292,12 +334,19 @@ class ConsentService:
         channel_groups: ChannelGroups = DEFAULT_CHANNEL_GROUPS,
         settings: AccountSettings | Callable[[str], AccountSettings] | None = None,
         chunk_size: int = CHUNK_SIZE,
+        channels: Iterable[Channel | str] = (),
     ) -> None:
         if not 1 <= chunk_size <= CHUNK_SIZE:
             raise ValidationError("chunk_size", f"must be from 1 to {CHUNK_SIZE}")
         self.store = store
         self.policy: Policy = policy if policy is not None else AdminOnlyPolicy()
         self.clock: Clock = clock if clock is not None else SystemClock()
+        self.channels = ChannelRegistry(channels)
+        if not isinstance(channel_groups, ChannelGroups):
+            raise ValidationError("channel_groups", "expected ChannelGroups")
+        for group in channel_groups.groups:
+            for member in group:
+                self.channels.resolve(member, "channel_groups")
         self.channel_groups = channel_groups
         self._settings = AccountSettings() if settings is None else settings
         self._chunk_size = chunk_size
@@ -314,6 +363,15 @@ class ConsentService:
         return chosen
 
     # ------------------------------------------------------------------ helpers
+
+    def _channels(self, channels: object) -> tuple[Channel, ...]:
+        if isinstance(channels, (str, Channel)):
+            channels = [channels]
+        items = _iterate("channels", channels, "a channel or an iterable of channels, e.g. [SMS]")
+        result = tuple(dict.fromkeys(self.channels.resolve(c, "channels") for c in items))
+        if not result:
+            raise ValidationError("channels", "name at least one channel, e.g. [SMS]")
+        return result
 
     def _now(self) -> datetime:
         return ensure_aware("clock.now()", self.clock.now())
@@ -352,8 +410,20 @@ class ConsentService:
 
     # ------------------------------------------------------------------ contacts
 
-    def upsert_contacts(self, actor: Actor, contacts: Iterable[Contact]) -> ContactsResult:
-        """Register contacts or replace their addresses, all or nothing.
+    def upsert_contacts(
+        self,
+        actor: Actor,
+        contacts: Iterable[Contact],
+        *,
+        replace_addresses: bool = False,
+    ) -> ContactsResult:
+        """Register contacts or update their addresses, all or nothing.
+
+        By default an existing contact keeps every address the given one leaves out (``None``
+        phone or email, a handle channel not given): only the addresses given change.  With
+        ``replace_addresses=True`` its addresses become exactly the given ones, and an address
+        left out is removed.  Subscribed pairs whose contact no longer has an address on their
+        channel are reported in :attr:`ContactsResult.unreachable`.
 
         An address that said STOP (an active suppression) applies whenever it joins a contact, new
         or existing: each pair of the suppressed channels is unsubscribed, whatever its state
@@ -361,15 +431,18 @@ class ConsentService:
 
         Raises:
             NotAuthorizedError: the policy refuses, or a contact belongs to another account.
-            ValidationError: *contacts* is not an iterable of :class:`Contact`.
+            ValidationError: *contacts* is not an iterable of :class:`Contact`, or a contact has a
+                handle on a channel the service does not know.
         """
         _check_actor(actor)
+        _check_flag("replace_addresses", replace_addresses)
         refusal = self.policy.check_contact_write(actor)
         if refusal is not None:
             raise refusal
         account = actor.account
         created = updated = 0
         suppressed: list[PairRef] = []
+        unreachable: list[PairRef] = []
         iterator = _iterate("contacts", contacts, "an iterable of Contact objects")
         with self.store.transaction(account) as tx:
             # The clock is read once the write lock is held, so a call that waited for another
@@ -387,8 +460,15 @@ class ConsentService:
                             f"contact {contact.id!r} belongs to account {contact.account!r}; "
                             f"{actor} acts only in account {account!r}"
                         )
+                    for handle_channel, _ in contact.handles:
+                        self.channels.resolve(handle_channel, "handles")
                     by_id[contact.id] = contact
                 before = tx.get_contacts(list(by_id))
+                if not replace_addresses:
+                    by_id = {
+                        cid: _merged(before[cid], c) if cid in before else c
+                        for cid, c in by_id.items()
+                    }
                 # Lock every address that joins or leaves a contact before reading suppressions
                 # or writing the address index: an inbound message from one of them waits.
                 joined: dict[str, frozenset[str]] = {}
@@ -405,7 +485,38 @@ class ConsentService:
                 updated += len(before)
                 tx.put_contacts(list(by_id.values()))
                 suppressed.extend(self._apply_suppressions(tx, account, joined, now))
-        return ContactsResult(created=created, updated=updated, suppressed=tuple(suppressed))
+                unreachable.extend(self._unreachable(tx, before, by_id))
+        return ContactsResult(
+            created=created,
+            updated=updated,
+            suppressed=tuple(suppressed),
+            unreachable=tuple(unreachable),
+        )
+
+    def _unreachable(
+        self, tx: StoreTransaction, before: Mapping[str, Contact], after: Mapping[str, Contact]
+    ) -> list[PairRef]:
+        """Subscribed pairs whose contact just lost its address on their channel."""
+        lost: dict[str, list[Channel]] = {}
+        for cid, old in before.items():
+            new = after[cid]
+            gone = [
+                ch
+                for ch in self.channels.known.values()
+                if old.address_for(ch) is not None and new.address_for(ch) is None
+            ]
+            if gone:
+                lost[cid] = gone
+        found: list[PairRef] = []
+        for cid, gone in lost.items():
+            current = tx.lock_subscriptions([cid], gone)
+            found.extend(
+                PairRef(cid, ch)
+                for ch in gone
+                if (sub := current.get((cid, ch))) is not None
+                and sub.state is SubscriptionState.SUBSCRIBED
+            )
+        return found
 
     def _apply_suppressions(
         self,
@@ -642,7 +753,7 @@ class ConsentService:
             )
         _check_flag("partial", partial)
         _check_flag("details", details)
-        chosen = _channels(channels)
+        chosen = self._channels(channels)
         ids = _ids(contact_ids)
         if occurred_at is not None:
             ensure_aware("occurred_at", occurred_at)
@@ -685,7 +796,7 @@ class ConsentService:
     ) -> Subscription | None:
         """The recorded subscription of one pair, or None if it was never subscribed."""
         account = self._contact_scope(actor, contact_id)
-        return self.store.get_subscription(account, contact_id, channel(channel_))
+        return self.store.get_subscription(account, contact_id, self.channels.resolve(channel_))
 
     def state(self, actor: Actor, contact_id: str, channel_: Channel | str) -> SubscriptionState:
         """The consent state of one pair.
@@ -694,7 +805,7 @@ class ConsentService:
             UnknownContactError: the contact does not exist.
         """
         account = self._contact_scope(actor, contact_id)
-        state = self.store.get_state(account, contact_id, channel(channel_))
+        state = self.store.get_state(account, contact_id, self.channels.resolve(channel_))
         if state is SubscriptionState.NEVER_SUBSCRIBED and (
             self.store.get_contact(account, contact_id) is None
         ):
@@ -712,7 +823,7 @@ class ConsentService:
         Check it right before sending.  Unknown contacts and never-subscribed pairs give False.
         """
         account = self._contact_scope(actor, contact_id)
-        state = self.store.get_state(account, contact_id, channel(channel_))
+        state = self.store.get_state(account, contact_id, self.channels.resolve(channel_))
         return state is SubscriptionState.SUBSCRIBED
 
     def audience(
@@ -725,7 +836,7 @@ class ConsentService:
         account = self._account_scope(actor, "filter the audience of the account")
         if isinstance(contact_ids, str):
             contact_ids = [contact_ids]
-        return self.store.subscribed_among(account, channel(channel_), contact_ids)
+        return self.store.subscribed_among(account, self.channels.resolve(channel_), contact_ids)
 
     def list_subscriptions(
         self,
@@ -752,7 +863,9 @@ class ConsentService:
             )
         if source is not None and not isinstance(source, Source):
             raise ValidationError("source", f"expected a Source, got {source!r}")
-        where = SubscriptionFilter(channel(channel_), state, source, validate_reason_code(reason))
+        where = SubscriptionFilter(
+            self.channels.resolve(channel_), state, source, validate_reason_code(reason)
+        )
         limit = _limit(limit)
         items = self.store.list_subscriptions(
             account, where, after=_decode_cursor(cursor), limit=limit + 1
@@ -764,7 +877,7 @@ class ConsentService:
     ) -> list[ConsentEvent]:
         """The audit events of one contact (optionally one channel), oldest first."""
         account = self._contact_scope(actor, contact_id)
-        ch = None if channel_ is None else channel(channel_)
+        ch = None if channel_ is None else self.channels.resolve(channel_)
         events = list(self.store.events(account, contact_id=contact_id, channel=ch))
         if not events and self.store.get_contact(account, contact_id) is None:
             raise UnknownContactError(account, [contact_id])
@@ -796,31 +909,44 @@ class ConsentService:
         contact with the sender's address, as the contact themselves (source inbound keyword), on
         every channel of the inbound channel's group; one from an address no contact has is put on
         the suppression list, so a later import cannot add it.  A possible opt-out ("please stop
-        texting me") is applied or recorded for review, per the account's settings.  START,
-        UNSTOP and YES resubscribe the sender as their own explicit request.
+        texting me") is applied or queued for review, per the account's settings.  START and
+        UNSTOP undo the sender's own STOP from that address (see docs/policy.md); a keyword of the
+        account's opt-in programme also subscribes never-subscribed pairs of its channel.
 
-        Handling is idempotent per (account, message id): a redelivered message returns the stored
-        result (with ``replayed=True``) and writes nothing, also when deliveries race.
+        Handling is idempotent per (account, channel, message id): a redelivered message returns
+        the stored result (with ``replayed=True``) and writes nothing, also when deliveries race.
+
+        Raises:
+            ConflictError: a message with this channel and id was handled before with another
+                sender or text: not a redelivery but a provider reusing ids; nothing changes.
         """
         if not isinstance(message, InboundMessage):
             raise ValidationError("message", f"expected an InboundMessage, got {message!r}")
+        self.channels.resolve(message.channel, "message.channel")
         settings = self.settings_for(message.account).inbound
-        match = settings.matcher.classify(message.body)
+        match = settings.matcher_for(message.channel).classify(message.body)
+        digest = hashlib.sha256(message.body.encode("utf-8", "surrogatepass")).hexdigest()
         last_conflict: ConflictError | None = None
         for _ in range(_INBOUND_ATTEMPTS):
             try:
                 with self.store.transaction(message.account) as tx:
-                    stored = tx.get_inbound_result(message.message_id)
-                    if stored is not None:
-                        return InboundResult.from_json(stored, replayed=True)
-                    result = self._handle_inbound_in_tx(tx, message, match.classification,
-                                                        match.keyword)
-                    tx.put_inbound_result(message.message_id, result.to_json())
-                    return result
+                    record = tx.get_inbound(message.channel, message.message_id)
+                    if record is None:
+                        result = self._handle_inbound_in_tx(
+                            tx, message, match.classification, match.keyword
+                        )
+                        tx.put_inbound(
+                            InboundRecord(
+                                message.channel, message.message_id, digest, result.to_json()
+                            )
+                        )
+                        return result
             except ConflictError as conflict:
                 # A concurrent delivery of the same message (or a racing change of the same
                 # pairs) committed first; the next attempt finds its result or fresh state.
                 last_conflict = conflict
+                continue
+            return _redelivered(record, message, digest)
         assert last_conflict is not None
         raise last_conflict
 
@@ -841,40 +967,21 @@ class ConsentService:
         # is waited for, so a STOP and the contact it concerns always meet.
         tx.lock_addresses([key])
         contact_ids = tuple(tx.find_contacts_by_address([key]).get(key, []))
-        if settings.scope is OptOutScope.GROUP:
-            group = self.channel_groups.group_of(message.channel)
-            channels = (message.channel, *sorted(group - {message.channel}))
-        else:
-            channels = (message.channel,)
+        channels = self._scope(settings, message.channel)
         batch_id = uuid.uuid4().hex
         changed: list[tuple[str, Channel]] = []
         outcome = InboundOutcome.NONE
         reply: str | None = None
         honor_by: datetime | None = None
+        review_item: str | None = None
         opt_out = classification is Classification.OPT_OUT or (
             classification is Classification.POSSIBLE_OPT_OUT
             and settings.possible_opt_out is PossibleOptOutAction.APPLY
         )
-
-        def apply(cid: str, request: _ChangeRequest) -> None:
-            result = self._apply_in_tx(tx, request, [cid])
-            changed.extend((p.contact_id, p.channel) for p in result.changed)
-
         if opt_out or classification is Classification.OPT_IN:
-            # The address's own last word, whether or not a contact has it.
-            tx.put_suppressions(
-                [
-                    Suppression(
-                        account=account,
-                        address_key=key,
-                        channel=ch,
-                        occurred_at=received,
-                        source=Source.INBOUND_KEYWORD,
-                        inbound_message_id=message.message_id,
-                        active=opt_out,
-                    )
-                    for ch in channels
-                ]
+            _record_last_word(
+                tx, account, key, channels=channels, received=received,
+                message_id=message.message_id, opt_out=opt_out,
             )
         if opt_out:
             honor_by = settings.honor_by(message.channel, received, account_settings.timezone)
@@ -884,35 +991,39 @@ class ConsentService:
                 "stop_keyword" if classification is Classification.OPT_OUT else "possible_opt_out"
             )
             for cid in contact_ids:
-                apply(
-                    cid,
-                    _ChangeRequest(
-                        actor=Actor.contact(account, cid),
-                        channels=channels,
-                        target=SubscriptionState.UNSUBSCRIBED,
-                        op=Transition.UNSUBSCRIBE,
-                        source=Source.INBOUND_KEYWORD,
-                        reason=reason,
-                        occurred_at=received,
-                        now=now,
-                        batch_id=batch_id,
-                        inbound_message_id=message.message_id,
-                        via=key,
-                        # A STOP is honoured however late, after the pair's last change, unless
-                        # the contact's own later word already answered it.
-                        timing="last_change",
-                        keep=lambda sub: not _answered_later(sub, received),
-                        known_contacts=True,  # found by address in this transaction
-                    ),
+                changed.extend(
+                    self._apply_in_tx(
+                        tx,
+                        _opt_out_request(
+                            account, cid, channels=channels, key=key, received=received,
+                            now=now, batch_id=batch_id, message_id=message.message_id,
+                            reason=reason,
+                        ),
+                        [cid],
+                    ).changed
                 )
         elif classification is Classification.POSSIBLE_OPT_OUT:
             outcome = InboundOutcome.NEEDS_REVIEW
             honor_by = settings.honor_by(message.channel, received, account_settings.timezone)
+            review_item = review_item_id(message.channel, message.message_id)
+            tx.put_review_item(
+                ReviewItem(
+                    account=account,
+                    id=review_item,
+                    kind=ReviewKind.POSSIBLE_OPT_OUT,
+                    channel=message.channel,
+                    message_id=message.message_id,
+                    sender=message.sender,
+                    text=message.body[:MAX_REVIEW_TEXT],
+                    contact_ids=contact_ids,
+                    received_at=received,
+                    honor_by=honor_by,
+                )
+            )
         elif classification is Classification.OPT_IN:
             for cid in contact_ids:
-                apply(
-                    cid,
-                    _ChangeRequest(
+                changed.extend(
+                    self._apply_in_tx(tx, _ChangeRequest(
                         actor=Actor.contact(account, cid),
                         channels=channels,
                         target=SubscriptionState.SUBSCRIBED,
@@ -926,7 +1037,14 @@ class ConsentService:
                         # only when nothing happened to the pair since the START was received.
                         keep=lambda sub: _undone_by_start(sub, key, received),
                         known_contacts=True,
-                    ),
+                    ), [cid]).changed
+                )
+            programme = settings.programme
+            if programme is not None and keyword in programme.keywords:
+                changed.extend(
+                    self._programme_opt_in(
+                        tx, message, contact_ids, received=received, now=now, batch_id=batch_id
+                    )
                 )
             if changed:
                 outcome = InboundOutcome.OPTED_IN
@@ -953,7 +1071,158 @@ class ConsentService:
             honor_by=honor_by,
             received_at=received,
             batch_id=batch_id if changed else None,
+            review_item=review_item,
         )
+
+    def _programme_opt_in(
+        self,
+        tx: StoreTransaction,
+        message: InboundMessage,
+        contact_ids: Sequence[str],
+        *,
+        received: datetime,
+        now: datetime,
+        batch_id: str,
+    ) -> list[tuple[str, Channel]]:
+        """Subscribe the never-subscribed pairs of the channel a programme keyword came on, with
+        the programme's wording as the evidence."""
+        programme = self.settings_for(message.account).inbound.programme
+        assert programme is not None
+        evidence = Evidence(
+            method="keyword",
+            wording=programme.wording,
+            wording_version=programme.wording_version,
+            location=f"{message.channel.key}:{message.sender}",
+            captured_at=received,
+            reference=message.message_id,
+        )
+        changed: list[tuple[str, Channel]] = []
+        for cid in contact_ids:
+            request = _ChangeRequest(
+                actor=Actor.contact(message.account, cid),
+                channels=(message.channel,),
+                target=SubscriptionState.SUBSCRIBED,
+                op=Transition.OPT_IN,
+                source=Source.INBOUND_KEYWORD,
+                reason="keyword_opt_in",
+                evidence=evidence,
+                occurred_at=received,
+                now=now,
+                batch_id=batch_id,
+                inbound_message_id=message.message_id,
+                keep=lambda sub: sub is None,
+                known_contacts=True,
+            )
+            result = self._apply_in_tx(tx, request, [cid])
+            changed.extend((p.contact_id, p.channel) for p in result.changed)
+        return changed
+
+    def _scope(self, settings: InboundSettings, ch: Channel) -> tuple[Channel, ...]:
+        """The channels an opt-out received on *ch* covers, *ch* first."""
+        if settings.scope is OptOutScope.GROUP:
+            group = self.channel_groups.group_of(ch)
+            return (ch, *sorted(group - {ch}))
+        return (ch,)
+
+    # ------------------------------------------------------------------ review queue
+
+    def review_items(
+        self,
+        actor: Actor,
+        *,
+        include_decided: bool = False,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[ReviewItem]:
+        """The account's review queue, oldest first (open items only unless *include_decided*),
+        a page at a time.  Use :meth:`ReviewItem.is_overdue` to make late ones stand out."""
+        account = self._account_scope(actor, "read the account's review queue")
+        _check_flag("include_decided", include_decided)
+        limit = _limit(limit)
+        after = _decode_review_cursor(_decode_cursor(cursor))
+        items = self.store.list_review_items(
+            account, include_decided=include_decided, after=after, limit=limit + 1
+        )
+        return _page(items, limit, _review_cursor)
+
+    def decide_review(
+        self,
+        actor: Actor,
+        item_id: str,
+        decision: ReviewDecision | str,
+        *,
+        note: str,
+    ) -> ReviewResolution:
+        """Record an admin's decision on a review item.
+
+        ``OPT_OUT`` applies the message as the contact's own opt-out, like a STOP delivered late
+        (docs/policy.md): dated when it was received, or just after the pair's last change if that
+        came later, and superseded where the contact's own later word answered it; it also records
+        the address's opt-out;
+        ``NOT_OPT_OUT`` changes nothing.  Both record who decided, when, and the note.
+
+        Raises:
+            NotAuthorizedError: the actor may not decide reviews (only admins, by default).
+            ValidationError: no such item, or an invalid decision or note.
+            ConflictError: the item was decided already.
+        """
+        _check_actor(actor)
+        # check_review is optional in the Policy protocol: without it, the default's rule.
+        check = getattr(self.policy, "check_review", AdminOnlyPolicy().check_review)
+        refusal = check(actor)
+        if refusal is not None:
+            raise refusal
+        validate_id("item_id", item_id)
+        chosen = enum_value(ReviewDecision, "decision", decision)
+        text = validate_text("note", note, max_length=2000, multiline=True)
+        account = actor.account
+        with self.store.transaction(account) as tx:
+            now = self._now()
+            item = tx.get_review_item(item_id)
+            if item is None:
+                raise ValidationError(
+                    "item_id", f"{item_id!r} is not a review item of account {account!r}"
+                )
+            if item.decision is not None:
+                when = "" if item.decided_at is None else f" at {item.decided_at.isoformat()}"
+                raise ConflictError(
+                    f"review item {item_id!r} was decided already ({item.decision.value}, by "
+                    f"{item.decided_by}{when}); nothing was changed"
+                )
+            changed: list[PairRef] = []
+            if chosen is ReviewDecision.OPT_OUT:
+                changed = self._apply_reviewed_opt_out(tx, item, now)
+            tx.decide_review_item(
+                item_id, chosen, decided_by=str(actor), decided_at=now, note=text
+            )
+        decided = attrs.evolve(
+            item, decision=chosen, decided_by=str(actor), decided_at=now, note=text
+        )
+        return ReviewResolution(item=decided, changed=tuple(changed))
+
+    def _apply_reviewed_opt_out(
+        self, tx: StoreTransaction, item: ReviewItem, now: datetime
+    ) -> list[PairRef]:
+        account = item.account
+        key = address_key(item.channel, item.sender)
+        tx.lock_addresses([key])
+        channels = self._scope(self.settings_for(account).inbound, item.channel)
+        _record_last_word(
+            tx, account, key, channels=channels, received=item.received_at,
+            message_id=item.message_id, opt_out=True,
+        )
+        batch_id = uuid.uuid4().hex
+        present = set(item.contact_ids) - set(tx.missing_contacts(list(item.contact_ids)))
+        changed: list[PairRef] = []
+        for cid in item.contact_ids:
+            if cid in present:
+                request = _opt_out_request(
+                    account, cid, channels=channels, key=key, received=item.received_at,
+                    now=now, batch_id=batch_id, message_id=item.message_id,
+                    reason="possible_opt_out",
+                )
+                changed.extend(self._apply_in_tx(tx, request, [cid]).changed)
+        return changed
 
     # ------------------------------------------------------------------ trends
 
@@ -1321,6 +1590,100 @@ def _answered_later(sub: Subscription | None, received_at: datetime) -> bool:
         and sub.changed_by is ActorKind.CONTACT
         and sub.updated_at > received_at
     )
+
+
+def _merged(old: Contact, new: Contact) -> Contact:
+    """*old* with the addresses *new* gives (the ones it leaves out stay)."""
+    handles = dict(old.handles)
+    handles.update(new.handles)
+    return Contact(
+        new.account,
+        new.id,
+        phone=new.phone if new.phone is not None else old.phone,
+        email=new.email if new.email is not None else old.email,
+        handles=handles,
+    )
+
+
+def _record_last_word(
+    tx: StoreTransaction,
+    account: str,
+    key: str,
+    *,
+    channels: Sequence[Channel],
+    received: datetime,
+    message_id: str,
+    opt_out: bool,
+) -> None:
+    """Record an address's STOP (or its withdrawal by START), whether or not a contact has it."""
+    tx.put_suppressions(
+        [
+            Suppression(
+                account=account,
+                address_key=key,
+                channel=ch,
+                occurred_at=received,
+                source=Source.INBOUND_KEYWORD,
+                inbound_message_id=message_id,
+                active=opt_out,
+            )
+            for ch in channels
+        ]
+    )
+
+
+def _opt_out_request(
+    account: str,
+    contact_id: str,
+    *,
+    channels: tuple[Channel, ...],
+    key: str,
+    received: datetime,
+    now: datetime,
+    batch_id: str,
+    message_id: str,
+    reason: str,
+) -> _ChangeRequest:
+    """The change an opt-out sent from address *key* makes for one contact with the address."""
+    return _ChangeRequest(
+        actor=Actor.contact(account, contact_id),
+        channels=channels,
+        target=SubscriptionState.UNSUBSCRIBED,
+        op=Transition.UNSUBSCRIBE,
+        source=Source.INBOUND_KEYWORD,
+        reason=reason,
+        occurred_at=received,
+        now=now,
+        batch_id=batch_id,
+        inbound_message_id=message_id,
+        via=key,
+        # A STOP is honoured however late, after the pair's last change, unless the contact's own
+        # later word already answered it.
+        timing="last_change",
+        keep=lambda sub: not _answered_later(sub, received),
+        known_contacts=True,  # found by address in this transaction
+    )
+
+
+def _redelivered(record: InboundRecord, message: InboundMessage, digest: str) -> InboundResult:
+    """The stored result of a redelivery, once it is sure to be the same message."""
+    stored = InboundResult.from_json(record.result, replayed=True)
+    differs = [
+        what
+        for what, same in (
+            ("sender", stored.sender == message.sender),
+            ("text", record.body_sha256 is None or record.body_sha256 == digest),
+        )
+        if not same
+    ]
+    if differs:
+        raise ConflictError(
+            f"message id {message.message_id!r} on {message.channel.key} was handled before "
+            f"with another {' and '.join(differs)}: this is not a redelivery but a reused id "
+            "(two providers, or one that numbers per channel). Nothing was changed; give each "
+            "message a unique id, e.g. prefixed with its provider."
+        )
+    return stored
 
 
 def _for_pair(error: ConsentError, contact_id: str, ch: Channel) -> ConsentError:

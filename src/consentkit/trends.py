@@ -1002,6 +1002,14 @@ def build_report(
     )
 
 
+_RESOLUTION = timedelta(microseconds=1)
+
+
+def _through(instant: datetime) -> datetime:
+    """The exclusive bound that counts every event at or before *instant*."""
+    return instant + _RESOLUTION
+
+
 @attrs.frozen
 class ReportPlan:
     """Everything a service must ask its store for to build one :class:`TrendReport`.
@@ -1022,9 +1030,23 @@ class ReportPlan:
     spike_windows: SpikeWindows
 
     def totals_instants(self) -> tuple[datetime, ...]:
-        """The instants the store must report :class:`ChannelTotals` at, oldest first, once each."""
-        wanted = {self.as_of, self.compared_with, *(end.at for end in self.month_ends)}
+        """The instants the store must report :class:`ChannelTotals` at, oldest first, once each.
+
+        A store counts the events *before* an instant; the totals "as of" ``as_of`` and
+        ``compared_with`` include the changes made at that very instant (as ``state()`` does), so
+        they are asked for one microsecond (the resolution of a datetime) later.  Month ends are
+        midnights: a change at midnight belongs to the new month.
+        """
+        wanted = {
+            self._store_instant(self.as_of),
+            self._store_instant(self.compared_with),
+            *(self._store_instant(end.at) for end in self.month_ends),
+        }
         return tuple(sorted(wanted))
+
+    def _store_instant(self, at: datetime) -> datetime:
+        # The series' last point is "as of" too; earlier points are month-end midnights.
+        return _through(at) if at in (self.as_of, self.compared_with) else at
 
     def count_intervals(self) -> tuple[Interval, ...]:
         """Every interval the store must report :class:`TransitionCounts` over, each once."""
@@ -1056,9 +1078,9 @@ class ReportPlan:
         return build_report(
             as_of=self.as_of,
             tz=self.timezone,
-            totals_now=at(self.as_of),
-            totals_previous=at(self.compared_with),
-            series=[end.point(at(end.at)) for end in self.month_ends],
+            totals_now=at(self._store_instant(self.as_of)),
+            totals_previous=at(self._store_instant(self.compared_with)),
+            series=[end.point(at(self._store_instant(end.at))) for end in self.month_ends],
             spikes=evaluate_spikes(self.spike_windows, counts),
         )
 

@@ -4,19 +4,24 @@ translation.  Needs ``CONSENTKIT_TEST_POSTGRES_DSN``; every store gets a fresh s
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import re
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import attrs
 import psycopg
 import pytest
+from psycopg.abc import Params, Query
+from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
-from consentkit.channels import EMAIL, SMS
+from consentkit.channels import EMAIL, SMS, WHATSAPP
 from consentkit.errors import ConflictError, StorageError, ValidationError
 from consentkit.model import (
     Actor,
@@ -28,8 +33,9 @@ from consentkit.model import (
     SubscriptionState,
     Suppression,
 )
+from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
 from consentkit.service import ConsentService
-from consentkit.storage.base import ChangeBatch, PairChange, SubscriptionFilter
+from consentkit.storage.base import ChangeBatch, InboundRecord, PairChange, SubscriptionFilter
 from consentkit.storage.postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresStore
 from consentkit.testing import StoreConformance
 from consentkit.testing.clock import FakeClock
@@ -138,11 +144,9 @@ def test_concurrent_migrations_from_processes(schema: str) -> None:
     assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
 
 
-def _create_version_1(dsn: str, schema: str) -> None:
-    """Build *schema* as consentkit's schema version 1 left it (the first released migration)."""
+def _create_version(dsn: str, schema: str, upto: int) -> None:
+    """Build *schema* as consentkit's released migrations up to version *upto* left it."""
     quoted = f'"{schema}"'
-    version, description, statements = _MIGRATIONS[0]
-    assert version == 1
     with psycopg.connect(dsn) as conn:
         conn.execute(f"CREATE SCHEMA {quoted}")
         conn.execute(
@@ -152,19 +156,20 @@ def _create_version_1(dsn: str, schema: str) -> None:
                 applied_at timestamptz NOT NULL DEFAULT now()
             )"""
         )
-        for statement in statements:
-            conn.execute(statement.replace("__S__", quoted))
-        conn.execute(
-            f"INSERT INTO {quoted}.schema_migrations (version, description) VALUES (1, %s)",
-            (description,),
-        )
+        for version, description, statements in _MIGRATIONS[:upto]:
+            for statement in statements:
+                conn.execute(statement.replace("__S__", quoted))
+            conn.execute(
+                f"INSERT INTO {quoted}.schema_migrations (version, description) VALUES (%s, %s)",
+                (version, description),
+            )
 
 
 def test_migration_from_version_1_back_fills_opt_out_records(schema: str) -> None:
     """Rows written at schema version 1 read back after the migration with who opted out (from
     the last change's source and actor kind) and when, and suppressions come back active."""
     dsn = require_dsn()
-    _create_version_1(dsn, schema)
+    _create_version(dsn, schema, 1)
     rows = [
         # contact, channel, state, version, at (hours after T0), changed_by, source, reason
         ("stop", "sms", "unsubscribed", 2, 1, "contact", "inbound_keyword", "stop_keyword"),
@@ -237,6 +242,57 @@ def test_migration_from_version_1_back_fills_opt_out_records(schema: str) -> Non
             f'SELECT version FROM "{schema}".schema_migrations ORDER BY version'
         ).fetchall()
     assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
+
+
+def test_migration_from_version_2_keys_inbound_by_channel(schema: str) -> None:
+    """Inbound rows stored at schema version 2 (keyed by message id only) read back under the
+    channel their stored result names, with no digest; the same id on another channel is then
+    another message, a row without a channel in its result matches none, and the review queue
+    exists."""
+    dsn = require_dsn()
+    _create_version(dsn, schema, 2)
+    results = {
+        (ACCOUNT, "SM-1"): json.dumps({"channel": "sms", "sender": "+14155550100"}),
+        (ACCOUNT, "WA-1"): json.dumps({"channel": "whatsapp", "sender": "+14155550101"}),
+        ("other", "SM-1"): json.dumps({"channel": "sms", "sender": "+14155550102"}),
+        (ACCOUNT, "odd"): '{"ok": true}',
+    }
+    with psycopg.connect(dsn) as conn:
+        for (account, message_id), result in results.items():
+            conn.execute(
+                f"""INSERT INTO "{schema}".inbound_messages (account, message_id, result)
+                    VALUES (%s, %s, %s)""",
+                (account, message_id, result),
+            )
+    with PostgresStore(dsn, schema=schema) as store:
+        with store.transaction(ACCOUNT) as tx:
+            assert tx.get_inbound(SMS, "SM-1") == InboundRecord(
+                SMS, "SM-1", None, results[(ACCOUNT, "SM-1")]
+            )
+            assert tx.get_inbound(WHATSAPP, "WA-1") == InboundRecord(
+                WHATSAPP, "WA-1", None, results[(ACCOUNT, "WA-1")]
+            )
+            assert tx.get_inbound(WHATSAPP, "SM-1") is None
+            assert tx.get_inbound(SMS, "odd") is None
+            tx.put_inbound(InboundRecord(WHATSAPP, "SM-1", "c" * 64, "{}"))
+            tx.put_inbound(InboundRecord(SMS, "odd", "d" * 64, "{}"))
+        with pytest.raises(ConflictError), store.transaction(ACCOUNT) as tx:
+            tx.put_inbound(InboundRecord(SMS, "SM-1", "e" * 64, "{}"))
+        with store.transaction("other") as tx:
+            assert tx.get_inbound(SMS, "SM-1") == InboundRecord(
+                SMS, "SM-1", None, results[("other", "SM-1")]
+            )
+        item = _review_item("SM-1")
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_review_item(item)
+        assert store.list_review_items(ACCOUNT, include_decided=False, after=None, limit=5) == [
+            item
+        ]
+    with psycopg.connect(dsn) as conn:
+        versions = conn.execute(
+            f'SELECT version FROM "{schema}".schema_migrations ORDER BY version'
+        ).fetchall()
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)] == [(1,), (2,), (3,)]
 
 
 def test_create_schema_false_requires_a_migrated_schema(schema: str) -> None:
@@ -433,7 +489,7 @@ def test_address_locks_are_taken_in_one_order(store: PostgresStore) -> None:
                 with store.transaction(ACCOUNT) as tx:
                     pids.append(tx._conn.info.backend_pid)
                     tx.lock_addresses(order)
-                    tx.put_inbound_result(f"m{round_}-{order[0]}", "{}")
+                    tx.put_inbound(InboundRecord(SMS, f"m{round_}-{order[0]}", None, "{}"))
             except BaseException as error:  # reported below
                 errors.append(error)
 
@@ -570,15 +626,17 @@ def test_noted_opt_outs_leave_the_other_locked_pairs_writable(store: PostgresSto
 
 
 def test_concurrent_duplicate_inbound_blocks_then_conflicts(store: PostgresStore) -> None:
-    """A second put of an inbound id waits for the first transaction, then is a ConflictError."""
+    """A second put of an inbound (channel, message id) waits for the first transaction, then is
+    a ConflictError, and the first record stands."""
     inserted = threading.Event()
     outcome: list[str] = []
+    first = InboundRecord(SMS, "SM-1", "a" * 64, '{"n": 1}')
 
     def second() -> None:
         inserted.wait(10)
         try:
             with store.transaction(ACCOUNT) as tx:
-                tx.put_inbound_result("SM-1", '{"n": 2}')
+                tx.put_inbound(InboundRecord(SMS, "SM-1", "b" * 64, '{"n": 2}'))
             outcome.append("stored")
         except ConflictError:
             outcome.append("conflict")
@@ -586,25 +644,49 @@ def test_concurrent_duplicate_inbound_blocks_then_conflicts(store: PostgresStore
     thread = threading.Thread(target=second)
     thread.start()
     with store.transaction(ACCOUNT) as tx:
-        tx.put_inbound_result("SM-1", '{"n": 1}')
+        tx.put_inbound(first)
         inserted.set()
         time.sleep(0.3)
         assert outcome == []
     thread.join(10)
     assert outcome == ["conflict"]
     with store.transaction(ACCOUNT) as tx:
-        assert tx.get_inbound_result("SM-1") == '{"n": 1}'
+        assert tx.get_inbound(SMS, "SM-1") == first
+
+
+def test_same_message_id_on_another_channel_does_not_wait(store: PostgresStore) -> None:
+    """While a transaction holds an uncommitted inbound record, the same message id on another
+    channel is another key: it is stored at once, without waiting or conflicting."""
+    outcome: list[str] = []
+
+    def other_channel() -> None:
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_inbound(InboundRecord(WHATSAPP, "SM-3", None, '{"n": 2}'))
+        outcome.append("stored")
+
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_inbound(InboundRecord(SMS, "SM-3", None, '{"n": 1}'))
+        thread = threading.Thread(target=other_channel)
+        thread.start()
+        thread.join(10)
+        assert outcome == ["stored"]
+    with store.transaction(ACCOUNT) as tx:
+        assert tx.get_inbound(SMS, "SM-3") == InboundRecord(SMS, "SM-3", None, '{"n": 1}')
+        assert tx.get_inbound(WHATSAPP, "SM-3") == InboundRecord(
+            WHATSAPP, "SM-3", None, '{"n": 2}'
+        )
 
 
 def test_duplicate_inbound_after_rollback_is_stored(store: PostgresStore) -> None:
-    """When the first transaction with an inbound id rolls back, the waiting one stores it."""
+    """When the first transaction with an inbound key rolls back, the waiting one stores it."""
     inserted = threading.Event()
     outcome: list[str] = []
+    kept = InboundRecord(SMS, "SM-2", "b" * 64, '{"n": 2}')
 
     def second() -> None:
         inserted.wait(10)
         with store.transaction(ACCOUNT) as tx:
-            tx.put_inbound_result("SM-2", '{"n": 2}')
+            tx.put_inbound(kept)
         outcome.append("stored")
 
     thread = threading.Thread(target=second)
@@ -612,7 +694,7 @@ def test_duplicate_inbound_after_rollback_is_stored(store: PostgresStore) -> Non
 
     def first() -> None:
         with store.transaction(ACCOUNT) as tx:
-            tx.put_inbound_result("SM-2", '{"n": 1}')
+            tx.put_inbound(InboundRecord(SMS, "SM-2", "a" * 64, '{"n": 1}'))
             inserted.set()
             time.sleep(0.3)
             raise RuntimeError("roll back")
@@ -621,6 +703,8 @@ def test_duplicate_inbound_after_rollback_is_stored(store: PostgresStore) -> Non
         first()
     thread.join(10)
     assert outcome == ["stored"]
+    with store.transaction(ACCOUNT) as tx:
+        assert tx.get_inbound(SMS, "SM-2") == kept
 
 
 def test_events_are_numbered_in_commit_order(store: PostgresStore) -> None:
@@ -727,3 +811,265 @@ def test_lost_connection_is_replaced_before_a_write(schema: str) -> None:
             killer.execute("SELECT pg_terminate_backend(%s)", (row[0],))
         assert service.unsubscribe(ADMIN, "a", SMS).changed_count == 1
         assert len(list(store.events(ACCOUNT))) == 1
+
+
+# ---------------------------------------------------------------------- review queue
+
+
+def _review_item(message_id: str, received_at: datetime = T0) -> ReviewItem:
+    """An open possible opt-out received at *received_at*."""
+    return ReviewItem(
+        account=ACCOUNT,
+        id=f"sms:{message_id}",
+        kind=ReviewKind.POSSIBLE_OPT_OUT,
+        channel=SMS,
+        message_id=message_id,
+        sender="+14155550100",
+        text="please stop texting me",
+        contact_ids=("a",),
+        received_at=received_at,
+        honor_by=received_at + timedelta(days=10),
+    )
+
+
+def test_a_review_item_being_decided_is_locked(store: PostgresStore) -> None:
+    """get_review_item locks the item: a second reviewer waits for the first one's transaction,
+    then reads its decision and cannot decide the item again."""
+    item = _review_item("SM-r")
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_review_item(item)
+    read = threading.Event()
+    outcome: list[object] = []
+
+    def second_reviewer() -> None:
+        read.wait(10)
+        try:
+            with store.transaction(ACCOUNT) as tx:
+                seen = tx.get_review_item(item.id)
+                outcome.append(None if seen is None else seen.decision)
+                tx.decide_review_item(
+                    item.id, ReviewDecision.NOT_OPT_OUT, decided_by="admin:bob",
+                    decided_at=T0 + timedelta(hours=2), note="not an opt-out",
+                )
+        except ConflictError:
+            outcome.append("conflict")
+
+    thread = threading.Thread(target=second_reviewer)
+    thread.start()
+    with store.transaction(ACCOUNT) as tx:
+        assert tx.get_review_item(item.id) == item
+        read.set()
+        time.sleep(0.3)
+        assert outcome == []
+        tx.decide_review_item(
+            item.id, ReviewDecision.OPT_OUT, decided_by="admin:alice",
+            decided_at=T0 + timedelta(hours=1), note="she meant it",
+        )
+    thread.join(10)
+    assert outcome == [ReviewDecision.OPT_OUT, "conflict"]
+    [decided] = store.list_review_items(ACCOUNT, include_decided=True, after=None, limit=5)
+    assert (decided.decision, decided.decided_by, decided.note) == (
+        ReviewDecision.OPT_OUT, "admin:alice", "she meant it"
+    )
+
+
+# ---------------------------------------------------------------------- plans
+
+# The tables that grow with the account's history, and the column a bounded read of each ranges
+# over.
+_BIG_TABLES = {"events": "occurred_at", "hourly_changes": "hour", "review_items": "received_at"}
+_INDEX_SCANS = {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}
+
+
+def _recording_pool(dsn: str) -> tuple[ConnectionPool[Any], list[tuple[str, Any]]]:
+    """A pool whose connections record every statement run through ``execute`` with its
+    parameters, so a test can EXPLAIN exactly what the store ran; and the record."""
+    statements: list[tuple[str, Any]] = []
+
+    class Recording(psycopg.Connection[TupleRow]):
+        def execute(
+            self,
+            query: Query,
+            params: Params | None = None,
+            *,
+            prepare: bool | None = None,
+            binary: bool = False,
+        ) -> psycopg.Cursor[TupleRow]:
+            if isinstance(query, str):
+                statements.append((query, params))
+            return super().execute(query, params, prepare=prepare, binary=binary)  # type: ignore[arg-type]
+
+    pool = ConnectionPool(dsn, min_size=1, max_size=2, open=True, connection_class=Recording)
+    return pool, statements
+
+
+def _plans(dsn: str, statements: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The plans (EXPLAIN (FORMAT JSON), with the same parameters, so the same custom plans)
+    of the recorded statements that read one of the big tables."""
+    plans: list[dict[str, Any]] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for query, params in statements:
+            if not any(f".{table}" in query for table in _BIG_TABLES):
+                continue
+            row = conn.execute(f"EXPLAIN (FORMAT JSON) {query}", params).fetchone()
+            assert row is not None
+            plans.append(row[0][0]["Plan"])
+    return plans
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of a plan, depth first."""
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _shape(plan: dict[str, Any]) -> str:
+    """The plan's node types, with the relation and index each reads (for failure messages)."""
+    return " > ".join(
+        " ".join(filter(None, (n["Node Type"], n.get("Relation Name"), n.get("Index Name"))))
+        for n in _nodes(plan)
+    )
+
+
+def _unbounded_reads(plans: list[dict[str, Any]]) -> list[str]:
+    """The reads of a big table in *plans* that are not an index scan whose index condition
+    bounds the table's range column: a sequential scan, or an index scan of the account's whole
+    history (which a join then matches against every interval)."""
+    found: list[str] = []
+    for plan in plans:
+        for node in _nodes(plan):
+            table = node.get("Relation Name")
+            if table not in _BIG_TABLES:
+                continue
+            # A bitmap heap scan's condition is that of the bitmap index scans under it.
+            condition = " AND ".join(n["Index Cond"] for n in _nodes(node) if "Index Cond" in n)
+            column = _BIG_TABLES[table]
+            bounded = re.search(rf"\b{column} (<|<=|>|>=) ", condition) is not None
+            if node["Node Type"] not in _INDEX_SCANS or not bounded:
+                found.append(f"{table}: {_shape(plan)} [{condition}]")
+    return found
+
+
+def _tables_read(plans: list[dict[str, Any]]) -> set[str]:
+    """The big tables *plans* read."""
+    return {
+        n["Relation Name"]
+        for plan in plans
+        for n in _nodes(plan)
+        if n.get("Relation Name") in _BIG_TABLES
+    }
+
+
+def _analyze(schema: str, *tables: str) -> None:
+    """Gather fresh statistics of *tables* of *schema*."""
+    with psycopg.connect(require_dsn(), autocommit=True) as conn:
+        conn.execute("ANALYZE " + ", ".join(f'"{schema}".{table}' for table in tables))
+
+
+def _opt_in_at(store: PostgresStore, at: datetime, ids: list[str]) -> None:
+    """One bulk write: *ids* opted in on SMS and email at *at*."""
+    with store.transaction(ACCOUNT) as tx:
+        tx.write_changes(
+            _batch(SubscriptionState.SUBSCRIBED, at),
+            [
+                PairChange(cid, ch, SubscriptionState.NEVER_SUBSCRIBED, 0)
+                for cid in ids
+                for ch in (SMS, EMAIL)
+            ],
+        )
+
+
+def _backdated_import(store: PostgresStore, end: datetime) -> None:
+    """A large backdated import through the bulk path, in one transaction: 600 batches of 25
+    contacts opted in on SMS and email (30,000 events, 1,200 roll-up rows), one every three
+    hours at an odd minute over the 75 days before *end*."""
+    batches = 600
+    with store.transaction(ACCOUNT) as tx:
+        for b in range(batches):
+            at = end - timedelta(hours=3 * (batches - b), minutes=b % 60)
+            tx.write_changes(
+                _batch(SubscriptionState.SUBSCRIBED, at),
+                [
+                    PairChange(f"i{b:04d}-{n:02d}", ch, SubscriptionState.NEVER_SUBSCRIBED, 0)
+                    for n in range(25)
+                    for ch in (SMS, EMAIL)
+                ],
+            )
+
+
+@pytest.mark.parametrize("analyzed_while_small", [False, True], ids=["never-analyzed", "stale"])
+def test_trend_plans_after_a_large_backdated_import_need_no_statistics(
+    schema: str, analyzed_while_small: bool
+) -> None:
+    """After a large backdated import, both before ANALYZE (statistics never gathered, or
+    gathered while the tables were nearly empty) and after it, every read of the events or the
+    roll-ups that trends() makes is an index scan bounded by its interval, never a sequential
+    scan nor a scan of the account's whole history (issue 11, defect 9)."""
+    dsn = require_dsn()
+    now = T0 + timedelta(days=160, minutes=37, seconds=13)  # partial hours at both ends
+    pool, statements = _recording_pool(dsn)
+    with pool:
+        store = PostgresStore(pool=pool, schema=schema)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for table in ("events", "hourly_changes"):
+                # Statistics change only when this test says so, whatever autovacuum does.
+                conn.execute(f'ALTER TABLE "{schema}".{table} SET (autovacuum_enabled = false)')
+        if analyzed_while_small:
+            _opt_in_at(store, now - timedelta(days=365), ["early"])
+            _analyze(schema, "events", "hourly_changes")
+        _backdated_import(store, now - timedelta(days=1))
+        service = ConsentService(store, clock=FakeClock(now))
+        failures: list[str] = []
+        for statistics in ("before ANALYZE", "after ANALYZE"):
+            statements.clear()
+            service.trends(ADMIN)
+            plans = _plans(dsn, statements)
+            assert _tables_read(plans) == {"events", "hourly_changes"}, statistics
+            failures += [f"{statistics}: {read}" for read in _unbounded_reads(plans)]
+            _analyze(schema, "events", "hourly_changes")
+        store.close()
+    assert failures == [], "\n".join(failures)
+
+
+def test_open_review_items_are_listed_from_their_partial_index(schema: str) -> None:
+    """Every page of the open review items, before and after ANALYZE, is an ordered scan of the
+    partial index of open items (a resumed page starts at its position in the index), with no
+    sort, however many decided items the queue holds."""
+    dsn = require_dsn()
+    pool, statements = _recording_pool(dsn)
+    with pool:
+        store = PostgresStore(pool=pool, schema=schema)
+        with store.transaction(ACCOUNT) as tx:
+            for n in range(3000):
+                item = _review_item(f"SM-{n:04d}", T0 + timedelta(minutes=n))
+                tx.put_review_item(item)
+                if n % 3:
+                    tx.decide_review_item(
+                        item.id, ReviewDecision.NOT_OPT_OUT, decided_by="admin:alice",
+                        decided_at=T0 + timedelta(days=3), note="thanks",
+                    )
+        after = (T0 + timedelta(minutes=1500), "sms:SM-1500")
+        failures: list[str] = []
+        for statistics in ("before ANALYZE", "after ANALYZE"):
+            for position in (None, after):
+                statements.clear()
+                page = store.list_review_items(
+                    ACCOUNT, include_decided=False, after=position, limit=50
+                )
+                first = 0 if position is None else 1503
+                assert [item.message_id for item in page] == [
+                    f"SM-{n:04d}" for n in range(first, first + 150, 3)
+                ]
+                [plan] = _plans(dsn, statements)
+                scans = [n for n in _nodes(plan) if n.get("Index Name") == "review_items_open"]
+                ordered = (
+                    [n["Node Type"] for n in scans] == ["Index Scan"]
+                    and not any(n["Node Type"] == "Sort" for n in _nodes(plan))
+                    and (position is None or "received_at" in scans[0].get("Index Cond", ""))
+                )
+                if not ordered:
+                    failures.append(f"{statistics}, after={position}: {_shape(plan)}")
+            _analyze(schema, "review_items")
+        store.close()
+    assert failures == [], "\n".join(failures)

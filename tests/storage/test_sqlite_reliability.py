@@ -1,5 +1,5 @@
 """The SQLite store with real processes and real files: concurrent writers, SIGKILL in the middle
-of a bulk call, fork() while a thread writes, close and reopen.
+of a bulk call, fork() while a thread writes, close and reopen, read-only files.
 
 The child processes run ``_sqlite_worker.py`` next to this file.
 """
@@ -9,17 +9,21 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import pickle
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -408,7 +412,7 @@ def _put_contact(store: SQLiteStore, contact_id: str) -> None:
 def snapshot(store: SQLiteStore, ids: list[str]) -> dict[str, object]:
     """Everything the store can tell about ACCOUNT, as comparable data."""
     with store.transaction(ACCOUNT) as tx:
-        inbound = {m: tx.get_inbound_result(m) for m in ("SM-known", "SM-stranger")}
+        inbound = {m: tx.get_inbound(SMS, m) for m in ("SM-known", "SM-stranger")}
         suppressions = tx.get_suppressions(["phone:+14155550999"])
         addresses = tx.find_contacts_by_address(["phone:+14155550001", "email:c2@ex.com"])
     instants = [T0 + timedelta(hours=h) for h in range(0, 30, 3)]
@@ -432,7 +436,7 @@ def filled(tmp_path: Path) -> tuple[Path, list[str]]:
     clock = FakeClock(T0, tick=timedelta(minutes=13))
     ids = [f"c{i}" for i in range(5)]
     with SQLiteStore(path) as store:
-        service = ConsentService(store, clock=clock)
+        service = ConsentService(store, clock=clock, channels=["telegram"])
         service.upsert_contacts(
             ADMIN,
             [
@@ -496,3 +500,240 @@ def test_a_redelivered_webhook_after_reopen_changes_nothing(
         )
         assert again.replayed
         assert len(list(store.events(ACCOUNT))) == count
+
+
+# ---------------------------------------------------------------------------- read-only files
+
+NOBODY = 65534  # the unprivileged user the read-only runs use when the tests run as root
+T = TypeVar("T")
+
+
+class ChildError(Exception):
+    """An exception raised in an unprivileged child, as ``"Type: message"``."""
+
+
+def start_unprivileged(work: Callable[[], object]) -> tuple[int, int]:
+    """Fork a child that file permissions apply to and run *work* in it; its pid and the pipe
+    its outcome comes back on (see :func:`finish_unprivileged`).
+
+    As root (for whom chmod stops nothing) the child drops to ``nobody`` first.  It is forked,
+    not spawned: this Python may live where ``nobody`` cannot read, and a forked child needs no
+    file it has not loaded.  Fork only while this process has no store of the file open: the
+    child would share that store's SQLite state of the file instead of opening its own.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and never return into pytest
+        try:
+            os.close(read_end)
+            try:
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setgid(NOBODY)
+                    os.setuid(NOBODY)
+            except OSError as error:
+                outcome: tuple[str, object] = ("skip", f"cannot drop root privileges: {error}")
+            else:
+                try:
+                    outcome = ("ok", work())
+                except Exception as error:  # reported to the parent
+                    outcome = ("error", f"{type(error).__name__}: {error}")
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(pickle.dumps(outcome))
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    return pid, read_end
+
+
+def finish_unprivileged(child: tuple[int, int]) -> Any:
+    """Wait for a child of :func:`start_unprivileged`; its result, or its exception as a
+    ChildError (or a skip, when it could not drop root's privileges)."""
+    pid, read_end = child
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    assert data, "the unprivileged child died without a word"
+    kind, value = pickle.loads(data)
+    if kind == "skip":
+        pytest.skip(str(value))
+    if kind == "error":
+        raise ChildError(value)
+    return value
+
+
+def unprivileged(work: Callable[[], T]) -> T:
+    """Run *work* in an unprivileged child (see :func:`start_unprivileged`); its result."""
+    result: T = finish_unprivileged(start_unprivileged(work))
+    return result
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A fresh directory the unprivileged child owns (pytest's own are private to their user)."""
+    made = Path(tempfile.mkdtemp(prefix="consentkit-ro-"))
+    if os.geteuid() == 0:
+        os.chown(made, NOBODY, NOBODY)
+    try:
+        yield made
+    finally:
+        made.chmod(0o700)
+        shutil.rmtree(made)
+
+
+def files(directory: Path) -> dict[str, str]:
+    """The files of *directory* and their permissions, as octal strings."""
+    return {p.name: oct(p.stat().st_mode & 0o777) for p in sorted(directory.iterdir())}
+
+
+def write_contacts(path: Path, *ids: str) -> list[str]:
+    """Register contacts through a store on *path*; the ids of every contact it then has."""
+    with SQLiteStore(path) as store:
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, cid) for cid in ids])
+        return [c.id for c in store.list_contacts(ACCOUNT, after=None, limit=100)]
+
+
+def read_then_try_to_write(path: Path) -> tuple[list[str], str]:
+    """What a read-only run does: read the contacts, then attempt a write (its error message)."""
+    with SQLiteStore(path) as store:
+        ids = [c.id for c in store.list_contacts(ACCOUNT, after=None, limit=100)]
+        try:
+            with store.transaction(ACCOUNT) as tx:
+                tx.put_contacts([Contact(ACCOUNT, "intruder")])
+        except StorageError as error:
+            return ids, str(error)
+    return ids, ""
+
+
+@pytest.mark.parametrize("made_read_only", ["file", "directory"])
+def test_a_read_only_run_leaves_nothing_that_blocks_a_later_writer(
+    shared_dir: Path, made_read_only: str
+) -> None:
+    """A store on a file it may not write (or whose directory it may not write) reads it,
+    refuses writes with a StorageError, and creates no file; once the permissions are back, a
+    writer writes."""
+    path = shared_dir / "consent.db"
+    assert unprivileged(lambda: write_contacts(path, "ann")) == ["ann"]
+    assert files(shared_dir) == {"consent.db": "0o644"}
+    target = path if made_read_only == "file" else shared_dir
+    original = target.stat().st_mode & 0o777
+    target.chmod(0o444 if made_read_only == "file" else 0o555)
+    ids, refused = unprivileged(lambda: read_then_try_to_write(path))
+    assert ids == ["ann"]
+    assert set(files(shared_dir)) == {"consent.db"}
+    target.chmod(original)
+    assert unprivileged(lambda: write_contacts(path, "bob")) == ["ann", "bob"]
+    assert files(shared_dir) == {"consent.db": "0o644"}
+    assert "opened it read-only" in refused
+    assert str(path) in refused
+
+
+def test_a_read_only_run_reads_through_a_running_writer(shared_dir: Path) -> None:
+    """While a writer process has the file open, a store that may not write it sees the
+    writer's latest commits (still in the write-ahead log) and changes none of its files."""
+    path = shared_dir / "consent.db"
+    ready_read, ready_write = os.pipe()
+    go_read, go_write = os.pipe()
+
+    def writer() -> list[str]:
+        with SQLiteStore(path) as store:
+            with store.transaction(ACCOUNT) as tx:
+                tx.put_contacts([Contact(ACCOUNT, "ann")])
+            os.write(ready_write, b"!")
+            os.read(go_read, 1)
+            with store.transaction(ACCOUNT) as tx:
+                tx.put_contacts([Contact(ACCOUNT, "bob")])
+            return [c.id for c in store.list_contacts(ACCOUNT, after=None, limit=100)]
+
+    running = start_unprivileged(writer)
+    os.close(ready_write)  # the writer's ends: a writer that dies early ends the wait below
+    os.close(go_read)
+    try:
+        assert os.read(ready_read, 1) == b"!"
+        path.chmod(0o444)
+        before = files(shared_dir)
+        assert set(before) == {"consent.db", "consent.db-wal", "consent.db-shm"}
+        ids, refused = unprivileged(lambda: read_then_try_to_write(path))
+        assert (ids, "opened it read-only" in refused) == (["ann"], True)
+        assert files(shared_dir) == before
+    finally:
+        with suppress(BrokenPipeError):
+            os.write(go_write, b"!")
+        os.close(go_write)
+        os.close(ready_read)
+        assert finish_unprivileged(running) == ["ann", "bob"]
+    assert set(files(shared_dir)) == {"consent.db"}
+    path.chmod(0o644)
+    assert unprivileged(lambda: write_contacts(path, "cy")) == ["ann", "bob", "cy"]
+
+
+def test_files_left_read_only_by_an_earlier_read_only_run_no_longer_block_writers(
+    shared_dir: Path,
+) -> None:
+    """The -wal and -shm files a plain SQLite read of a read-only file leaves behind, read-only
+    (as older consentkit versions did), do not stop a store from writing once the file is
+    writable again."""
+    path = shared_dir / "consent.db"
+    assert unprivileged(lambda: write_contacts(path, "ann")) == ["ann"]
+    path.chmod(0o444)
+
+    def plain_read() -> int:
+        conn = sqlite3.connect(path)
+        count = int(conn.execute("SELECT count(*) FROM contacts").fetchone()[0])
+        conn.close()
+        return count
+
+    assert unprivileged(plain_read) == 1
+    assert files(shared_dir) == {
+        "consent.db": "0o444",
+        "consent.db-shm": "0o444",
+        "consent.db-wal": "0o444",
+    }
+    path.chmod(0o644)
+    assert unprivileged(lambda: write_contacts(path, "bob")) == ["ann", "bob"]
+    assert files(shared_dir) == {"consent.db": "0o644"}
+
+
+def test_a_file_another_user_may_write_is_not_read_while_no_writer_has_it(
+    shared_dir: Path,
+) -> None:
+    """A store that may not write a file its owner may, with no writer running, refuses to
+    open it rather than create a -shm file the owner could not write; the owner then writes."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to own the file while another user reads it")
+    path = shared_dir / "consent.db"
+    assert write_contacts(path, "ann") == ["ann"]  # as root: the file is root's, mode 0644
+    with pytest.raises(ChildError, match=r"StorageError: .*no writer has it open"):
+        unprivileged(lambda: read_then_try_to_write(path))
+    assert set(files(shared_dir)) == {"consent.db"}
+    assert write_contacts(path, "bob") == ["ann", "bob"]
+
+
+_left_open: list[SQLiteStore] = []  # stores a child exits without closing
+
+
+def test_a_read_only_run_refuses_a_write_ahead_log_nobody_checkpointed(
+    shared_dir: Path,
+) -> None:
+    """A store that may not write a file whose write-ahead log still holds commits (its writer
+    died, and its -shm is gone) refuses to read it rather than miss them; a writer recovers
+    them."""
+    path = shared_dir / "consent.db"
+    assert unprivileged(lambda: write_contacts(path, "ann")) == ["ann"]
+
+    def write_and_exit_without_closing() -> None:
+        store = SQLiteStore(path)
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_contacts([Contact(ACCOUNT, "bob")])
+        _left_open.append(store)  # the child exits with the commit in the write-ahead log
+
+    unprivileged(write_and_exit_without_closing)
+    (shared_dir / "consent.db-shm").unlink()
+    assert (shared_dir / "consent.db-wal").stat().st_size > 0
+    path.chmod(0o444)
+    with pytest.raises(ChildError, match=r"StorageError: .*were not written back"):
+        unprivileged(lambda: read_then_try_to_write(path))
+    assert set(files(shared_dir)) == {"consent.db", "consent.db-wal"}
+    path.chmod(0o644)
+    assert unprivileged(lambda: write_contacts(path, "cy")) == ["ann", "bob", "cy"]

@@ -4,6 +4,8 @@ the schema and its version, file handling, pragmas, error translation and thread
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import multiprocessing
 import random
 import sqlite3
@@ -12,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
 from consentkit import (
@@ -35,8 +38,10 @@ from consentkit import (
     channel,
 )
 from consentkit.model import Suppression
+from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
 from consentkit.storage import ChangeBatch, PairChange, Store, SubscriptionFilter
-from consentkit.storage.sqlite import _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
+from consentkit.storage.base import InboundRecord
+from consentkit.storage.sqlite import _LIST_REVIEW_ITEMS, _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 from consentkit.testing import FakeClock, StoreConformance, check_replay
 
 ACCOUNT = "acme"
@@ -240,6 +245,59 @@ def test_a_version_1_file_is_migrated_without_reinterpreting_its_rows(tmp_path: 
     assert versions == list(range(1, SCHEMA_VERSION + 1))
 
 
+def _version_2_file(path: Path, inbound: list[tuple[str, str, str]]) -> None:
+    """A file as consentkit wrote it at schema version 2 (the released migrations, run as is),
+    holding the *inbound* rows (account, message id, result)."""
+    conn = raw(path)
+    conn.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+        "applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    for number in (0, 1):
+        for statement in _MIGRATIONS[number]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number + 1,))
+    conn.executemany(
+        "INSERT INTO inbound_messages (account, message_id, result) VALUES (?, ?, ?)", inbound
+    )
+    conn.close()
+
+
+def test_a_version_2_file_keeps_its_inbound_records_under_their_channel(tmp_path: Path) -> None:
+    """Opening a file of schema version 2 keys each inbound record by the channel its result
+    names (``sms`` when it names none, or is not JSON), with no text digest, and adds an empty
+    review queue; the same message id is then free on the other channels."""
+    path = tmp_path / "v2.db"
+    whatsapp = json.dumps({"message_id": "SM1", "channel": "whatsapp", "sender": "+1415"})
+    texted = json.dumps({"message_id": "SM2", "channel": "sms"})
+    rows = [
+        (ACCOUNT, "SM1", whatsapp),
+        (ACCOUNT, "SM2", texted),
+        (ACCOUNT, "bare", "{}"),
+        (ACCOUNT, "odd", "not json"),
+        ("other", "SM1", texted),
+    ]
+    _version_2_file(path, rows)
+    with SQLiteStore(path) as store:
+        with store.transaction(ACCOUNT) as tx:
+            assert tx.get_inbound(WHATSAPP, "SM1") == InboundRecord(WHATSAPP, "SM1", None, whatsapp)
+            assert tx.get_inbound(SMS, "SM1") is None
+            assert tx.get_inbound(SMS, "SM2") == InboundRecord(SMS, "SM2", None, texted)
+            assert tx.get_inbound(SMS, "bare") == InboundRecord(SMS, "bare", None, "{}")
+            assert tx.get_inbound(SMS, "odd") == InboundRecord(SMS, "odd", None, "not json")
+            tx.put_inbound(InboundRecord(SMS, "SM1", "0" * 64, "{}"))
+            with pytest.raises(ConflictError):
+                tx.put_inbound(InboundRecord(WHATSAPP, "SM1", None, "{}"))
+        with store.transaction("other") as tx:
+            assert tx.get_inbound(SMS, "SM1") == InboundRecord(SMS, "SM1", None, texted)
+        assert store.list_review_items(ACCOUNT, include_decided=True, after=None, limit=9) == []
+    conn = raw(path)
+    versions = [row[0] for row in conn.execute("SELECT version FROM schema_version")]
+    assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    conn.close()
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
 def test_threads_opening_a_fresh_file_at_once_migrate_it_once(tmp_path: Path) -> None:
     """Eight stores opened at once on a new file all work and the schema is created once."""
     path = tmp_path / "fresh.db"
@@ -279,19 +337,45 @@ def test_newer_schema_is_refused(path: Path) -> None:
         SQLiteStore(path)
 
 
-def test_a_foreign_database_is_refused(path: Path) -> None:
-    """A SQLite file that holds another application's tables is not taken over."""
+def _file_state(path: Path) -> tuple[str, str, list[str]]:
+    """The SHA-256 of the file's bytes, its journal mode and the files of its directory."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     conn = raw(path)
-    conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     conn.close()
-    with pytest.raises(StorageError, match="file of its own"):
-        SQLiteStore(path)
+    return digest, mode, sorted(p.name for p in path.parent.iterdir())
+
+
+@pytest.mark.parametrize("journal_mode", ["delete", "wal"])
+@pytest.mark.parametrize(
+    ("foreign", "message"),
+    [
+        (["CREATE TABLE orders (id INTEGER PRIMARY KEY)"], "holds other tables"),
+        (["PRAGMA application_id = 42"], r"not a consentkit database \(application id 0x2a\)"),
+        (
+            ["PRAGMA application_id = 7", "CREATE TABLE schema_version (version INTEGER)"],
+            "application id 0x7",
+        ),
+        (["CREATE VIEW answers AS SELECT 42"], "such as 'answers'"),
+    ],
+)
+def test_a_foreign_file_is_refused_and_left_exactly_as_it_was(
+    path: Path, journal_mode: str, foreign: list[str], message: str
+) -> None:
+    """A file of another application (its own application id, or its own tables without
+    consentkit's schema_version) is refused with a StorageError naming it, and keeps its bytes,
+    its journal mode and its directory unchanged."""
     conn = raw(path)
-    conn.execute("DROP TABLE orders")
-    conn.execute("PRAGMA application_id = 42")
+    conn.execute(f"PRAGMA journal_mode = {journal_mode}")
+    for statement in foreign:
+        conn.execute(statement)
     conn.close()
-    with pytest.raises(StorageError, match="not a consentkit database"):
+    before = _file_state(path)
+    with pytest.raises(StorageError, match=message) as caught:
         SQLiteStore(path)
+    assert str(path) in str(caught.value)
+    assert _file_state(path) == before
+    assert before[1] == journal_mode
 
 
 def test_a_file_that_is_not_a_database_is_a_storage_error(path: Path) -> None:
@@ -362,7 +446,6 @@ def test_integrity_check_is_clean_after_work(path: Path, service: ConsentService
     service.resubscribe(ADMIN, ids[:2], [SMS], justification=REQUEST)
     conn = raw(path)
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     conn.close()
 
 
@@ -416,9 +499,9 @@ def test_times_come_back_as_aware_utc_to_the_microsecond(store: SQLiteStore) -> 
 def test_duplicate_key_is_a_conflict_caused_by_the_driver(store: SQLiteStore) -> None:
     """A unique-key violation becomes ConflictError, chained to the sqlite3 error."""
     with store.transaction(ACCOUNT) as tx:
-        tx.put_inbound_result("SM1", "{}")
+        tx.put_inbound(InboundRecord(SMS, "SM1", None, "{}"))
     with pytest.raises(ConflictError, match="SM1") as caught, store.transaction(ACCOUNT) as tx:
-        tx.put_inbound_result("SM1", "{}")
+        tx.put_inbound(InboundRecord(SMS, "SM1", None, "{}"))
     assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
 
 
@@ -442,10 +525,12 @@ def test_stale_version_conflict_names_the_pair(store: SQLiteStore) -> None:
         # The failed call left nothing behind, and the transaction is still usable.
         assert tx.lock_subscriptions(["a", "b"], [SMS])[("a", SMS)].version == 1
         assert ("b", SMS) not in tx.lock_subscriptions(["a", "b"], [SMS])
-        tx.put_inbound_result("after-conflict", "{}")
+        tx.put_inbound(InboundRecord(SMS, "after-conflict", None, "{}"))
     assert len(list(store.events(ACCOUNT))) == 1
     with store.transaction(ACCOUNT) as tx:
-        assert tx.get_inbound_result("after-conflict") == "{}"
+        assert tx.get_inbound(SMS, "after-conflict") == InboundRecord(
+            SMS, "after-conflict", None, "{}"
+        )
 
 
 def test_a_locked_database_is_a_conflict_after_the_busy_timeout(path: Path) -> None:
@@ -629,6 +714,113 @@ def test_suppressions_store_the_active_flag_and_the_latest_word(
         assert tx.get_suppressions([key]) == [start]
 
 
+def _review_item(message_id: str, at: datetime, **fields: object) -> ReviewItem:
+    """A possible opt-out in ACCOUNT received at *at*."""
+    values: dict[str, object] = {
+        "account": ACCOUNT,
+        "id": f"sms:{message_id}",
+        "kind": ReviewKind.POSSIBLE_OPT_OUT,
+        "channel": SMS,
+        "message_id": message_id,
+        "sender": "+14155550100",
+        "text": "Please STOP texting me \u2014 ünïcode, 'quotes', \"and\" ; DROP TABLE x",
+        "contact_ids": ("c2", "c1"),
+        "received_at": at,
+        "honor_by": at + timedelta(days=10),
+    }
+    values.update(fields)
+    return ReviewItem(**values)  # type: ignore[arg-type]
+
+
+def test_review_items_are_stored_as_documented(path: Path, store: SQLiteStore) -> None:
+    """A review item's text is stored as is, its contacts as a JSON array in the given order, its
+    times as microseconds, its kind and decision by value; it reads back equal."""
+    item = _review_item("m1", T0)
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_review_item(item)
+        tx.decide_review_item(
+            item.id,
+            ReviewDecision.NOT_OPT_OUT,
+            decided_by="admin:alice",
+            decided_at=T0 + timedelta(hours=1),
+            note="a joke",
+        )
+    conn = raw(path)
+    row = conn.execute(
+        "SELECT kind, channel, text, contact_ids, received_at, honor_by, decision, decided_by, "
+        "decided_at, note FROM review_items"
+    ).fetchone()
+    conn.close()
+    assert row == (
+        "possible_opt_out",
+        "sms",
+        item.text,
+        '["c2","c1"]',
+        _micros(T0),
+        _micros(T0 + timedelta(days=10)),
+        "not_opt_out",
+        "admin:alice",
+        _micros(T0 + timedelta(hours=1)),
+        "a joke",
+    )
+    (decided,) = store.list_review_items(ACCOUNT, include_decided=True, after=None, limit=5)
+    assert decided == attrs.evolve(
+        item,
+        decision=ReviewDecision.NOT_OPT_OUT,
+        decided_by="admin:alice",
+        decided_at=T0 + timedelta(hours=1),
+        note="a joke",
+    )
+    assert decided.received_at.tzinfo is UTC
+
+
+def test_deciding_a_review_item_twice_or_a_missing_one_says_which(store: SQLiteStore) -> None:
+    """decide_review_item names the item and says whether it is missing or decided already."""
+    item = _review_item("m1", T0)
+    with store.transaction(ACCOUNT) as tx:
+        tx.put_review_item(item)
+
+        def decide(item_id: str) -> None:
+            tx.decide_review_item(
+                item_id, ReviewDecision.OPT_OUT, decided_by="admin:alice", decided_at=T0, note="n"
+            )
+
+        decide(item.id)
+        with pytest.raises(ConflictError, match=r"'sms:m1' was decided already \(opt_out\)"):
+            decide(item.id)
+        with pytest.raises(ConflictError, match="'sms:nope' does not exist"):
+            decide("sms:nope")
+
+
+@pytest.mark.parametrize("include_decided", [False, True])
+@pytest.mark.parametrize("after", [False, True])
+def test_review_listings_read_an_index_in_order(
+    store: SQLiteStore, include_decided: bool, after: bool
+) -> None:
+    """Each review listing is one range read of an index on (account, received_at, id), the open
+    ones of the partial index of open items, with no sort."""
+    with store.transaction(ACCOUNT) as tx:
+        for i in range(50):
+            tx.put_review_item(_review_item(f"m{i}", T0 + timedelta(minutes=i % 7)))
+    sql = _LIST_REVIEW_ITEMS[(include_decided, after)]
+    params: list[object] = [ACCOUNT, *([_micros(T0), "sms:m3"] if after else []), 10]
+    plan = " ".join(
+        row[3] for row in store._connection().execute(f"EXPLAIN QUERY PLAN {sql}", params)
+    )
+    index = "review_items_by_time" if include_decided else "review_items_open"
+    assert f"USING INDEX {index} (account=?" in plan
+    assert "TEMP B-TREE" not in plan
+    listed = store.list_review_items(
+        ACCOUNT,
+        include_decided=include_decided,
+        after=(T0, "sms:m3") if after else None,
+        limit=10,
+    )
+    positions = [(item.received_at, item.id) for item in listed]
+    assert positions == sorted(positions)
+    assert len(listed) == 10
+
+
 # ---------------------------------------------------------------------------- reads
 
 
@@ -744,8 +936,8 @@ def _run_script(store: Store, seed: int) -> list[object]:
     """Random calls through the service, then every read the protocol offers, as plain data."""
     rng = random.Random(seed)
     clock = FakeClock(T0)
-    service = ConsentService(store, clock=clock, chunk_size=7)
     telegram = channel("telegram")
+    service = ConsentService(store, clock=clock, chunk_size=7, channels=[telegram])
     service.upsert_contacts(
         ADMIN,
         [

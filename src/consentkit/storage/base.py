@@ -42,10 +42,12 @@ from consentkit.model import (
     Suppression,
     Transition,
 )
+from consentkit.review import ReviewDecision, ReviewItem
 
 __all__ = [
     "CHUNK_SIZE",
     "ChangeBatch",
+    "InboundRecord",
     "PairChange",
     "Store",
     "StoreTransaction",
@@ -137,6 +139,27 @@ class SubscriptionFilter:
     reason: str | None = None
 
 
+@attrs.frozen
+class InboundRecord:
+    """What a store keeps of an inbound message it handled, for idempotent redelivery.
+
+    Attributes:
+        channel: the channel it arrived on; with ``message_id`` the key (two providers, or one
+            that numbers per channel, may reuse a message id on another channel).
+        message_id: the provider's message id.
+        body_sha256: the SHA-256 (hex) of the message text, so a redelivery whose text differs
+            from the first delivery is told apart from a true redelivery; None for records kept
+            before it was recorded.
+        result: the result, as the JSON document of
+            :meth:`~consentkit.inbound.InboundResult.to_json` (it holds the sender).
+    """
+
+    channel: Channel
+    message_id: str
+    body_sha256: str | None
+    result: str
+
+
 @runtime_checkable
 class StoreTransaction(Protocol):
     """One write transaction in one account, obtained from :meth:`Store.transaction`.
@@ -195,15 +218,43 @@ class StoreTransaction(Protocol):
         write transactions are serialised anyway may do nothing."""
         ...
 
-    def get_inbound_result(self, message_id: str) -> str | None:
-        """The stored result (a JSON document) of an inbound message already handled."""
+    def get_inbound(self, channel: Channel, message_id: str) -> InboundRecord | None:
+        """The record of an inbound message already handled, keyed by (channel, message id)."""
         ...
 
-    def put_inbound_result(self, message_id: str, result: str) -> None:
-        """Remember that inbound message *message_id* was handled, with its result.
+    def put_inbound(self, record: InboundRecord) -> None:
+        """Remember that an inbound message was handled, with its result.
 
         Raises:
-            ConflictError: the message id is already recorded.
+            ConflictError: a record with the same (channel, message id) exists.
+        """
+        ...
+
+    def put_review_item(self, item: ReviewItem) -> None:
+        """Queue an item for review.
+
+        Raises:
+            ConflictError: an item with the same id exists.
+        """
+        ...
+
+    def get_review_item(self, item_id: str) -> ReviewItem | None:
+        """One review item, locked until the end of the transaction."""
+        ...
+
+    def decide_review_item(
+        self,
+        item_id: str,
+        decision: ReviewDecision,
+        *,
+        decided_by: str,
+        decided_at: datetime,
+        note: str,
+    ) -> None:
+        """Record the decision of an open item (the service checks it is open).
+
+        Raises:
+            ConflictError: the item does not exist or was decided already.
         """
         ...
 
@@ -291,6 +342,18 @@ class Store(Protocol):
     ) -> list[dict[tuple[Channel, Transition], int]]:
         """For each interval ``[boundaries[i], boundaries[i+1])`` the number of events per
         (channel, transition) whose ``occurred_at`` falls in it (zero counts may be omitted)."""
+        ...
+
+    def list_review_items(
+        self,
+        account: str,
+        *,
+        include_decided: bool,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[ReviewItem]:
+        """Review items, oldest first: ordered by ``(received_at, id)``, starting after the
+        position *after*; only open ones unless *include_decided*."""
         ...
 
     def close(self) -> None:

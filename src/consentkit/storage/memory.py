@@ -27,7 +27,8 @@ from consentkit.model import (
     Transition,
     transition_of,
 )
-from consentkit.storage.base import ChangeBatch, PairChange, SubscriptionFilter
+from consentkit.review import ReviewDecision, ReviewItem
+from consentkit.storage.base import ChangeBatch, InboundRecord, PairChange, SubscriptionFilter
 
 __all__ = ["InMemoryStore"]
 
@@ -52,7 +53,8 @@ class _Account:
     by_address: dict[str, set[str]] = attrs.Factory(lambda: defaultdict(set))
     subscriptions: dict[tuple[str, Channel], Subscription] = attrs.Factory(dict)
     events: list[ConsentEvent] = attrs.Factory(list)
-    inbound: dict[str, str] = attrs.Factory(dict)
+    inbound: dict[tuple[Channel, str], InboundRecord] = attrs.Factory(dict)
+    review: dict[str, ReviewItem] = attrs.Factory(dict)
     suppressions: dict[tuple[str, Channel], Suppression] = attrs.Factory(dict)
     # Roll-ups by UTC hour: state deltas and transition counts, plus the events of each hour so a
     # partial hour at either end of an interval can be counted exactly.
@@ -201,14 +203,44 @@ class _Transaction:
     def lock_addresses(self, address_keys: Sequence[str]) -> None:
         """Nothing to do: the store's lock serialises every transaction."""
 
-    def get_inbound_result(self, message_id: str) -> str | None:
-        return self._data.inbound.get(message_id)
+    def get_inbound(self, channel: Channel, message_id: str) -> InboundRecord | None:
+        return self._data.inbound.get((channel, message_id))
 
-    def put_inbound_result(self, message_id: str, result: str) -> None:
-        if message_id in self._data.inbound:
-            raise ConflictError(f"inbound message {message_id!r} was already handled")
-        self._undo.append(("inbound", message_id, None))
-        self._data.inbound[message_id] = result
+    def put_inbound(self, record: InboundRecord) -> None:
+        key = (record.channel, record.message_id)
+        if key in self._data.inbound:
+            raise ConflictError(
+                f"inbound message {record.message_id!r} on {record.channel.key} was already "
+                "handled"
+            )
+        self._undo.append(("inbound", key, None))
+        self._data.inbound[key] = record
+
+    def put_review_item(self, item: ReviewItem) -> None:
+        if item.id in self._data.review:
+            raise ConflictError(f"review item {item.id!r} exists already")
+        self._undo.append(("review", item.id, _MISSING))
+        self._data.review[item.id] = item
+
+    def get_review_item(self, item_id: str) -> ReviewItem | None:
+        return self._data.review.get(item_id)
+
+    def decide_review_item(
+        self,
+        item_id: str,
+        decision: ReviewDecision,
+        *,
+        decided_by: str,
+        decided_at: datetime,
+        note: str,
+    ) -> None:
+        item = self._data.review.get(item_id)
+        if item is None or item.decision is not None:
+            raise ConflictError(f"review item {item_id!r} is not open")
+        self._undo.append(("review", item_id, item))
+        self._data.review[item_id] = attrs.evolve(
+            item, decision=decision, decided_by=decided_by, decided_at=decided_at, note=note
+        )
 
     def find_contacts_by_address(self, address_keys: Sequence[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
@@ -259,6 +291,11 @@ class _Transaction:
                 data.hour_events[key].pop()
             elif kind == "inbound":
                 data.inbound.pop(key, None)
+            elif kind == "review":
+                if old is _MISSING:
+                    data.review.pop(key, None)
+                else:
+                    data.review[key] = old
             elif kind == "suppression":
                 if old is _MISSING:
                     data.suppressions.pop(key, None)
@@ -415,6 +452,26 @@ class InMemoryStore:
                                 counts[(ch, transition)] += 1
                 results.append(dict(counts))
             return results
+
+    def list_review_items(
+        self,
+        account: str,
+        *,
+        include_decided: bool,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[ReviewItem]:
+        with self._lock:
+            items = sorted(
+                (
+                    item
+                    for item in self._account(account).review.values()
+                    if (include_decided or item.decision is None)
+                    and (after is None or (item.received_at, item.id) > after)
+                ),
+                key=lambda item: (item.received_at, item.id),
+            )
+            return items[:limit]
 
     def close(self) -> None:
         """Nothing to release."""

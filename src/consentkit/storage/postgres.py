@@ -27,6 +27,14 @@ Design notes (the *why*; ``docs/postgres.md`` is the user guide):
   they do not join a cycle.  A transaction locking more than a few hundred keys (an import)
   holds the account's address lock exclusively instead of one lock per key, which would fill
   the server's shared lock table (inbound messages of the account then wait for it).
+* **Trends.**  :meth:`totals_at` and :meth:`transition_counts` count each interval (of hours in
+  the roll-ups, of a partial hour in the events) with a ``LATERAL`` aggregate whose bounds come
+  from the outer row: one index range scan per interval whatever the statistics say, so the
+  plans stay right after a large backdated import, before ANALYZE catches up (see _Queries).
+* **Review queue.**  Items are rows keyed by (account, id); :meth:`get_review_item` locks its
+  row (``FOR UPDATE``) and a decision updates only an open item, so two reviewers of one item
+  take turns and the second finds it decided.  Open items are listed from a partial index in
+  (received_at, id) order.
 * **Nesting.**  A transaction opened in a thread that already has one open on the store is
   refused: on another pooled connection it could wait forever for the outer one's locks.
 * **Event order.**  Events get their ``sequence`` when the transaction commits, under the row
@@ -77,6 +85,7 @@ from consentkit.model import (
     Transition,
     transition_of,
 )
+from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
 from consentkit.storage._codec import (
     KINDS,
     SOURCES,
@@ -84,14 +93,14 @@ from consentkit.storage._codec import (
     evidence_document,
     evidence_from_document,
 )
-from consentkit.storage.base import ChangeBatch, PairChange, SubscriptionFilter
+from consentkit.storage.base import ChangeBatch, InboundRecord, PairChange, SubscriptionFilter
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema version this code reads and writes."""
 
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -110,6 +119,7 @@ _ADDRESS_LOCKS_MAX = 256
 _BULK_ROWS = 200
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR = timedelta(hours=1)
+_MIN_HOUR = -(2**63)  # below every roll-up hour (a bigint)
 _READ_CHUNK = 20_000
 _PREPARE_MAX_ROWS = 64
 # Ids are printable (model.validate_id), so a control or private-use character never occurs.
@@ -122,6 +132,8 @@ _SOURCES = SOURCES
 _PENDING = "pg_temp.consentkit_pending_changes"
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
 _ORIGINS = {origin.value: origin for origin in OptOutOrigin}
+_REVIEW_KINDS = {kind.value: kind for kind in ReviewKind}
+_DECISIONS = {decision.value: decision for decision in ReviewDecision}
 _NESTED_TRANSACTION = (
     "a write transaction is already open on this store in this thread: a consentkit call was made "
     "from inside another one (e.g. from the iterable of ids it is consuming); make the calls one "
@@ -255,6 +267,50 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                     END,
                     last_opt_out_at = updated_at
                 WHERE state = 'unsubscribed'""",
+        ),
+    ),
+    (
+        3,
+        "inbound messages keyed by (account, channel, message id) with the text's digest; the "
+        "review queue",
+        (
+            """ALTER TABLE __S__.inbound_messages
+                ADD COLUMN channel text COLLATE "C",
+                ADD COLUMN body_sha256 text""",
+            # The channel of a message handled before this version is the one its stored result
+            # names (InboundResult.to_json always writes it).  A row some other writer left
+            # without one gets the empty key, which no channel has: it is kept but never matches,
+            # so a redelivery of it is handled afresh instead of blocking the migration.
+            """UPDATE __S__.inbound_messages
+                SET channel = coalesce(result::jsonb ->> 'channel', '')""",
+            """ALTER TABLE __S__.inbound_messages
+                ALTER COLUMN channel SET NOT NULL,
+                DROP CONSTRAINT inbound_messages_pkey,
+                ADD PRIMARY KEY (account, channel, message_id)""",
+            """CREATE TABLE __S__.review_items (
+                account text COLLATE "C" NOT NULL,
+                id text COLLATE "C" NOT NULL,
+                kind text NOT NULL,
+                channel text COLLATE "C" NOT NULL,
+                message_id text NOT NULL,
+                sender text NOT NULL,
+                text text NOT NULL,
+                contact_ids text[] NOT NULL,
+                received_at timestamptz NOT NULL,
+                honor_by timestamptz NOT NULL,
+                decision text CHECK (decision IN ('opt_out', 'not_opt_out')),
+                decided_by text,
+                decided_at timestamptz,
+                note text,
+                PRIMARY KEY (account, id)
+            )""",
+            # The queue as reviewers page through it: open items, oldest first.  Partial, so it
+            # holds only what is still to decide however many decided items pile up.
+            """CREATE INDEX review_items_open
+                ON __S__.review_items (account, received_at, id) WHERE decision IS NULL""",
+            # The full history in the same order (include_decided).
+            """CREATE INDEX review_items_by_time
+                ON __S__.review_items (account, received_at, id)""",
         ),
     ),
 )
@@ -597,12 +653,44 @@ class _Queries:
             ON CONFLICT (account, hour, channel, previous_state, new_state)
             DO UPDATE SET events = h.events + excluded.events"""
         self.get_inbound = f"""
-            SELECT result FROM {s}.inbound_messages WHERE account = %s AND message_id = %s"""
-        # DO NOTHING waits for a concurrent insert of the same id to commit or roll back, and
+            SELECT body_sha256, result FROM {s}.inbound_messages
+            WHERE account = %s AND channel = %s AND message_id = %s"""
+        # DO NOTHING waits for a concurrent insert of the same key to commit or roll back, and
         # leaves this transaction usable (a failed statement would abort it).
         self.put_inbound = f"""
-            INSERT INTO {s}.inbound_messages (account, message_id, result) VALUES (%s, %s, %s)
+            INSERT INTO {s}.inbound_messages (account, channel, message_id, body_sha256, result)
+            VALUES (%s, %s, %s, %s, %s)
             ON CONFLICT DO NOTHING"""
+        review_columns = (
+            "id, kind, channel, message_id, sender, text, contact_ids, received_at, honor_by, "
+            "decision, decided_by, decided_at, note"
+        )
+        self.put_review_item = f"""
+            INSERT INTO {s}.review_items (account, {review_columns})
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT DO NOTHING"""
+        self.get_review_item = f"""
+            SELECT {review_columns} FROM {s}.review_items WHERE account = %s AND id = %s
+            FOR UPDATE"""
+        # Only an open item is decided: a concurrent decision commits first and this one, having
+        # waited for its row lock, finds the item decided and updates nothing.
+        self.decide_review_item = f"""
+            UPDATE {s}.review_items
+            SET decision = %s, decided_by = %s, decided_at = %s, note = %s
+            WHERE account = %s AND id = %s AND decision IS NULL"""
+        # Keyset pages in (received_at, id) order, each an ordered range scan of an index: the
+        # partial review_items_open for open items (its predicate is spelled out so that even a
+        # generic plan can use it), review_items_by_time for the whole history.
+        self.list_review_items: dict[tuple[bool, bool], str] = {}
+        for include_decided, resuming in itertools.product((False, True), repeat=2):
+            where = "account = %(account)s"
+            if not include_decided:
+                where += " AND decision IS NULL"
+            if resuming:
+                where += " AND (received_at, id) > (%(after_at)s, %(after_id)s)"
+            self.list_review_items[(include_decided, resuming)] = f"""
+                SELECT {review_columns} FROM {s}.review_items WHERE {where}
+                ORDER BY received_at, id LIMIT %(limit)s"""
         suppression_columns = (
             "address_key, channel, occurred_at, source, inbound_message_id, active"
         )
@@ -672,23 +760,34 @@ class _Queries:
             self.events[(by_contact, by_channel)] = f"""
                 SELECT {event_columns} FROM {s}.events WHERE {where}
                 ORDER BY sequence LIMIT %(limit)s"""
-        # width_bucket(hour, thresholds) is how many thresholds are <= hour: a row counts for
-        # every instant whose threshold index is at least that, so one scan serves all instants.
-        self.rollups_before = f"""
-            SELECT width_bucket(hour, %b::bigint[]), channel, previous_state, new_state,
-                sum(events)
-            FROM {s}.hourly_changes WHERE account = %s AND hour < %s
-            GROUP BY 1, 2, 3, 4"""
+        # The trend reads.  Each range of the input is counted by its own LATERAL subquery
+        # (GROUP BY keeps PostgreSQL from flattening it), so each is one range scan of an index,
+        # (account, hour) of the roll-ups' primary key or events_by_time, bounded by the range.
+        # Its bounds are values of the outer row, never constants the planner could look up in
+        # the statistics: the estimate is the same small default fraction of the table whether
+        # the table was analyzed, analyzed while it was small, or never (as right after a large
+        # backdated import, before autovacuum catches up), so the plan does not depend on them.
+        # A plain join of the ranges to the table, planned from the statistics, read the
+        # account's whole event log (a sequential or bitmap scan, joined to every range) after a
+        # large import, and a sequential scan of the roll-ups once ANALYZE had run.
         self.rollups_between = f"""
-            SELECT r.n, h.channel, h.previous_state, h.new_state, sum(h.events)
+            SELECT r.n, h.channel, h.previous_state, h.new_state, h.events
             FROM unnest(%b::bigint[], %b::bigint[], %b::integer[]) AS r(lo, hi, n)
-            JOIN {s}.hourly_changes h ON h.account = %s AND h.hour >= r.lo AND h.hour < r.hi
-            GROUP BY 1, 2, 3, 4"""
+            CROSS JOIN LATERAL (
+                SELECT channel, previous_state, new_state, sum(events) AS events
+                FROM {s}.hourly_changes h
+                WHERE h.account = %s AND h.hour >= r.lo AND h.hour < r.hi
+                GROUP BY 1, 2, 3
+            ) AS h"""
         self.events_between = f"""
-            SELECT r.n, e.channel, e.previous_state, e.new_state, count(*)
+            SELECT r.n, e.channel, e.previous_state, e.new_state, e.events
             FROM unnest(%b::timestamptz[], %b::timestamptz[], %b::integer[]) AS r(lo, hi, n)
-            JOIN {s}.events e ON e.account = %s AND e.occurred_at >= r.lo AND e.occurred_at < r.hi
-            GROUP BY 1, 2, 3, 4"""
+            CROSS JOIN LATERAL (
+                SELECT channel, previous_state, new_state, count(*) AS events
+                FROM {s}.events e
+                WHERE e.account = %s AND e.occurred_at >= r.lo AND e.occurred_at < r.hi
+                GROUP BY 1, 2, 3
+            ) AS e"""
 
 
 def _origins_text(origins: Iterable[OptOutOrigin]) -> str | None:
@@ -755,6 +854,39 @@ class _Converter:
             phone=phone,
             email=email,
             handles=[(self.channel(key), handle) for key, handle in handles],
+        )
+
+    def review_item(self, account: str, row: tuple[Any, ...]) -> ReviewItem:
+        (
+            item_id,
+            kind,
+            key,
+            message_id,
+            sender,
+            text,
+            contact_ids,
+            received_at,
+            honor_by,
+            decision,
+            decided_by,
+            decided_at,
+            note,
+        ) = row
+        return ReviewItem(
+            account=account,
+            id=item_id,
+            kind=_REVIEW_KINDS[kind],
+            channel=self.channel(key),
+            message_id=message_id,
+            sender=sender,
+            text=text,
+            contact_ids=tuple(contact_ids),
+            received_at=_utc(received_at),
+            honor_by=_utc(honor_by),
+            decision=None if decision is None else _DECISIONS[decision],
+            decided_by=decided_by,
+            decided_at=None if decided_at is None else _utc(decided_at),
+            note=note,
         )
 
     def event(self, account: str, row: tuple[Any, ...]) -> ConsentEvent:
@@ -1199,16 +1331,87 @@ class _PostgresTransaction:
             )
         held.update(new)
 
-    def get_inbound_result(self, message_id: str) -> str | None:
-        with self._translating("reading an inbound result"):
-            row = self._conn.execute(self._q.get_inbound, (self._account, message_id)).fetchone()
-        return None if row is None else str(row[0])
+    def get_inbound(self, channel: Channel, message_id: str) -> InboundRecord | None:
+        with self._translating("reading an inbound record"):
+            row = self._conn.execute(
+                self._q.get_inbound, (self._account, channel.key, message_id)
+            ).fetchone()
+        return None if row is None else InboundRecord(channel, message_id, row[0], row[1])
 
-    def put_inbound_result(self, message_id: str, result: str) -> None:
-        with self._translating("recording an inbound result"):
-            cur = self._conn.execute(self._q.put_inbound, (self._account, message_id, result))
+    def put_inbound(self, record: InboundRecord) -> None:
+        with self._translating("recording an inbound message"):
+            cur = self._conn.execute(
+                self._q.put_inbound,
+                (
+                    self._account,
+                    record.channel.key,
+                    record.message_id,
+                    record.body_sha256,
+                    record.result,
+                ),
+            )
         if cur.rowcount != 1:
-            raise ConflictError(f"inbound message {message_id!r} was already handled")
+            raise ConflictError(
+                f"inbound message {record.message_id!r} on {record.channel.key} was already "
+                "handled"
+            )
+
+    def put_review_item(self, item: ReviewItem) -> None:
+        if item.account != self._account:
+            raise ValidationError(
+                "item.account",
+                f"{item.account!r} is not the account of this transaction ({self._account!r})",
+            )
+        with self._translating("queueing a review item"):
+            cur = self._conn.execute(
+                self._q.put_review_item,
+                (
+                    self._account,
+                    item.id,
+                    item.kind.value,
+                    item.channel.key,
+                    item.message_id,
+                    item.sender,
+                    item.text,
+                    list(item.contact_ids),
+                    item.received_at,
+                    item.honor_by,
+                    None if item.decision is None else item.decision.value,
+                    item.decided_by,
+                    item.decided_at,
+                    item.note,
+                ),
+            )
+        if cur.rowcount != 1:
+            raise ConflictError(f"review item {item.id!r} exists already")
+
+    def get_review_item(self, item_id: str) -> ReviewItem | None:
+        """One review item, its row locked (FOR UPDATE) until the transaction ends: a second
+        reviewer of the same item waits, then reads the first one's decision."""
+        with self._translating("reading a review item"):
+            row = self._conn.execute(
+                self._q.get_review_item, (self._account, item_id)
+            ).fetchone()
+        return None if row is None else self._convert.review_item(self._account, row)
+
+    def decide_review_item(
+        self,
+        item_id: str,
+        decision: ReviewDecision,
+        *,
+        decided_by: str,
+        decided_at: datetime,
+        note: str,
+    ) -> None:
+        with self._translating("recording a review decision"):
+            cur = self._conn.execute(
+                self._q.decide_review_item,
+                (decision.value, decided_by, decided_at, note, self._account, item_id),
+            )
+        if cur.rowcount != 1:
+            raise ConflictError(
+                f"review item {item_id!r} is not open: it does not exist or was decided already"
+            )
 
     def find_contacts_by_address(self, address_keys: Sequence[str]) -> dict[str, list[str]]:
         if not address_keys:
@@ -1698,10 +1901,14 @@ class PostgresStore:
         index = {t: k for k, t in enumerate(thresholds)}
         partial = [(k, i) for k, i in enumerate(instants) if _hour_start(cuts[k]) < i]
 
+        # The roll-ups below the thresholds, in ranges that partition them: range k holds the
+        # hours from the previous threshold up to (not including) threshold k.
+        lows = [_MIN_HOUR, *thresholds[:-1]]
+
         def run(conn: Conn) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
             whole = conn.execute(
-                self._queries.rollups_before,
-                (thresholds, account, thresholds[-1]),
+                self._queries.rollups_between,
+                (lows, thresholds, list(range(len(thresholds))), account),
                 prepare=False,
             ).fetchall()
             tail: list[tuple[Any, ...]] = []
@@ -1796,6 +2003,27 @@ class PostgresStore:
             if transition is not None:
                 results[n][(self._converter.channel(key), transition)] += int(count)
         return [dict(r) for r in results]
+
+    def list_review_items(
+        self,
+        account: str,
+        *,
+        include_decided: bool,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[ReviewItem]:
+        """Review items, oldest first: ordered by ``(received_at, id)``, starting after the
+        position *after*; only open ones unless *include_decided*."""
+        query = self._queries.list_review_items[(include_decided, after is not None)]
+        params: dict[str, Any] = {"account": account, "limit": limit}
+        if after is not None:
+            params["after_at"], params["after_id"] = after
+
+        def run(conn: Conn) -> list[ReviewItem]:
+            rows = conn.execute(query, params).fetchall()
+            return [self._converter.review_item(account, row) for row in rows]
+
+        return self._read("listing review items", run)
 
     def close(self) -> None:
         """Close the pool if the store opened it (a pool passed in stays open)."""

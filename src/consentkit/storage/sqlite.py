@@ -31,9 +31,19 @@ Schema
     The store creates its tables on first use and records the schema version in
     ``schema_version``; a newer consentkit applies its forward migrations when it opens an older
     file, under ``BEGIN IMMEDIATE`` so two processes opening a fresh file at once are safe.  The
-    file must belong to consentkit alone: a database that already holds other tables is refused.
-    Datetimes are integer microseconds since the Unix epoch (UTC); channels, states, sources and
-    actor kinds are stored by their key or value.
+    file must belong to consentkit alone: a database with another application id, or that holds
+    tables without consentkit's ``schema_version``, is refused before any setting of it (such as
+    the journal mode) is changed, so the file is left exactly as it was.  Datetimes are integer
+    microseconds since the Unix epoch (UTC); channels, states, sources and actor kinds are
+    stored by their key or value.
+
+Read-only files
+    A process that may not write the file (or create the ``-wal`` and ``-shm`` files next to it)
+    opens it read-only: reads work, write transactions raise StorageError.  It creates no file
+    a later writer could not use: it reads through the ``-wal`` and ``-shm`` files of a writer
+    that has the database open, or, when none has and nobody (but a superuser) may write the
+    file, reads the file as it is; otherwise it refuses to open (see
+    :meth:`SQLiteStore._choose_access`).
 
 Trends
     An hourly roll-up (state deltas and transition counts per account, channel and UTC hour) is
@@ -48,6 +58,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import pathlib
 import sqlite3
 import threading
 import time
@@ -75,6 +86,7 @@ from consentkit.model import (
     Transition,
     transition_of,
 )
+from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
 from consentkit.storage._codec import (
     KINDS,
     REASONS,
@@ -83,7 +95,7 @@ from consentkit.storage._codec import (
     evidence_document,
     evidence_from_document,
 )
-from consentkit.storage.base import ChangeBatch, PairChange, SubscriptionFilter
+from consentkit.storage.base import ChangeBatch, InboundRecord, PairChange, SubscriptionFilter
 
 __all__ = ["SQLiteStore"]
 
@@ -114,6 +126,8 @@ _SOURCES: Final = SOURCES
 _REASONS: Final = REASONS
 _ORIGINS: Final = {o.value: o for o in OptOutOrigin}
 _NO_ORIGINS: Final[frozenset[OptOutOrigin]] = frozenset()
+_REVIEW_KINDS: Final = {k.value: k for k in ReviewKind}
+_DECISIONS: Final = {d.value: d for d in ReviewDecision}
 
 # Forward migrations: entry i brings the schema from version i to version i + 1.  Never edit a
 # released entry; append a new one.
@@ -262,6 +276,68 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
         "ALTER TABLE suppressions ADD COLUMN active INTEGER NOT NULL DEFAULT 1",
     ),
+    # 3: inbound messages keyed by (account, channel, message id), with the digest of their text;
+    # the review queue.
+    (
+        """
+        CREATE TABLE inbound_messages_3 (
+            account TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            body_sha256 TEXT,  -- hex SHA-256 of the text; NULL for rows recorded before
+            result TEXT NOT NULL,
+            PRIMARY KEY (account, channel, message_id)
+        ) WITHOUT ROWID
+        """,
+        # Rows recorded before: their channel is the one in their result document, which every
+        # result the service stored holds.  Only a row whose result has no channel (not written
+        # by the service: a host calling put_inbound_result itself) falls back to 'sms', the one
+        # channel inbound messages had before channels were recorded.  The text was not kept, so
+        # its digest is NULL.  (Unique before under (account, message id), so unique now too.)
+        """
+        INSERT INTO inbound_messages_3 (account, channel, message_id, body_sha256, result)
+        SELECT account,
+            coalesce(
+                CASE WHEN json_valid(result) THEN
+                    CASE json_type(result, '$.channel')
+                        WHEN 'text' THEN json_extract(result, '$.channel')
+                    END
+                END,
+                'sms'
+            ),
+            message_id, NULL, result
+        FROM inbound_messages
+        """,
+        "DROP TABLE inbound_messages",
+        "ALTER TABLE inbound_messages_3 RENAME TO inbound_messages",
+        """
+        CREATE TABLE review_items (
+            account TEXT NOT NULL,
+            id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            text TEXT NOT NULL,
+            contact_ids TEXT NOT NULL,  -- JSON array
+            received_at INTEGER NOT NULL,  -- micros, like every time
+            honor_by INTEGER NOT NULL,
+            decision TEXT,  -- NULL while open
+            decided_by TEXT,
+            decided_at INTEGER,
+            note TEXT,
+            PRIMARY KEY (account, id)
+        ) WITHOUT ROWID
+        """,
+        # The queue, oldest first: partial, so decided items (most of them, in time) are not
+        # walked past to reach the open ones.
+        """
+        CREATE INDEX review_items_open ON review_items (account, received_at, id)
+            WHERE decision IS NULL
+        """,
+        # The history with decided items, in the same order.
+        "CREATE INDEX review_items_by_time ON review_items (account, received_at, id)",
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -404,6 +480,40 @@ class _Decoder:
             None if last_opt_out_at is None else self.instant(last_opt_out_at),
         )
 
+    def review_item(self, row: Any) -> ReviewItem:
+        (
+            account,
+            item_id,
+            kind,
+            key,
+            message_id,
+            sender,
+            text,
+            contact_ids,
+            received_at,
+            honor_by,
+            decision,
+            decided_by,
+            decided_at,
+            note,
+        ) = row
+        return ReviewItem(
+            account=account,
+            id=item_id,
+            kind=_REVIEW_KINDS[kind],
+            channel=self.channel(key),
+            message_id=message_id,
+            sender=sender,
+            text=text,
+            contact_ids=tuple(json.loads(contact_ids)),
+            received_at=self.instant(received_at),
+            honor_by=self.instant(honor_by),
+            decision=None if decision is None else _DECISIONS[decision],
+            decided_by=decided_by,
+            decided_at=None if decided_at is None else self.instant(decided_at),
+            note=note,
+        )
+
     def event(self, row: Any) -> ConsentEvent:
         (
             sequence,
@@ -466,6 +576,26 @@ _EVENT_COLUMNS: Final = (
     "actor_roles, source, occurred_at, recorded_at, justification_reason, justification_note, "
     "evidence, reason, inbound_message_id, batch_id"
 )
+_REVIEW_COLUMNS: Final = (
+    "account, id, kind, channel, message_id, sender, text, contact_ids, received_at, honor_by, "
+    "decision, decided_by, decided_at, note"
+)
+# The review listings by (include decided, starting after a position): each walks an index on
+# (account, received_at, id) in order.  The open ones name the partial index of open items: with
+# no statistics the planner rates it no better than the full one, which would walk past every
+# decided item after the position (INDEXED BY also makes a missing index an error, not a scan).
+_LIST_REVIEW_ITEMS: Final = {
+    (decided, after): (
+        f"SELECT {_REVIEW_COLUMNS} FROM review_items "
+        + ("" if decided else "INDEXED BY review_items_open ")
+        + "WHERE account = ?"
+        + ("" if decided else " AND decision IS NULL")
+        + (" AND (received_at, id) > (?, ?)" if after else "")
+        + " ORDER BY received_at, id LIMIT ?"
+    )
+    for decided in (False, True)
+    for after in (False, True)
+}
 _GET_SUBSCRIPTION: Final = (
     "SELECT state, version, updated_at, changed_by, source, reason, opted_out_by, opted_out_via, "
     "last_opt_out_at FROM subscriptions WHERE account = ? AND contact_id = ? AND channel = ?"
@@ -729,6 +859,11 @@ class _TransactionScope(AbstractContextManager["_SQLiteTransaction"]):
 
     def __enter__(self) -> _SQLiteTransaction:
         store = self._store
+        if store._read_only is not None:
+            raise StorageError(
+                f"cannot write to {store.path!r}: the store opened it read-only "
+                f"({store._read_only}); open a new store once this process may write it"
+            )
         store._forget_parent()
         local = store._local
         if local.open and local.forks == _forks[0]:
@@ -1162,34 +1297,123 @@ class _SQLiteTransaction:
         IMMEDIATE``, so no other transaction (of any thread or process) can read or change the
         contacts and suppressions of any address until it ends."""
 
-    def get_inbound_result(self, message_id: str) -> str | None:
-        """The stored result of an inbound message already handled."""
+    def get_inbound(self, channel: Channel, message_id: str) -> InboundRecord | None:
+        """The record of an inbound message already handled, keyed by (channel, message id)."""
         try:
             row = self._conn.execute(
-                "SELECT result FROM inbound_messages WHERE account = ? AND message_id = ?",
-                (self._account, message_id),
+                "SELECT body_sha256, result FROM inbound_messages "
+                "WHERE account = ? AND channel = ? AND message_id = ?",
+                (self._account, channel.key, message_id),
             ).fetchone()
         except sqlite3.Error as e:
-            raise self._fail(e, "read an inbound result") from e
-        return None if row is None else str(row[0])
+            raise self._fail(e, "read an inbound record") from e
+        return None if row is None else InboundRecord(channel, message_id, row[0], str(row[1]))
 
-    def put_inbound_result(self, message_id: str, result: str) -> None:
-        """Remember an inbound message and its result.
+    def put_inbound(self, record: InboundRecord) -> None:
+        """Remember an inbound message, the digest of its text and its result.
 
         Raises:
-            ConflictError: the message id is already recorded.
+            ConflictError: the (channel, message id) is already recorded.
         """
         try:
             self._conn.execute(
-                "INSERT INTO inbound_messages (account, message_id, result) VALUES (?, ?, ?)",
-                (self._account, message_id, result),
+                "INSERT INTO inbound_messages (account, channel, message_id, body_sha256, result) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (
+                    self._account,
+                    record.channel.key,
+                    record.message_id,
+                    record.body_sha256,
+                    record.result,
+                ),
             )
         except sqlite3.IntegrityError as e:
             if _is_unique_violation(e):
-                raise ConflictError(f"inbound message {message_id!r} was already handled") from e
-            raise self._fail(e, "record an inbound result") from e
+                raise ConflictError(
+                    f"inbound message {record.message_id!r} on {record.channel.key} was already "
+                    "handled"
+                ) from e
+            raise self._fail(e, "record an inbound message") from e
         except sqlite3.Error as e:
-            raise self._fail(e, "record an inbound result") from e
+            raise self._fail(e, "record an inbound message") from e
+
+    def put_review_item(self, item: ReviewItem) -> None:
+        """Queue an item for review (its text as is, its contacts as a JSON array).
+
+        Raises:
+            ConflictError: an item with the same id exists in the account.
+        """
+        try:
+            self._conn.execute(
+                f"INSERT INTO review_items ({_REVIEW_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    self._account,
+                    item.id,
+                    item.kind.value,
+                    item.channel.key,
+                    item.message_id,
+                    item.sender,
+                    item.text,
+                    _ids_json(item.contact_ids),
+                    _micros(item.received_at),
+                    _micros(item.honor_by),
+                    None if item.decision is None else item.decision.value,
+                    item.decided_by,
+                    None if item.decided_at is None else _micros(item.decided_at),
+                    item.note,
+                ),
+            )
+        except sqlite3.IntegrityError as e:
+            if _is_unique_violation(e):
+                raise ConflictError(f"review item {item.id!r} exists already") from e
+            raise self._fail(e, "queue a review item") from e
+        except sqlite3.Error as e:
+            raise self._fail(e, "queue a review item") from e
+
+    def get_review_item(self, item_id: str) -> ReviewItem | None:
+        """One review item; the transaction holds the file's write lock, so it cannot change
+        until the transaction ends."""
+        try:
+            row = self._conn.execute(
+                f"SELECT {_REVIEW_COLUMNS} FROM review_items WHERE account = ? AND id = ?",
+                (self._account, item_id),
+            ).fetchone()
+        except sqlite3.Error as e:
+            raise self._fail(e, "read a review item") from e
+        return None if row is None else self._store._decoder().review_item(row)
+
+    def decide_review_item(
+        self,
+        item_id: str,
+        decision: ReviewDecision,
+        *,
+        decided_by: str,
+        decided_at: datetime,
+        note: str,
+    ) -> None:
+        """Record the decision of an open item (one statement, which only matches an open one).
+
+        Raises:
+            ConflictError: the item does not exist or was decided already.
+        """
+        try:
+            cursor = self._conn.execute(
+                "UPDATE review_items SET decision = ?, decided_by = ?, decided_at = ?, note = ? "
+                "WHERE account = ? AND id = ? AND decision IS NULL",
+                (decision.value, decided_by, _micros(decided_at), note, self._account, item_id),
+            )
+            if cursor.rowcount == 1:
+                return
+            row = self._conn.execute(
+                "SELECT decision FROM review_items WHERE account = ? AND id = ?",
+                (self._account, item_id),
+            ).fetchone()
+        except sqlite3.Error as e:
+            raise self._fail(e, "record a review decision") from e
+        if row is None:
+            raise ConflictError(f"review item {item_id!r} does not exist")
+        raise ConflictError(f"review item {item_id!r} was decided already ({row[0]})")
 
     def find_contacts_by_address(self, address_keys: Sequence[str]) -> dict[str, list[str]]:
         """Contact ids per address key, for the keys that match any contact (ids sorted)."""
@@ -1306,6 +1530,44 @@ def _trend_row(
     )
 
 
+def _can_write(path: str, *, directory: bool = False) -> bool:
+    """Whether this process may write *path* (create files in it, for a directory)."""
+    mode = os.W_OK | os.X_OK if directory else os.W_OK
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _nobody_writes(path: str, directory: str) -> bool:
+    """Whether no process but a superuser's can write the database: a read-only file system, no
+    write permission on the file, or none on its directory (a WAL database cannot be written
+    without creating its -wal and -shm files there)."""
+    statvfs = getattr(os, "statvfs", None)
+    if statvfs is not None and statvfs(path).f_flag & os.ST_RDONLY:
+        return True
+    anyone = 0o222
+    return not os.stat(path).st_mode & anyone or not os.stat(directory).st_mode & anyone
+
+
+def _restore_sidecar_permissions(path: str, sidecars: Sequence[str]) -> None:
+    """Give the -wal and -shm files of *path* the database file's permissions when they lack
+    them, this process owns them and may not write them: SQLite creates them with the database
+    file's permissions, so a read-only run left them read-only, and SQLite would open them
+    read-only and fail on the first write.  Changing the mode of a file others have open does
+    not disturb them."""
+    geteuid = getattr(os, "geteuid", None)
+    if geteuid is None:
+        return  # not POSIX
+    wanted = os.stat(path).st_mode & 0o777
+    for name in sidecars:
+        with suppress(OSError):  # gone meanwhile, or not ours: SQLite reports what it finds
+            found = os.stat(name)
+            if (
+                found.st_uid == geteuid()
+                and found.st_mode & 0o777 != wanted
+                and not _can_write(name)
+            ):
+                os.chmod(name, wanted)
+
+
 class _Connection(sqlite3.Connection):
     """A connection that supports weak references, so the store can find (and close) the
     connections of live threads without keeping those of finished threads open."""
@@ -1400,8 +1662,15 @@ class SQLiteStore:
         self._writer = _FairLock()
         self._forks = _forks[0]
         self._channels: dict[str, Channel] = {}
+        # Why this process cannot write the file (None: it can), and the URI its read-only
+        # connections open (None: they open the path, read-write).
+        self._read_only: str | None = None
+        self._uri: str | None = None
         try:
-            self._migrate(self._connection())
+            self._choose_access()
+            # The first connection checks that the file is consentkit's before it changes any
+            # setting of it (the journal mode is stored in the file).
+            self._migrate(self._open_for_thread(check=True))
         except BaseException:
             self.close()
             raise
@@ -1415,22 +1684,25 @@ class SQLiteStore:
             return conn
         return self._open_for_thread()
 
-    def _open_for_thread(self) -> sqlite3.Connection:
+    def _open_for_thread(self, *, check: bool = False) -> sqlite3.Connection:
         if self._closed:
             raise StorageError(f"the SQLiteStore of {self.path!r} is closed; open a new one")
         self._forget_parent()
         try:
             conn = sqlite3.connect(
-                self.path,
+                self.path if self._uri is None else self._uri,
                 timeout=self.busy_timeout,
                 isolation_level=None,  # explicit BEGIN IMMEDIATE / COMMIT only
                 check_same_thread=False,  # used by one thread, but close() may run in another
                 cached_statements=256,
                 factory=_Connection,
+                uri=self._uri is not None,
             )
         except sqlite3.Error as e:
             raise self._error(e, "open the database") from e
         try:
+            if check:
+                self._check_identity(conn)
             self._configure(conn)
         except BaseException:
             conn.close()
@@ -1457,6 +1729,86 @@ class SQLiteStore:
             self._writer = _FairLock()
             self._forks = _forks[0]
 
+    # ------------------------------------------------------------------ the file
+
+    def _choose_access(self) -> None:
+        """Decide, before connecting, whether to open the file read-write or read-only, and how.
+
+        SQLite creates the ``-wal`` and ``-shm`` files of a WAL database with the permissions of
+        the database file, and a connection that cannot write the database cannot remove them
+        when it closes.  A plain connection to a read-only file would so leave a read-only
+        ``-shm`` behind, which every later writer opens read-only and fails on ("attempt to
+        write a readonly database"), even once the file is writable again.  So a store that
+        cannot write its file creates nothing next to it:
+
+        * when both files exist (a writer has the database open, or left them), it reads
+          through them (``mode=ro``), seeing every commit;
+        * when they do not and nobody can write the file (no write permission on the file or on
+          its directory, or a read-only file system), it reads the file as it is
+          (``immutable``: no locks, no wal-index);
+        * otherwise it refuses: a write-ahead log that no writer checkpointed holds commits the
+          file does not, and a file another user may write could change under an immutable
+          read, while reading it normally would create a ``-shm`` that user could not write.
+
+        A store that can write its file first gives ``-wal``/``-shm`` files left read-only by
+        an earlier read-only run (of an older consentkit, or of SQLite itself) the database
+        file's permissions back, when this process owns them.
+        """
+        path = self.path
+        if not os.path.isfile(path):
+            return  # SQLite creates it (or says why it cannot)
+        directory = os.path.dirname(os.path.abspath(path))
+        sidecars = [path + "-wal", path + "-shm"]
+        present = [os.path.exists(name) for name in sidecars]
+        if not _can_write(path):
+            self._read_only = "this process may not write the file"
+        elif not all(present) and not _can_write(directory, directory=True):
+            self._read_only = "this process may not create its -wal and -shm files in the directory"
+        else:
+            _restore_sidecar_permissions(path, sidecars)
+            return
+        uri = pathlib.Path(os.path.abspath(path)).as_uri()
+        if all(present):
+            self._uri = uri + "?mode=ro"
+            return
+        wal = sidecars[0]
+        if present[0] and os.path.getsize(wal) > 0:
+            raise StorageError(
+                f"cannot read {path!r}: {self._read_only}, and its write-ahead log {wal!r} holds "
+                "commits that were not written back to it (its last writer did not close it); "
+                "open it once with write access"
+            )
+        if _nobody_writes(path, directory):
+            self._uri = uri + "?mode=ro&immutable=1"
+            return
+        raise StorageError(
+            f"cannot read {path!r}: {self._read_only}, and no writer has it open; reading it "
+            "now would create a -shm file that the users who may write it could not write (so "
+            "they could no longer write the database). Read it while its writer runs, as a user "
+            "who may write it, or once nobody may write it"
+        )
+
+    def _check_identity(self, conn: sqlite3.Connection) -> None:
+        """Refuse a file of another application before anything changes it: only reads."""
+        try:
+            application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            if application_id not in (0, _APPLICATION_ID):
+                raise StorageError(
+                    f"{self.path!r} is not a consentkit database (application id "
+                    f"{application_id:#x}); give SQLiteStore a file of its own"
+                )
+            objects = conn.execute(
+                "SELECT type, name FROM sqlite_master "
+                "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise self._error(e, "open the database") from e
+        if objects and ("table", "schema_version") not in objects:
+            raise StorageError(
+                f"{self.path!r} already holds other tables (such as {objects[0][1]!r}) and is not "
+                "a consentkit database; give SQLiteStore a file of its own"
+            )
+
     def _configure(self, conn: sqlite3.Connection) -> None:
         try:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -1465,6 +1817,8 @@ class SQLiteStore:
             # in a temporary file it cost every inbound STOP ~15% more wall time in system calls,
             # while a 100,000-pair bulk call grew the process by ~1 MB with it in memory.
             conn.execute("PRAGMA temp_store = MEMORY")
+            if self._read_only is not None:
+                return  # the file is as its writers left it
             # After a large transaction the WAL is cut back to this size at the next checkpoint.
             conn.execute("PRAGMA journal_size_limit = 67108864")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -1494,6 +1848,8 @@ class SQLiteStore:
             version = self._schema_version(conn)
             if version == SCHEMA_VERSION:
                 return
+            if self._read_only is not None:
+                raise StorageError(self._cannot_migrate(version))
             if not _fork_gate.enter(self.busy_timeout):
                 raise ConflictError(
                     f"could not upgrade the schema of {self.path!r}: a fork() of this process "
@@ -1511,10 +1867,7 @@ class SQLiteStore:
                     )
                     version = 0
                 if version > SCHEMA_VERSION:
-                    raise StorageError(
-                        f"{self.path!r} has schema version {version}, newer than this consentkit "
-                        f"supports ({SCHEMA_VERSION}); upgrade consentkit"
-                    )
+                    raise StorageError(self._cannot_migrate(version))
                 for number in range(version, SCHEMA_VERSION):
                     for statement in _MIGRATIONS[number]:
                         conn.execute(statement)
@@ -1527,6 +1880,18 @@ class SQLiteStore:
                 _fork_gate.exit()
         except sqlite3.Error as e:
             raise self._error(e, "create or upgrade the schema") from e
+
+    def _cannot_migrate(self, version: int | None) -> str:
+        if version is not None and version > SCHEMA_VERSION:
+            return (
+                f"{self.path!r} has schema version {version}, newer than this consentkit "
+                f"supports ({SCHEMA_VERSION}); upgrade consentkit"
+            )
+        has = "no consentkit schema yet" if version is None else f"schema version {version}"
+        return (
+            f"{self.path!r} has {has}, and this consentkit cannot bring it to version "
+            f"{SCHEMA_VERSION}: {self._read_only}; open it once with write access"
+        )
 
     def _schema_version(self, conn: sqlite3.Connection) -> int | None:
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -1913,3 +2278,25 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise self._error(e, "count transitions") from e
         return results
+
+    def list_review_items(
+        self,
+        account: str,
+        *,
+        include_decided: bool,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[ReviewItem]:
+        """Review items, oldest first: ordered by ``(received_at, id)``, starting after the
+        position *after*; only open ones unless *include_decided*.  One indexed range read."""
+        params: list[object] = [account]
+        if after is not None:
+            params += [_micros(after[0]), after[1]]
+        params.append(limit)
+        sql = _LIST_REVIEW_ITEMS[(bool(include_decided), after is not None)]
+        try:
+            rows = self._connection().execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise self._error(e, "list review items") from e
+        decoder = self._decoder()
+        return [decoder.review_item(row) for row in rows]

@@ -20,15 +20,16 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consentkit.channels import EMAIL, MMS, SMS, WHATSAPP, Channel
+from consentkit.channels import EMAIL, MMS, SMS, WHATSAPP, Channel, ChannelGroups
 from consentkit.errors import (
     ConflictError,
     ConsentError,
@@ -38,7 +39,12 @@ from consentkit.errors import (
     UnknownContactError,
     ValidationError,
 )
-from consentkit.inbound import InboundMessage, InboundOutcome
+from consentkit.inbound import (
+    InboundMessage,
+    InboundOutcome,
+    InboundSettings,
+    KeywordProgramme,
+)
 from consentkit.model import (
     Actor,
     ActorKind,
@@ -53,8 +59,16 @@ from consentkit.model import (
     Transition,
     transition_of,
 )
+from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
 from consentkit.service import ConsentService
-from consentkit.storage.base import ChangeBatch, PairChange, Store, SubscriptionFilter
+from consentkit.settings import AccountSettings
+from consentkit.storage.base import (
+    ChangeBatch,
+    InboundRecord,
+    PairChange,
+    Store,
+    SubscriptionFilter,
+)
 from consentkit.testing.clock import FakeClock
 from consentkit.testing.replay import check_replay
 from consentkit.testing.strategies import apply_request, change_requests
@@ -79,6 +93,10 @@ ADMIN = Actor.admin(ACCOUNT, "alice")
 SUBSCRIBED = SubscriptionState.SUBSCRIBED
 UNSUBSCRIBED = SubscriptionState.UNSUBSCRIBED
 NEVER = SubscriptionState.NEVER_SUBSCRIBED
+
+
+class _RolledBack(Exception):
+    """Raised inside a transaction to roll it back on purpose."""
 
 
 class StoreConformance:
@@ -267,12 +285,15 @@ class StoreConformance:
                 tx.put_contacts([Contact(ACCOUNT, "keep", phone="+14155550111")])
                 tx.put_contacts([Contact(ACCOUNT, "new")])
                 tx.write_changes(self._batch(SUBSCRIBED), [PairChange("keep", SMS, NEVER, 0)])
-                tx.put_inbound_result("msg-1", '{"ok": true}')
+                tx.put_inbound(InboundRecord(SMS, "msg-1", "ab" * 32, '{"ok": true}'))
+                tx.put_review_item(self._review_item("msg-1"))
                 tx.put_suppressions(
                     [Suppression(ACCOUNT, "phone:+14155550999", SMS, T0, Source.INBOUND_KEYWORD)]
                 )
                 tx.lock_addresses(["phone:+14155550999"])
-                assert tx.get_inbound_result("msg-1") == '{"ok": true}'
+                assert tx.get_inbound(SMS, "msg-1") == InboundRecord(
+                    SMS, "msg-1", "ab" * 32, '{"ok": true}'
+                )
                 raise RuntimeError("boom")
 
         with pytest.raises(RuntimeError, match="boom"):
@@ -285,9 +306,11 @@ class StoreConformance:
         assert list(store.events(ACCOUNT)) == []
         assert store.totals_at(ACCOUNT, [T0 + timedelta(days=1)]) == [{}]
         with store.transaction(ACCOUNT) as tx:
-            assert tx.get_inbound_result("msg-1") is None
+            assert tx.get_inbound(SMS, "msg-1") is None
+            assert tx.get_review_item("sms:msg-1") is None
             assert tx.get_suppressions(["phone:+14155550999"]) == []
             assert tx.find_contacts_by_address(["phone:+14155550111"]) == {}
+        assert store.list_review_items(ACCOUNT, include_decided=True, after=None, limit=10) == []
 
     def test_transaction_sees_its_own_writes(self, store: Store) -> None:
         """Reads through a transaction see what it wrote before it commits."""
@@ -299,17 +322,94 @@ class StoreConformance:
             assert list(locked) == [("a", SMS)]
             assert locked[("a", SMS)].version == 1
 
-    def test_inbound_results_are_unique_per_account(self, store: Store) -> None:
-        """An inbound message id is recorded once per account; a second put is a conflict."""
+    def _review_item(self, message_id: str, at: datetime = T0, **kwargs: object) -> ReviewItem:
+        fields: dict[str, object] = {
+            "account": ACCOUNT,
+            "id": f"sms:{message_id}",
+            "kind": ReviewKind.POSSIBLE_OPT_OUT,
+            "channel": SMS,
+            "message_id": message_id,
+            "sender": "+14155550100",
+            "text": "please stop texting me, ünïcode ok",
+            "contact_ids": ("c1", "c2"),
+            "received_at": at,
+            "honor_by": at + timedelta(days=14),
+        }
+        fields.update(kwargs)
+        return ReviewItem(**fields)  # type: ignore[arg-type]
+
+    def test_inbound_records_are_unique_per_account_and_channel(self, store: Store) -> None:
+        """An inbound message is recorded once per (account, channel, message id), with its text's
+        digest; a second put is a conflict, the same id on another channel is another message."""
+        first = InboundRecord(SMS, "SM1", "0" * 64, '{"n": 1}')
         with store.transaction(ACCOUNT) as tx:
-            tx.put_inbound_result("SM1", '{"n": 1}')
+            tx.put_inbound(first)
         with pytest.raises(ConflictError), store.transaction(ACCOUNT) as tx:
-            tx.put_inbound_result("SM1", '{"n": 2}')
+            tx.put_inbound(InboundRecord(SMS, "SM1", "1" * 64, '{"n": 2}'))
         with store.transaction(ACCOUNT) as tx:
-            assert tx.get_inbound_result("SM1") == '{"n": 1}'
+            assert tx.get_inbound(SMS, "SM1") == first
+            assert tx.get_inbound(WHATSAPP, "SM1") is None
+            tx.put_inbound(InboundRecord(WHATSAPP, "SM1", None, '{"n": 3}'))
+        with store.transaction(ACCOUNT) as tx:
+            assert tx.get_inbound(WHATSAPP, "SM1") == InboundRecord(
+                WHATSAPP, "SM1", None, '{"n": 3}'
+            )
         with store.transaction(OTHER_ACCOUNT) as tx:
-            assert tx.get_inbound_result("SM1") is None
-            tx.put_inbound_result("SM1", '{"n": 3}')
+            assert tx.get_inbound(SMS, "SM1") is None
+            tx.put_inbound(InboundRecord(SMS, "SM1", "2" * 64, '{"n": 4}'))
+
+    def test_review_items_round_trip_page_and_decide(self, store: Store) -> None:
+        """Review items keep every field, list oldest first in pages (open ones only unless asked),
+        take one decision each, and stay in their account."""
+        later = self._review_item("m-late", T0 + timedelta(hours=2), contact_ids=())
+        first = self._review_item("m-b", T0)
+        tie = self._review_item("m-a", T0)  # same time: ordered by id
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_review_item(later)
+            tx.put_review_item(first)
+            tx.put_review_item(tie)
+        with pytest.raises(ConflictError), store.transaction(ACCOUNT) as tx:
+            tx.put_review_item(first)
+        listed = store.list_review_items(ACCOUNT, include_decided=False, after=None, limit=10)
+        assert listed == [tie, first, later]
+        page = store.list_review_items(ACCOUNT, include_decided=False, after=None, limit=2)
+        assert page == [tie, first]
+        rest = store.list_review_items(
+            ACCOUNT, include_decided=False, after=(first.received_at, first.id), limit=2
+        )
+        assert rest == [later]
+        decided_at = T0 + timedelta(days=1)
+        with store.transaction(ACCOUNT) as tx:
+            assert tx.get_review_item(first.id) == first
+            tx.decide_review_item(
+                first.id, ReviewDecision.OPT_OUT, decided_by="admin:alice",
+                decided_at=decided_at, note="she meant it",
+            )
+        with pytest.raises(ConflictError), store.transaction(ACCOUNT) as tx:
+            tx.decide_review_item(
+                first.id, ReviewDecision.NOT_OPT_OUT, decided_by="admin:bob",
+                decided_at=decided_at, note="second opinion",
+            )
+        with pytest.raises(ConflictError), store.transaction(ACCOUNT) as tx:
+            tx.decide_review_item(
+                "sms:nope", ReviewDecision.NOT_OPT_OUT, decided_by="admin:bob",
+                decided_at=decided_at, note="missing",
+            )
+        decided = attrs.evolve(
+            first, decision=ReviewDecision.OPT_OUT, decided_by="admin:alice",
+            decided_at=decided_at, note="she meant it",
+        )
+        assert store.list_review_items(ACCOUNT, include_decided=False, after=None, limit=10) == [
+            tie, later
+        ]
+        assert store.list_review_items(ACCOUNT, include_decided=True, after=None, limit=10) == [
+            tie, decided, later
+        ]
+        assert store.list_review_items(
+            OTHER_ACCOUNT, include_decided=True, after=None, limit=10
+        ) == []
+        with store.transaction(OTHER_ACCOUNT) as tx:
+            assert tx.get_review_item(first.id) is None
 
     def test_suppressions_keep_the_latest_word(self, store: Store) -> None:
         """Suppressions are stored per (address, channel); the one that occurred last wins, so a
@@ -547,12 +647,14 @@ class StoreConformance:
         assert store.subscribed_among(ACCOUNT, SMS, iter(())) == set()
 
     def test_reader_never_sees_a_rolled_back_write(self, service: ConsentService) -> None:
-        """A read made while another thread's transaction is open sees the committed state only."""
+        """A read made while another thread's transaction is open, after that transaction wrote,
+        sees the committed state only."""
         store = service.store
         service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
         written = threading.Event()
         release = threading.Event()
         seen: list[SubscriptionState | None] = []
+        errors: list[BaseException] = []
 
         def writer() -> None:
             try:
@@ -563,14 +665,20 @@ class StoreConformance:
                     )
                     written.set()
                     release.wait(5)
-                    raise RuntimeError("roll back")
-            except RuntimeError:
+                    raise _RolledBack
+            except _RolledBack:
                 pass
+            except BaseException as error:  # reported below
+                errors.append(error)
+                written.set()
 
         def reader() -> None:
-            written.wait(5)
-            sub = store.get_subscription(ACCOUNT, "c1", SMS)
-            seen.append(None if sub is None else sub.state)
+            try:
+                assert written.wait(5), "the writer never wrote"
+                sub = store.get_subscription(ACCOUNT, "c1", SMS)
+                seen.append(None if sub is None else sub.state)
+            except BaseException as error:  # reported below
+                errors.append(error)
 
         threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
         for thread in threads:
@@ -581,7 +689,10 @@ class StoreConformance:
         release.set()
         for thread in threads:
             thread.join(10)
+        assert errors == []
+        assert written.is_set()
         assert seen == [SUBSCRIBED]
+        assert store.get_state(ACCOUNT, "c1", SMS) is SUBSCRIBED
 
     # ------------------------------------------------------------------ service contract
 
@@ -1002,9 +1113,12 @@ class StoreConformance:
         assert not service.can_send(ADMIN, "c7", SMS)
         check_replay(store, ACCOUNT)
 
-    def test_start_and_yes_create_no_consent(self, service: ConsentService) -> None:
-        """START or YES from a never-subscribed contact subscribes nothing and confirms nothing."""
-        for n, body in enumerate(("START", "Yes", "unstop")):
+    def test_start_and_yes_create_no_consent(
+        self, service: ConsentService, clock: FakeClock
+    ) -> None:
+        """START from a never-subscribed contact subscribes and confirms nothing, and a
+        conversational "yes" is no keyword at all: it neither creates consent nor undoes a STOP."""
+        for n, body in enumerate(("START", "unstop")):
             result = service.handle_inbound(
                 self._inbound(body, f"y-{n}", "+14155550008", T0 + timedelta(seconds=n))
             )
@@ -1012,6 +1126,49 @@ class StoreConformance:
                 InboundOutcome.NOTHING_TO_UNDO, (), None
             )
         assert service.state(ADMIN, "c8", SMS) is NEVER
+        service.opt_in(ADMIN, ["c9"], [SMS], evidence=EVIDENCE)
+        service.handle_inbound(self._inbound("STOP", "s-9", "+14155550009", clock.now()))
+        clock.advance(timedelta(minutes=1))
+        yes = service.handle_inbound(self._inbound("Yes", "y-9", "+14155550009", clock.now()))
+        assert (yes.outcome, yes.changed, yes.reply) == (InboundOutcome.NONE, (), None)
+        assert not service.can_send(ADMIN, "c9", SMS)
+
+    def test_a_keyword_programme_opts_in_with_its_wording_as_evidence(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """Where the account runs a keyword opt-in programme, its keyword subscribes the
+        never-subscribed pair of the channel it came on, with Evidence(method="keyword") carrying
+        the wording, its version and the message id; other channels and opt-outs stay."""
+        programme = KeywordProgramme(
+            keywords={"JOIN"}, wording="Text JOIN for weekly offers. Reply STOP to cancel.",
+            wording_version="cta-3",
+        )
+        settings = AccountSettings(inbound=InboundSettings(programme=programme))
+        service = ConsentService(store, clock=clock, settings=settings)
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "ann", phone="+14155550100")])
+        joined = service.handle_inbound(self._inbound("join", "j-1", "+14155550100", T0))
+        assert (joined.outcome, joined.changed) == (InboundOutcome.OPTED_IN, (("ann", SMS),))
+        assert joined.reply is not None
+        assert service.state(ADMIN, "ann", MMS) is NEVER
+        event = service.history(ADMIN, "ann", SMS)[-1]
+        assert event.evidence == Evidence(
+            method="keyword", wording=programme.wording, wording_version="cta-3",
+            location="sms:+14155550100", captured_at=T0, reference="j-1",
+        )
+        assert event.actor == Actor.contact(ACCOUNT, "ann")
+        with pytest.raises(ValidationError):
+            InboundSettings(programme=KeywordProgramme(keywords={"STOP"}, wording="x",
+                                                       wording_version="1"))
+
+    def test_whatsapp_stop_promotions_button_opts_out(self, service: ConsentService) -> None:
+        """WhatsApp's "Stop promotions" button reply opts the sender out of WhatsApp."""
+        service.opt_in(ADMIN, ["c1"], [WHATSAPP, SMS], evidence=EVIDENCE)
+        result = service.handle_inbound(
+            self._inbound("Stop promotions", "wa-1", "+14155550001", T0, WHATSAPP)
+        )
+        assert result.outcome is InboundOutcome.OPTED_OUT
+        assert not service.can_send(ADMIN, "c1", WHATSAPP)
+        assert service.can_send(ADMIN, "c1", SMS)
 
     def test_a_contact_reads_only_their_own_records(self, service: ConsentService) -> None:
         """A contact actor cannot read the account by leaving the contact id out."""
@@ -1095,7 +1252,182 @@ class StoreConformance:
         assert service.state(ADMIN, "c2", SMS) is NEVER
         check_replay(store, ACCOUNT)
 
+    # ------------------------------------------------------------------ review queue, idempotency
+
+    def test_possible_opt_outs_are_queued_and_decided(
+        self, service: ConsentService, clock: FakeClock
+    ) -> None:
+        """A possible opt-out is queued with its text, sender, contacts and deadline; only an
+        admin decides it, once; "opt-out" applies it as the contact's own request dated when it was
+        received, "not an opt-out" changes nothing; both record who, when and why."""
+        service.opt_in(ADMIN, ["c1", "c2"], [SMS], evidence=EVIDENCE)
+        received = clock.now()
+        first = service.handle_inbound(
+            self._inbound("please stop texting me", "p1", "+14155550001", received)
+        )
+        second = service.handle_inbound(
+            self._inbound("can you stop by at 5?", "p2", "+14155550002", clock.now())
+        )
+        assert (first.outcome, first.review_item) == (InboundOutcome.NEEDS_REVIEW, "sms:p1")
+        assert (second.outcome, second.review_item) == (InboundOutcome.NEEDS_REVIEW, "sms:p2")
+        assert service.can_send(ADMIN, "c1", SMS)
+        member = Actor.member(ACCOUNT, "bob")
+        queue = service.review_items(member, limit=1)
+        assert [item.id for item in queue.items] == ["sms:p1"]
+        item = queue.items[0]
+        assert (item.text, item.sender, item.contact_ids) == (
+            "please stop texting me", "+14155550001", ("c1",)
+        )
+        assert (item.received_at, item.honor_by, item.is_open) == (
+            received, first.honor_by, True
+        )
+        assert not item.is_overdue(received)
+        assert item.is_overdue(item.honor_by + timedelta(seconds=1))
+        rest = service.review_items(member, cursor=queue.next_cursor)
+        assert [i.id for i in rest.items] == ["sms:p2"]
+        assert rest.next_cursor is None
+        with pytest.raises(NotAuthorizedError, match="Ask an admin"):
+            service.decide_review(member, "sms:p1", ReviewDecision.OPT_OUT, note="looks like one")
+        with pytest.raises(NotAuthorizedError):
+            service.review_items(Actor.contact(ACCOUNT, "c1"))
+        clock.advance(timedelta(hours=1))
+        decided = service.decide_review(ADMIN, "sms:p1", "opt_out", note="clear revocation")
+        assert {(p.contact_id, p.channel.key) for p in decided.changed} == {
+            ("c1", "sms"), ("c1", "mms"), ("c1", "rcs")
+        }
+        assert (decided.item.decision, decided.item.decided_by) == (
+            ReviewDecision.OPT_OUT, "admin:alice"
+        )
+        assert not service.can_send(ADMIN, "c1", SMS)
+        event = service.history(ADMIN, "c1", SMS)[-1]
+        assert (event.actor, event.occurred_at, event.inbound_message_id) == (
+            Actor.contact(ACCOUNT, "c1"), received, "p1"
+        )
+        with pytest.raises(ConflictError, match="decided already"):
+            service.decide_review(ADMIN, "sms:p1", ReviewDecision.NOT_OPT_OUT, note="oops")
+        with pytest.raises(ValidationError, match="item_id"):
+            service.decide_review(ADMIN, "sms:nope", ReviewDecision.NOT_OPT_OUT, note="x")
+        kept = service.decide_review(
+            ADMIN, "sms:p2", ReviewDecision.NOT_OPT_OUT, note="asks to stop by the shop"
+        )
+        assert kept.changed == ()
+        assert service.can_send(ADMIN, "c2", SMS)
+        assert service.review_items(ADMIN).items == ()
+        everything = service.review_items(ADMIN, include_decided=True).items
+        assert [(i.id, i.decision, i.note) for i in everything] == [
+            ("sms:p1", ReviewDecision.OPT_OUT, "clear revocation"),
+            ("sms:p2", ReviewDecision.NOT_OPT_OUT, "asks to stop by the shop"),
+        ]
+
+    def test_a_message_id_is_unique_per_channel_not_per_account(
+        self, service: ConsentService
+    ) -> None:
+        """A WhatsApp STOP whose provider id equals an earlier SMS message's id is a message of its
+        own and is honoured, not dropped as a redelivery."""
+        service.opt_in(ADMIN, ["c1"], [SMS, WHATSAPP], evidence=EVIDENCE)
+        service.handle_inbound(self._inbound("thanks", "id-1", "+14155550001", T0))
+        stop = service.handle_inbound(
+            self._inbound("STOP", "id-1", "+14155550001", T0, WHATSAPP)
+        )
+        assert (stop.outcome, stop.replayed) == (InboundOutcome.OPTED_OUT, False)
+        assert not service.can_send(ADMIN, "c1", WHATSAPP)
+
+    def test_a_reused_message_id_with_other_content_is_a_conflict(
+        self, service: ConsentService, store: Store
+    ) -> None:
+        """A delivery under a handled (channel, message id) whose sender or text differs from the
+        first delivery raises ConflictError and changes nothing; a true redelivery replays."""
+        service.opt_in(ADMIN, ["c1", "c2"], [SMS], evidence=EVIDENCE)
+        first = service.handle_inbound(self._inbound("hello", "id-9", "+14155550001", T0))
+        events = list(store.events(ACCOUNT))
+        for body, sender in (("STOP", "+14155550001"), ("hello", "+14155550002")):
+            with pytest.raises(ConflictError, match="not a redelivery"):
+                service.handle_inbound(self._inbound(body, "id-9", sender, T0))
+        assert list(store.events(ACCOUNT)) == events
+        assert service.can_send(ADMIN, "c1", SMS)
+        assert service.can_send(ADMIN, "c2", SMS)
+        again = service.handle_inbound(self._inbound("hello", "id-9", "+14155550001", T0))
+        assert again == first
+        assert again.replayed
+
+    def test_unknown_channels_are_refused_everywhere(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """A channel key that is neither built in nor registered (a typo, "fax", "all") is a
+        ValidationError naming the known ones, with a "did you mean" for a near miss, in every
+        call; keys match in any case; a registered custom channel works; nothing is written."""
+        service = ConsentService(store, clock=clock, channels=["telegram"])
+        service.upsert_contacts(
+            ADMIN, [Contact(ACCOUNT, "ann", phone="+14155550100", handles={"telegram": "tg-1"})]
+        )
+        calls: list[Callable[[str], object]] = [
+            lambda ch: service.unsubscribe(ADMIN, ["ann"], ch),
+            lambda ch: service.opt_in(ADMIN, ["ann"], [ch], evidence=EVIDENCE),
+            lambda ch: service.set_subscribed(ADMIN, "ann", ch, False),
+            lambda ch: service.can_send(ADMIN, "ann", ch),
+            lambda ch: service.state(ADMIN, "ann", ch),
+            lambda ch: service.list_subscriptions(ADMIN, ch),
+            lambda ch: service.history(ADMIN, "ann", ch),
+            lambda ch: service.audience(ADMIN, ch, ["ann"]),
+            lambda ch: service.handle_inbound(
+                InboundMessage(ACCOUNT, ch, "tg-1", "STOP", f"m-{ch}", T0)
+            ),
+        ]
+        for call in calls:
+            with pytest.raises(ValidationError, match="did you mean 'sms'"):
+                call("smss")
+            for key in ("fax", "all"):
+                with pytest.raises(ValidationError, match=r"not a known channel.*Known channels"):
+                    call(key)
+        assert list(store.events(ACCOUNT)) == []
+        assert service.unsubscribe(ADMIN, ["ann"], ["SMS", "Telegram"]).changed_count == 2
+        with pytest.raises(ValidationError, match="handles"):
+            service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "bo", handles={"signal": "s-1"})])
+        with pytest.raises(ValidationError, match="channel_groups"):
+            ConsentService(store, channel_groups=ChannelGroups([("sms", "fax")]))
+
+    def test_contact_updates_change_only_the_addresses_given(
+        self, service: ConsentService
+    ) -> None:
+        """By default an update leaves the addresses it does not give alone (a CSV without an
+        email column keeps the emails); replacing addresses is explicit and reports the subscribed
+        pairs that lost their address."""
+        service.opt_in(ADMIN, ["c1"], [SMS, EMAIL], evidence=EVIDENCE)
+        kept = service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "c1", phone="+14155550111")])
+        assert kept.unreachable == ()
+        contact = service.get_contact(ADMIN, "c1")
+        assert (contact.phone, contact.email) == ("+14155550111", "c1@example.com")
+        # A STOP from the kept email still finds the contact.
+        stop = service.handle_inbound(
+            InboundMessage(ACCOUNT, EMAIL, "c1@example.com", "unsubscribe", "e-1", T0)
+        )
+        assert stop.contact_ids == ("c1",)
+        service.opt_in(ADMIN, ["c2"], [SMS, EMAIL], evidence=EVIDENCE)
+        replaced = service.upsert_contacts(
+            ADMIN, [Contact(ACCOUNT, "c2", phone="+14155550002")], replace_addresses=True
+        )
+        assert [(p.contact_id, p.channel) for p in replaced.unreachable] == [("c2", EMAIL)]
+        assert service.get_contact(ADMIN, "c2").email is None
+        assert service.state(ADMIN, "c2", EMAIL) is SUBSCRIBED  # consent is not an address
+        with pytest.raises(ValidationError, match="replace_addresses"):
+            service.upsert_contacts(ADMIN, [], replace_addresses="yes")  # type: ignore[arg-type]
+
     # ------------------------------------------------------------------ trends
+
+    def test_trends_as_of_an_instant_include_changes_at_it(
+        self, service: ConsentService, store: Store
+    ) -> None:
+        """A trend report as of the instant of a change counts it, in the totals and in the
+        series' current point, as state() does; a microsecond earlier it does not."""
+        result = service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+        event = next(e for e in store.events(ACCOUNT) if e.batch_id == result.batch_id)
+        report = service.trends(ADMIN, as_of=event.occurred_at)
+        sms = next(t for t in report.channels if t.channel == SMS)
+        assert sms.subscribed.current == 1
+        assert report.series[-1].totals_of(SMS).subscribed == 1
+        before = service.trends(ADMIN, as_of=event.occurred_at - timedelta(microseconds=1))
+        assert [t.subscribed.current for t in before.channels if t.channel == SMS] in ([], [0])
+
 
     def test_trend_report_counts_backdated_events_in_their_month(
         self, store: Store

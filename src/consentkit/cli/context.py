@@ -1,0 +1,223 @@
+"""What every command runs with: the :class:`Context`, the :class:`Command` record, the store
+factory and the progress line.  Imports no command module, so every command module may import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, Protocol, TextIO, TypeVar
+
+import attrs
+
+from consentkit.channels import Channel
+from consentkit.clock import Clock
+from consentkit.errors import ValidationError
+from consentkit.model import Actor
+
+if TYPE_CHECKING:
+    import cattrs
+
+    from consentkit.service import ConsentService
+    from consentkit.storage.base import Store
+
+__all__ = [
+    "DEFAULT_ACCOUNT",
+    "DEFAULT_DB",
+    "DEFAULT_READER",
+    "DEFAULT_TIMEZONE",
+    "PROG",
+    "Access",
+    "Command",
+    "Context",
+    "Progress",
+    "StoreFactory",
+    "open_sqlite_store",
+]
+
+T = TypeVar("T")
+
+PROG = "consentkit"
+DEFAULT_DB = "consentkit.db"
+DEFAULT_ACCOUNT = "default"
+DEFAULT_READER = "member:cli"
+DEFAULT_TIMEZONE = "UTC"
+_PROGRESS_INTERVAL = 0.2
+# The service's hint names its Python API; on the command line the option is the way.
+_API_HINT = "Register a custom channel explicitly"
+_CLI_HINT = (
+    "Register a custom channel with --custom-channel KEY (or CONSENTKIT_CUSTOM_CHANNELS), "
+    "e.g. --custom-channel telegram"
+)
+
+
+class StoreFactory(Protocol):
+    """Opens the store of a ``--db`` path.
+
+    ``create`` is False for commands that only make sense on an existing database (reads,
+    changes of registered contacts), so a mistyped path is reported instead of silently creating
+    an empty database.
+    """
+
+    def __call__(self, path: Path, *, create: bool) -> Store:
+        """Open (or create, when allowed) the store at *path*."""
+        ...
+
+
+def open_sqlite_store(path: Path, *, create: bool) -> Store:
+    """The default :class:`StoreFactory`: a :class:`~consentkit.storage.sqlite.SQLiteStore`.
+
+    Raises:
+        ValidationError: *path* does not exist and *create* is False.
+    """
+    from consentkit.storage.sqlite import SQLiteStore
+
+    if not create and not path.exists():
+        raise ValidationError(
+            "--db",
+            f"there is no consentkit database at {str(path)!r}: check --db or CONSENTKIT_DB, "
+            "or create one by registering contacts (consentkit contacts add/import)",
+        )
+    return SQLiteStore(path)
+
+
+class Progress:
+    """A progress line on stderr, shown only when stderr is a terminal (quiet when piped).
+
+    Use as a context manager around the work and wrap the stream of items with :meth:`track`.
+    """
+
+    def __init__(self, stream: TextIO, label: str, unit: str) -> None:
+        self._stream = stream
+        self._label = label
+        self._unit = unit
+        self.count = 0
+        self._enabled = _isatty(stream)
+        self._last = 0.0
+
+    def track(self, items: Iterable[T]) -> Iterator[T]:
+        """Yield *items* unchanged, counting them."""
+        for item in items:
+            self.count += 1
+            if self._enabled:
+                now = time.monotonic()
+                if now - self._last >= _PROGRESS_INTERVAL:
+                    self._last = now
+                    self._write()
+            yield item
+
+    def _write(self, end: str = "") -> None:
+        self._stream.write(f"\r{self._label}: {self.count:,} {self._unit}{end}")
+        self._stream.flush()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Always end the line, so an error message that follows starts on a line of its own.
+        if self._enabled:
+            self._write("\n")
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # closed or not a real file
+        return False
+
+
+@attrs.define
+class Context:
+    """What a command runs with.
+
+    Attributes:
+        service: the consent service on the ``--db`` store (None for standalone commands).
+        actor: who acts (``--as``, or the read-only default for reads).
+        out: where results go (stdout).
+        err: where progress and warnings go (stderr).
+        converter: the JSON converter for ``--format json`` and exports.
+        clock: the clock the service uses.
+        store_factory: how stores are opened (the demo opens its own).
+    """
+
+    service: ConsentService | None
+    actor: Actor
+    out: TextIO
+    err: TextIO
+    converter: cattrs.Converter
+    clock: Clock
+    store_factory: StoreFactory
+
+    @property
+    def svc(self) -> ConsentService:
+        """The service (commands that declare ``access="standalone"`` have none)."""
+        if self.service is None:  # pragma: no cover - a wiring mistake, not user input
+            raise RuntimeError("this command runs without a store")
+        return self.service
+
+    def print(self, text: str = "") -> None:
+        """Write one line of output."""
+        self.out.write(text + "\n")
+
+    def print_lines(self, lines: Iterable[str]) -> None:
+        """Write lines of output."""
+        for line in lines:
+            self.print(line)
+
+    def warn(self, lines: Iterable[str]) -> None:
+        """Write a warning to stderr: the first line prefixed like an error, the rest as is."""
+        self.out.flush()
+        for number, line in enumerate(lines):
+            self.err.write(f"{PROG}: warning: {line}\n" if number == 0 else f"{line}\n")
+
+    def progress(self, label: str, unit: str) -> Progress:
+        """A progress line for a long operation (see :class:`Progress`)."""
+        return Progress(self.err, label, unit)
+
+    def channel(self, key: str | Channel, option: str = "channel") -> Channel:
+        """The known channel *key* names, refused (naming *option*) when the service does not
+        know it, with the command line's way to register a custom one."""
+        try:
+            return self.svc.channels.resolve(key, option)
+        except ValidationError as e:
+            message = str(e).removeprefix(f"{option}: ")
+            before, found, _ = message.partition(_API_HINT)
+            if not found:
+                raise
+            raise ValidationError(option, before + _CLI_HINT) from None
+
+
+Access = Literal["read", "write", "contact", "standalone"]
+
+
+@attrs.frozen
+class Command:
+    """One subcommand.
+
+    Attributes:
+        name: the words that invoke it (``"contacts add"``).
+        help: one line for the command list.
+        arguments: adds the command's own arguments to its parser.
+        run: does the work and returns the exit code.
+        access: ``"write"`` needs ``--as``; ``"read"`` defaults the actor to a member;
+            ``"contact"`` writes as the contact themselves (an inbound reply), so ``--as`` is
+            refused; ``"standalone"`` opens no store and takes no global options.
+        creates_db: whether the command may create a missing ``--db`` file.
+        description: longer help shown by ``consentkit NAME --help``.
+    """
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Context, argparse.Namespace], int]
+    access: Access
+    creates_db: bool = False
+    description: str | None = None

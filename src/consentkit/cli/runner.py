@@ -1,0 +1,115 @@
+"""Runs one parsed command line: who acts, the account's settings, the custom channels, the
+store and the service."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from consentkit.channels import Channel, channel
+from consentkit.cli.args import CUSTOM_CHANNELS_AFTER, actor_spec, split_keys
+from consentkit.cli.context import (
+    DEFAULT_ACCOUNT,
+    DEFAULT_DB,
+    DEFAULT_READER,
+    DEFAULT_TIMEZONE,
+    Command,
+    Context,
+    StoreFactory,
+)
+from consentkit.clock import Clock
+from consentkit.errors import ValidationError
+from consentkit.model import Actor, ActorKind
+from consentkit.serialization import make_converter
+from consentkit.service import ConsentService
+from consentkit.settings import AccountSettings
+
+__all__ = ["run"]
+
+
+def _actor_of(args: argparse.Namespace, command: Command) -> Actor:
+    account = args.account or os.environ.get("CONSENTKIT_ACCOUNT") or DEFAULT_ACCOUNT
+    spec: tuple[ActorKind, str] | None = getattr(args, "acting_as", None)
+    if command.access == "contact":
+        if spec is not None:
+            args.parser.error(
+                f"{command.name} takes no --as: the message is recorded as the sender's own "
+                "act (actor contact:ID, source inbound_keyword); leave --as out"
+            )
+        # The placeholder only carries the account: the service acts as the sender.
+        spec = actor_spec(DEFAULT_READER)
+    if spec is None:
+        if command.access == "write":
+            args.parser.error(
+                "--as KIND:ID is required for commands that change data, e.g. --as admin:alice"
+            )
+        spec = actor_spec(DEFAULT_READER)
+    kind, actor_id = spec
+    return Actor(kind, actor_id, account)
+
+
+def _settings_of(args: argparse.Namespace) -> AccountSettings:
+    """The account's settings.  Only commands with a ``--timezone`` option read the time zone
+    (and CONSENTKIT_TIMEZONE), so a bad value never stops a command that does not use it."""
+    if not hasattr(args, "timezone"):
+        return AccountSettings()
+    given, option = args.timezone, "--timezone"
+    if given is None:
+        given, option = os.environ.get("CONSENTKIT_TIMEZONE"), "CONSENTKIT_TIMEZONE"
+    if not given:
+        return AccountSettings(timezone=DEFAULT_TIMEZONE)
+    try:
+        return AccountSettings(timezone=given)
+    except ValidationError as e:
+        raise ValidationError(
+            "timezone", f"{option} {str(e).removeprefix('timezone: ')}"
+        ) from None
+
+
+def _custom_channels_of(args: argparse.Namespace) -> list[Channel]:
+    """The custom channels of CONSENTKIT_CUSTOM_CHANNELS and every ``--custom-channel``."""
+    given = [
+        *split_keys([os.environ.get("CONSENTKIT_CUSTOM_CHANNELS", "")]),
+        *split_keys(args.custom_channels),
+        *split_keys(getattr(args, CUSTOM_CHANNELS_AFTER, [])),
+    ]
+    found: list[Channel] = []
+    for key in given:
+        try:
+            found.append(channel(key))
+        except ValidationError as e:
+            raise ValidationError(
+                "--custom-channel", str(e).removeprefix("channel: ")
+            ) from None
+    return found
+
+
+def run(args: argparse.Namespace, store_factory: StoreFactory, clock: Clock) -> int:
+    """Run the parsed command line *args* and return its exit code."""
+    command: Command = args.command_spec
+    converter = make_converter()
+    if command.access == "standalone":
+        # No store and no --as: the actor is a placeholder the command never uses.
+        ctx = Context(
+            None,
+            Actor.system(DEFAULT_ACCOUNT, "cli"),
+            sys.stdout,
+            sys.stderr,
+            converter,
+            clock,
+            store_factory,
+        )
+        return command.run(ctx, args)
+    actor = _actor_of(args, command)
+    settings = _settings_of(args)
+    custom = _custom_channels_of(args)
+    db = args.db or Path(os.environ.get("CONSENTKIT_DB") or DEFAULT_DB)
+    store = store_factory(db, create=command.creates_db)
+    try:
+        service = ConsentService(store, clock=clock, settings=settings, channels=custom)
+        ctx = Context(service, actor, sys.stdout, sys.stderr, converter, clock, store_factory)
+        return command.run(ctx, args)
+    finally:
+        store.close()
