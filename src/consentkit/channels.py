@@ -251,8 +251,8 @@ class UnknownChannelError(ValidationError):
         shown = key if given is None else given
         super().__init__(
             field,
-            f"{shown!r} is not a known channel{hint} Known channels: {', '.join(known)}. "
-            "Register a custom channel explicitly, e.g. ConsentService(store, channels=['telegram'])",
+            f"{shown!r} is not a known channel{hint} Known channels: {', '.join(known)}. Register "
+            "a custom channel explicitly, e.g. ConsentService(store, channels=['telegram'])",
         )
 
 
