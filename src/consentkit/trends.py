@@ -51,7 +51,13 @@ import attrs
 
 from consentkit.channels import Channel
 from consentkit.errors import ValidationError
-from consentkit.model import MIN_INSTANT, ensure_aware, enum_value
+from consentkit.model import (
+    MIN_INSTANT,
+    SubscriptionState,
+    Transition,
+    ensure_aware,
+    enum_value,
+)
 
 __all__ = [
     "MAX_SERIES_MONTHS",
@@ -82,6 +88,7 @@ __all__ = [
     "plan_report",
     "sparkline",
     "spike_windows",
+    "totals_by_channel",
     "validate_timezone",
 ]
 
@@ -1003,6 +1010,29 @@ def build_report(
 
 
 _RESOLUTION = timedelta(microseconds=1)
+_NO_COUNTS = TransitionCounts()
+
+
+def _counts_of(transition: Transition, count: int) -> TransitionCounts:
+    if transition is Transition.OPT_IN:
+        return TransitionCounts(opt_ins=count)
+    if transition is Transition.UNSUBSCRIBE:
+        return TransitionCounts(unsubscribes=count)
+    return TransitionCounts(resubscribes=count)
+
+
+def totals_by_channel(
+    states: Mapping[tuple[Channel, SubscriptionState], int],
+) -> dict[Channel, ChannelTotals]:
+    """A store's pair counts per (channel, state) as :class:`ChannelTotals` per channel."""
+    totals: dict[Channel, ChannelTotals] = {}
+    for (ch, state), count in states.items():
+        current = totals.get(ch, _NO_TOTALS)
+        if state is SubscriptionState.SUBSCRIBED:
+            totals[ch] = attrs.evolve(current, subscribed=count)
+        elif state is SubscriptionState.UNSUBSCRIBED:
+            totals[ch] = attrs.evolve(current, unsubscribed=count)
+    return totals
 
 
 def _through(instant: datetime) -> datetime:
@@ -1051,6 +1081,29 @@ class ReportPlan:
     def count_intervals(self) -> tuple[Interval, ...]:
         """Every interval the store must report :class:`TransitionCounts` over, each once."""
         return self.spike_windows.intervals()
+
+    def count_edges(self) -> tuple[datetime, ...]:
+        """The edges of every interval of :meth:`count_intervals`, sorted: a store counts the
+        elementary intervals between consecutive edges once, and each window is a sum of them."""
+        intervals = self.count_intervals()
+        return tuple(sorted({i.start for i in intervals} | {i.end for i in intervals}))
+
+    def sum_counts(
+        self,
+        edges: Sequence[datetime],
+        elementary: Sequence[Mapping[tuple[Channel, Transition], int]],
+    ) -> dict[Interval, dict[Channel, TransitionCounts]]:
+        """The counts of every interval of the plan, from the store's counts per elementary
+        interval between consecutive *edges* (as :meth:`count_edges` gave them)."""
+        position = {edge: index for index, edge in enumerate(edges)}
+        counts: dict[Interval, dict[Channel, TransitionCounts]] = {}
+        for interval in self.count_intervals():
+            summed: dict[Channel, TransitionCounts] = {}
+            for index in range(position[interval.start], position[interval.end]):
+                for (ch, transition), count in elementary[index].items():
+                    summed[ch] = summed.get(ch, _NO_COUNTS) + _counts_of(transition, count)
+            counts[interval] = summed
+        return counts
 
     def build(
         self,

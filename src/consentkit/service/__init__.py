@@ -1,0 +1,58 @@
+"""The consent service: the one entry point a host app uses.
+
+It ties a :class:`~consentkit.policy.Policy`, a :class:`~consentkit.storage.Store` and a
+:class:`~consentkit.clock.Clock` together.  Every mutating method goes through the policy, runs in
+one store transaction (all or nothing) and writes one audit event per changed pair.
+
+:class:`ConsentService` is a thin front: each group of its methods lives in a module of its own
+(contacts, changes, reads, inbound replies, the review queue, trends) over a shared core and the
+change engine (``_engine``), which every consent change runs through.
+"""
+
+from __future__ import annotations
+
+from consentkit.service._changes import ChangesMixin
+from consentkit.service._contacts import ContactsMixin
+from consentkit.service._inbound import InboundMixin
+from consentkit.service._reads import ReadsMixin
+from consentkit.service._results import (
+    ChangeResult,
+    ContactsResult,
+    Page,
+    PairRef,
+    RefusedPair,
+    ReviewResolution,
+    SkippedPair,
+)
+from consentkit.service._review import ReviewMixin
+from consentkit.service._trends import TrendsMixin
+
+__all__ = [
+    "ChangeResult",
+    "ConsentService",
+    "ContactsResult",
+    "Page",
+    "PairRef",
+    "RefusedPair",
+    "ReviewResolution",
+    "SkippedPair",
+]
+
+
+class ConsentService(
+    ContactsMixin, ChangesMixin, ReadsMixin, InboundMixin, ReviewMixin, TrendsMixin
+):
+    """Records and answers per-channel consent for the contacts of many accounts.
+
+    Args:
+        store: where state and events live (see :mod:`consentkit.storage`).
+        policy: who may do what; :class:`~consentkit.policy.AdminOnlyPolicy` by default.
+        clock: the time source; :class:`~consentkit.clock.SystemClock` by default.
+        channel_groups: which channels one inbound STOP covers.
+        channels: the host's custom channels (``["telegram"]``); with the built-ins, the only
+            channel keys the service accepts: any other key is a ValidationError.
+        settings: per-account settings (time zone, inbound keywords and replies, spike
+            thresholds): one :class:`~consentkit.settings.AccountSettings` for every account, or a
+            function from account id to its settings.
+        chunk_size: how many contact ids bulk calls pass to the store at once (bounds memory).
+    """

@@ -1,0 +1,193 @@
+"""Contacts and their addresses: registration, address updates, and the suppressions that follow
+addresses."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from consentkit.channels import (
+    Channel,
+)
+from consentkit.errors import (
+    NotAuthorizedError,
+    ValidationError,
+)
+from consentkit.model import (
+    Actor,
+    Contact,
+    OptOutOrigin,
+    Source,
+    SubscriptionState,
+)
+from consentkit.service._arguments import check_actor, check_flag, iterate_arg
+from consentkit.service._core import ServiceCore
+from consentkit.service._engine import ChangeRequest
+from consentkit.service._results import ContactsResult, PairRef
+from consentkit.storage.base import (
+    StoreTransaction,
+)
+
+
+class ContactsMixin(ServiceCore):
+    """Registering contacts and changing their addresses."""
+
+    def upsert_contacts(
+        self,
+        actor: Actor,
+        contacts: Iterable[Contact],
+        *,
+        replace_addresses: bool = False,
+    ) -> ContactsResult:
+        """Register contacts or update their addresses, all or nothing.
+
+        By default an existing contact keeps every address the given one leaves out (``None``
+        phone or email, a handle channel not given): only the addresses given change.  With
+        ``replace_addresses=True`` its addresses become exactly the given ones, and an address
+        left out is removed.  Subscribed pairs whose contact no longer has an address on their
+        channel are reported in :attr:`ContactsResult.unreachable`.
+
+        An address that said STOP (an active suppression) applies whenever it joins a contact, new
+        or existing: each pair of the suppressed channels is unsubscribed, whatever its state
+        (see docs/policy.md, "Addresses are consent-relevant").
+
+        Raises:
+            NotAuthorizedError: the policy refuses, or a contact belongs to another account.
+            ValidationError: *contacts* is not an iterable of :class:`Contact`, or a contact has a
+                handle on a channel the service does not know.
+        """
+        check_actor(actor)
+        check_flag("replace_addresses", replace_addresses)
+        refusal = self.policy.check_contact_write(actor)
+        if refusal is not None:
+            raise refusal
+        account = actor.account
+        created = updated = 0
+        suppressed: list[PairRef] = []
+        unreachable: list[PairRef] = []
+        iterator = iterate_arg("contacts", contacts, "an iterable of Contact objects")
+        with self.store.transaction(account) as tx:
+            # The clock is read once the write lock is held, so a call that waited for another
+            # writer is never recorded before that writer's changes.
+            now = self._now()
+            while chunk := list(itertools.islice(iterator, self._chunk_size)):
+                by_id: dict[str, Contact] = {}
+                for contact in chunk:
+                    if not isinstance(contact, Contact):
+                        raise ValidationError(
+                            "contacts", f"expected Contact objects, got {type(contact).__name__}"
+                        )
+                    if contact.account != account:
+                        raise NotAuthorizedError(
+                            f"contact {contact.id!r} belongs to account {contact.account!r}; "
+                            f"{actor} acts only in account {account!r}"
+                        )
+                    for handle_channel, _ in contact.handles:
+                        self.channels.resolve(handle_channel, "handles")
+                    by_id[contact.id] = contact
+                before = tx.get_contacts(list(by_id))
+                if not replace_addresses:
+                    by_id = {
+                        cid: merged(before[cid], c) if cid in before else c
+                        for cid, c in by_id.items()
+                    }
+                # Lock every address that joins or leaves a contact before reading suppressions
+                # or writing the address index: an inbound message from one of them waits.
+                joined: dict[str, frozenset[str]] = {}
+                touched: set[str] = set()
+                for cid, contact in by_id.items():
+                    old = before.get(cid)
+                    old_keys = frozenset() if old is None else old.address_keys()
+                    new_keys = contact.address_keys()
+                    joined[cid] = new_keys - old_keys
+                    touched |= new_keys ^ old_keys
+                if touched:
+                    tx.lock_addresses(sorted(touched))
+                created += len(by_id) - len(before)
+                updated += len(before)
+                tx.put_contacts(list(by_id.values()))
+                suppressed.extend(self._apply_suppressions(tx, account, joined, now))
+                unreachable.extend(self._unreachable(tx, before, by_id))
+        return ContactsResult(
+            created=created,
+            updated=updated,
+            suppressed=tuple(suppressed),
+            unreachable=tuple(unreachable),
+        )
+
+    def _unreachable(
+        self, tx: StoreTransaction, before: Mapping[str, Contact], after: Mapping[str, Contact]
+    ) -> list[PairRef]:
+        """Subscribed pairs whose contact just lost its address on their channel."""
+        lost: dict[str, list[Channel]] = {}
+        for cid, old in before.items():
+            new = after[cid]
+            gone = [
+                ch
+                for ch in self.channels.known.values()
+                if old.address_for(ch) is not None and new.address_for(ch) is None
+            ]
+            if gone:
+                lost[cid] = gone
+        found: list[PairRef] = []
+        for cid, gone in lost.items():
+            current = tx.lock_subscriptions([cid], gone)
+            found.extend(
+                PairRef(cid, ch)
+                for ch in gone
+                if (sub := current.get((cid, ch))) is not None
+                and sub.state is SubscriptionState.SUBSCRIBED
+            )
+        return found
+
+    def _apply_suppressions(
+        self,
+        tx: StoreTransaction,
+        account: str,
+        joined: Mapping[str, frozenset[str]],
+        now: datetime,
+    ) -> list[PairRef]:
+        """Apply the active suppressions of the addresses that just joined contacts."""
+        keys = sorted(set().union(*joined.values()))
+        if not keys:
+            return []
+        active = [s for s in tx.get_suppressions(keys) if s.active]
+        if not active:
+            return []
+        applied: list[PairRef] = []
+        system = Actor.system(account, "suppression-list")
+        for suppression in sorted(active, key=lambda s: (s.address_key, s.channel)):
+            targets = [cid for cid, keys_ in joined.items() if suppression.address_key in keys_]
+            # Applied as of the join, whatever the pair's state: the pair was sendable until its
+            # contact took the address, so a START received before that never undoes it.
+            request = ChangeRequest(
+                actor=system,
+                channels=(suppression.channel,),
+                target=SubscriptionState.UNSUBSCRIBED,
+                source=Source.SUPPRESSION,
+                occurred_at=now,
+                now=now,
+                batch_id=uuid.uuid4().hex,
+                inbound_message_id=suppression.inbound_message_id,
+                origin=OptOutOrigin.SUPPRESSION,
+                via=suppression.address_key,
+                timing="last_change",
+                known_contacts=True,
+            )
+            applied.extend(self._apply_in_tx(tx, request, targets).changed)
+        return applied
+
+
+def merged(old: Contact, new: Contact) -> Contact:
+    """*old* with the addresses *new* gives (the ones it leaves out stay)."""
+    handles = dict(old.handles)
+    handles.update(new.handles)
+    return Contact(
+        new.account,
+        new.id,
+        phone=new.phone if new.phone is not None else old.phone,
+        email=new.email if new.email is not None else old.email,
+        handles=handles,
+    )

@@ -1,0 +1,148 @@
+"""The state and helpers every part of the service shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+from consentkit.channels import (
+    DEFAULT_CHANNEL_GROUPS,
+    Channel,
+    ChannelGroups,
+    ChannelRegistry,
+)
+from consentkit.clock import Clock, SystemClock
+from consentkit.errors import (
+    NotAuthorizedError,
+    ValidationError,
+)
+from consentkit.inbound import (
+    InboundSettings,
+    OptOutScope,
+)
+from consentkit.model import (
+    Actor,
+    ActorKind,
+    ensure_aware,
+    validate_id,
+)
+from consentkit.policy import AdminOnlyPolicy, Policy
+from consentkit.service._arguments import check_actor, chunks, iterate_arg
+from consentkit.service._engine import ChangeRequest, ChangeRun
+from consentkit.service._results import ChangeResult
+from consentkit.settings import AccountSettings
+from consentkit.storage.base import (
+    CHUNK_SIZE,
+    Store,
+    StoreTransaction,
+)
+
+_FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+class ServiceCore:
+    """The state every part of the service shares: the store, the policy, the clock, the known
+    channels and the settings, with the helpers that check arguments and scopes."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        policy: Policy | None = None,
+        clock: Clock | None = None,
+        channel_groups: ChannelGroups = DEFAULT_CHANNEL_GROUPS,
+        settings: AccountSettings | Callable[[str], AccountSettings] | None = None,
+        chunk_size: int = CHUNK_SIZE,
+        channels: Iterable[Channel | str] = (),
+    ) -> None:
+        if not 1 <= chunk_size <= CHUNK_SIZE:
+            raise ValidationError("chunk_size", f"must be from 1 to {CHUNK_SIZE}")
+        self.store = store
+        self.policy: Policy = policy if policy is not None else AdminOnlyPolicy()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.channels = ChannelRegistry(channels)
+        if not isinstance(channel_groups, ChannelGroups):
+            raise ValidationError("channel_groups", "expected ChannelGroups")
+        for group in channel_groups.groups:
+            for member in group:
+                self.channels.resolve(member, "channel_groups")
+        self.channel_groups = channel_groups
+        self._settings = AccountSettings() if settings is None else settings
+        self._chunk_size = chunk_size
+
+    def settings_for(self, account: str) -> AccountSettings:
+        """The settings of *account*."""
+        if isinstance(self._settings, AccountSettings):
+            return self._settings
+        chosen = self._settings(account)
+        if not isinstance(chosen, AccountSettings):
+            raise ValidationError(
+                "settings", f"the settings function returned {chosen!r}, not AccountSettings"
+            )
+        return chosen
+
+    # ------------------------------------------------------------------ helpers
+
+    def _channels(self, channels: object) -> tuple[Channel, ...]:
+        if isinstance(channels, (str, Channel)):
+            channels = [channels]
+        items = iterate_arg(
+            "channels", channels, "a channel or an iterable of channels, e.g. [SMS]"
+        )
+        result = tuple(dict.fromkeys(self.channels.resolve(c, "channels") for c in items))
+        if not result:
+            raise ValidationError("channels", "name at least one channel, e.g. [SMS]")
+        return result
+
+    def _now(self) -> datetime:
+        return ensure_aware("clock.now()", self.clock.now())
+
+    def _occurred(self, field: str, occurred_at: datetime | None, now: datetime) -> datetime:
+        if occurred_at is None:
+            return now
+        ensure_aware(field, occurred_at)
+        if occurred_at > now + _FUTURE_TOLERANCE:
+            raise ValidationError(
+                field, f"{occurred_at.isoformat()} is in the future; pass when it happened"
+            )
+        return occurred_at
+
+    def _read_scope(self, actor: Actor) -> str:
+        check_actor(actor)
+        refusal = self.policy.check_read(actor)
+        if refusal is not None:
+            raise refusal
+        return actor.account
+
+    def _contact_scope(self, actor: Actor, contact_id: object) -> str:
+        """Scope of a read of one contact's records: a contact actor reads only their own."""
+        account = self._read_scope(actor)
+        validate_id("contact_id", contact_id)
+        if actor.kind is ActorKind.CONTACT and contact_id != actor.id:
+            raise NotAuthorizedError(f"contact {actor.id!r} may only read their own consent")
+        return account
+
+    def _account_scope(self, actor: Actor, what: str) -> str:
+        """Scope of a read over the whole account, which a contact actor may not make."""
+        account = self._read_scope(actor)
+        if actor.kind is ActorKind.CONTACT:
+            raise NotAuthorizedError(f"contacts may not {what}")
+        return account
+
+    # ------------------------------------------------------------------ contacts
+
+    def _scope(self, settings: InboundSettings, ch: Channel) -> tuple[Channel, ...]:
+        """The channels an opt-out received on *ch* covers, *ch* first."""
+        if settings.scope is OptOutScope.GROUP:
+            group = self.channel_groups.group_of(ch)
+            return (ch, *sorted(group - {ch}))
+        return (ch,)
+
+    def _apply_in_tx(
+        self, tx: StoreTransaction, request: ChangeRequest, contact_ids: Iterable[str]
+    ) -> ChangeResult:
+        """The heart of every change: check, decide per pair, write, inside *tx*."""
+        run = ChangeRun(self.policy, self._now, tx, request)
+        for chunk in chunks(contact_ids, self._chunk_size):
+            run.chunk(chunk)
+        return run.result()

@@ -1,0 +1,161 @@
+"""Reads: contacts, state, can_send, audiences, listings, history and the audit log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from consentkit.channels import (
+    Channel,
+)
+from consentkit.errors import (
+    UnknownContactError,
+    ValidationError,
+)
+from consentkit.model import (
+    Actor,
+    ConsentEvent,
+    Contact,
+    Source,
+    Subscription,
+    SubscriptionState,
+    validate_reason_code,
+)
+from consentkit.service._core import ServiceCore
+from consentkit.service._results import Page, check_limit, decode_cursor, page_of
+from consentkit.storage.base import (
+    SubscriptionFilter,
+)
+
+
+class ReadsMixin(ServiceCore):
+    """Everything that reads consent."""
+
+    def get_contact(self, actor: Actor, contact_id: str) -> Contact:
+        """One contact of the actor's account.
+
+        Raises:
+            UnknownContactError: there is no such contact.
+        """
+        account = self._contact_scope(actor, contact_id)
+        contact = self.store.get_contact(account, contact_id)
+        if contact is None:
+            raise UnknownContactError(account, [contact_id])
+        return contact
+
+    def list_contacts(
+        self, actor: Actor, *, cursor: str | None = None, limit: int = 100
+    ) -> Page[Contact]:
+        """Contacts ordered by id, a page at a time."""
+        account = self._account_scope(actor, "list the contacts of the account")
+        limit = check_limit(limit)
+        items = self.store.list_contacts(account, after=decode_cursor(cursor), limit=limit + 1)
+        return page_of(items, limit, lambda contact: contact.id)
+
+    def subscription(
+        self, actor: Actor, contact_id: str, channel_: Channel | str
+    ) -> Subscription | None:
+        """The recorded subscription of one pair, or None if it was never subscribed."""
+        account = self._contact_scope(actor, contact_id)
+        return self.store.get_subscription(account, contact_id, self.channels.resolve(channel_))
+
+    def state(self, actor: Actor, contact_id: str, channel_: Channel | str) -> SubscriptionState:
+        """The consent state of one pair.
+
+        Raises:
+            UnknownContactError: the contact does not exist.
+        """
+        account = self._contact_scope(actor, contact_id)
+        state = self.store.get_state(account, contact_id, self.channels.resolve(channel_))
+        if state is SubscriptionState.NEVER_SUBSCRIBED and (
+            self.store.get_contact(account, contact_id) is None
+        ):
+            raise UnknownContactError(account, [contact_id])
+        return state
+
+    def subscriptions(self, actor: Actor, contact_id: str) -> list[Subscription]:
+        """Every recorded subscription of one contact, ordered by channel."""
+        account = self._contact_scope(actor, contact_id)
+        return self.store.subscriptions_of(account, contact_id)
+
+    def can_send(self, actor: Actor, contact_id: str, channel_: Channel | str) -> bool:
+        """Whether a message may be sent now: only ``SUBSCRIBED`` pairs may be messaged.
+
+        Check it right before sending.  Unknown contacts and never-subscribed pairs give False.
+        """
+        account = self._contact_scope(actor, contact_id)
+        state = self.store.get_state(account, contact_id, self.channels.resolve(channel_))
+        return state is SubscriptionState.SUBSCRIBED
+
+    def audience(
+        self, actor: Actor, channel_: Channel | str, contact_ids: Iterable[str]
+    ) -> set[str]:
+        """The subset of *contact_ids* (any number, streamed) that may be messaged on a channel.
+
+        Ids that are not contacts of the account are simply not in the result.
+        """
+        account = self._account_scope(actor, "filter the audience of the account")
+        if isinstance(contact_ids, str):
+            contact_ids = [contact_ids]
+        return self.store.subscribed_among(account, self.channels.resolve(channel_), contact_ids)
+
+    def list_subscriptions(
+        self,
+        actor: Actor,
+        channel_: Channel | str,
+        state: SubscriptionState = SubscriptionState.UNSUBSCRIBED,
+        *,
+        source: Source | None = None,
+        reason: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[Subscription]:
+        """Pairs of one channel in one state (the "filter for unsubscribed contacts" view),
+        optionally only those whose last change came from *source* or carried *reason*, ordered
+        by contact id, a page at a time."""
+        account = self._account_scope(actor, "list the consent of other contacts")
+        if state is SubscriptionState.NEVER_SUBSCRIBED or not isinstance(
+            state, SubscriptionState
+        ):
+            raise ValidationError(
+                "state",
+                "list SUBSCRIBED or UNSUBSCRIBED pairs; never-subscribed pairs have no record "
+                "(list contacts instead)",
+            )
+        if source is not None and not isinstance(source, Source):
+            raise ValidationError("source", f"expected a Source, got {source!r}")
+        where = SubscriptionFilter(
+            self.channels.resolve(channel_), state, source, validate_reason_code(reason)
+        )
+        limit = check_limit(limit)
+        items = self.store.list_subscriptions(
+            account, where, after=decode_cursor(cursor), limit=limit + 1
+        )
+        return page_of(items, limit, lambda sub: sub.contact_id)
+
+    def history(
+        self, actor: Actor, contact_id: str, channel_: Channel | str | None = None
+    ) -> list[ConsentEvent]:
+        """The audit events of one contact (optionally one channel), oldest first."""
+        account = self._contact_scope(actor, contact_id)
+        ch = None if channel_ is None else self.channels.resolve(channel_)
+        events = list(self.store.events(account, contact_id=contact_id, channel=ch))
+        if not events and self.store.get_contact(account, contact_id) is None:
+            raise UnknownContactError(account, [contact_id])
+        return events
+
+    def audit_log(
+        self, actor: Actor, *, after: int | None = None, page_size: int = 1000
+    ) -> Iterator[ConsentEvent]:
+        """Every event of the account in append order, streamed a page at a time.
+
+        Pass the ``sequence`` of the last event you saw as *after* to resume.
+        """
+        account = self._account_scope(actor, "read the account's audit log, only their history")
+        page_size = check_limit(page_size)
+        position = after
+        while True:
+            page = list(self.store.events(account, after=position, limit=page_size))
+            yield from page
+            if len(page) < page_size:
+                return
+            position = page[-1].sequence
