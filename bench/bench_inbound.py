@@ -17,6 +17,7 @@ Run: ``PYTHONPATH=src python bench/bench_inbound.py`` (``--messages N``, ``--rep
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sqlite3
@@ -82,7 +83,8 @@ class Raw:
         conn.execute("BEGIN IMMEDIATE")
         try:
             done = conn.execute(
-                "SELECT result FROM inbound_messages WHERE account = ? AND message_id = ?",
+                "SELECT result FROM inbound_messages "
+                "WHERE account = ? AND channel = 'sms' AND message_id = ?",
                 (ACCOUNT, message_id),
             ).fetchone()
             if done is not None:
@@ -96,6 +98,16 @@ class Raw:
                     (ACCOUNT, f"phone:{sender}"),
                 )
             ]
+            # The address's own last word, whatever contacts have it.
+            conn.executemany(
+                "INSERT INTO suppressions (account, address_key, channel, occurred_at, source, "
+                "inbound_message_id, active) VALUES (?, ?, ?, ?, 'inbound_keyword', ?, 1) "
+                "ON CONFLICT (account, address_key, channel) DO UPDATE SET "
+                "occurred_at = excluded.occurred_at, source = excluded.source, "
+                "inbound_message_id = excluded.inbound_message_id, active = excluded.active "
+                "WHERE excluded.occurred_at > suppressions.occurred_at",
+                [(ACCOUNT, f"phone:{sender}", ch, occurred, message_id) for ch in GROUP],
+            )
             changed = []
             for cid in contacts:
                 current = {
@@ -114,17 +126,21 @@ class Raw:
                         conn.execute(
                             "UPDATE subscriptions SET state = 'unsubscribed', "
                             "version = version + 1, updated_at = ?, changed_by = 'contact', "
-                            "source = 'inbound_keyword', reason = 'stop_keyword' WHERE account = ? "
-                            "AND contact_id = ? AND channel = ? AND version = ?",
-                            (occurred, ACCOUNT, cid, ch, version),
+                            "source = 'inbound_keyword', reason = 'stop_keyword', "
+                            "opted_out_by = 'contact', opted_out_via = ?, "
+                            "last_opt_out_at = max(coalesce(last_opt_out_at, ?), ?) "
+                            "WHERE account = ? AND contact_id = ? AND channel = ? AND version = ?",
+                            (occurred, f"phone:{sender}", occurred, occurred, ACCOUNT, cid, ch,
+                             version),
                         )
                     else:
                         conn.execute(
                             "INSERT INTO subscriptions (account, contact_id, channel, state, "
-                            "version, updated_at, changed_by, source, reason) VALUES "
+                            "version, updated_at, changed_by, source, reason, opted_out_by, "
+                            "opted_out_via, last_opt_out_at) VALUES "
                             "(?, ?, ?, 'unsubscribed', 1, ?, 'contact', 'inbound_keyword', "
-                            "'stop_keyword')",
-                            (ACCOUNT, cid, ch, occurred),
+                            "'stop_keyword', 'contact', ?, ?)",
+                            (ACCOUNT, cid, ch, occurred, f"phone:{sender}", occurred),
                         )
                     conn.execute(
                         "INSERT INTO events (account, contact_id, channel, previous_state, "
@@ -136,19 +152,20 @@ class Raw:
                         (ACCOUNT, cid, ch, state, cid, occurred, occurred, message_id, batch_id),
                     )
                     conn.execute(
-                        "INSERT INTO trend_hours (account, hour, channel, subscribed, "
-                        "unsubscribed, opt_ins, unsubscribes, resubscribes) "
-                        "VALUES (?, ?, ?, ?, 1, 0, 1, 0) ON CONFLICT (account, hour, channel) "
-                        "DO UPDATE SET subscribed = subscribed + excluded.subscribed, "
-                        "unsubscribed = unsubscribed + 1, unsubscribes = unsubscribes + 1",
-                        (ACCOUNT, hour, ch, -1 if state == "subscribed" else 0),
+                        "INSERT INTO hourly_changes (account, hour, channel, previous_state, "
+                        "new_state, events) VALUES (?, ?, ?, ?, 'unsubscribed', 1) "
+                        "ON CONFLICT (account, hour, channel, previous_state, new_state) "
+                        "DO UPDATE SET events = events + 1",
+                        (ACCOUNT, hour, ch, state),
                     )
                     changed.append([cid, ch])
             conn.execute(
-                "INSERT INTO inbound_messages (account, message_id, result) VALUES (?, ?, ?)",
+                "INSERT INTO inbound_messages (account, channel, message_id, body_sha256, result) "
+                "VALUES (?, 'sms', ?, ?, ?)",
                 (
                     ACCOUNT,
                     message_id,
+                    hashlib.sha256(body.encode()).hexdigest(),
                     json.dumps(
                         {"outcome": "opted_out", "changed": changed, "batch_id": batch_id},
                         separators=(",", ":"),

@@ -223,14 +223,11 @@ class Raw:
                 )
                 for previous, count in previous_counts.items():
                     conn.execute(
-                        "INSERT INTO trend_hours (account, hour, channel, subscribed, "
-                        "unsubscribed, opt_ins, unsubscribes, resubscribes) "
-                        "VALUES (?, ?, 'sms', ?, ?, 0, ?, 0) "
-                        "ON CONFLICT (account, hour, channel) DO UPDATE SET "
-                        "subscribed = subscribed + excluded.subscribed, "
-                        "unsubscribed = unsubscribed + excluded.unsubscribed, "
-                        "unsubscribes = unsubscribes + excluded.unsubscribes",
-                        (ACCOUNT, hour, -count if previous == "subscribed" else 0, count, count),
+                        "INSERT INTO hourly_changes (account, hour, channel, previous_state, "
+                        "new_state, events) VALUES (?, ?, 'sms', ?, 'unsubscribed', ?) "
+                        "ON CONFLICT (account, hour, channel, previous_state, new_state) "
+                        "DO UPDATE SET events = events + excluded.events",
+                        (ACCOUNT, hour, previous, count),
                     )
                 changed += len(events)
             conn.execute("COMMIT")

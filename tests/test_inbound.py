@@ -173,6 +173,8 @@ def test_start_resubscribes_as_the_contacts_own_request() -> None:
     """START after STOP resubscribes the group, recorded as the contact's own act."""
     service = make_service()
     service.handle_inbound(reply("STOP", "SM1"))
+    assert isinstance(service.clock, FakeClock)
+    service.clock.advance(timedelta(minutes=1))
     result = service.handle_inbound(reply("Start", "SM2", received_at=T0 + timedelta(minutes=1)))
     assert result.outcome is InboundOutcome.OPTED_IN
     assert result.reply == ReplyTemplates().opt_in
@@ -191,6 +193,8 @@ def test_start_restores_only_channels_the_stop_took_away() -> None:
     service.opt_in(ADMIN, ["ann"], [MMS], evidence=EVIDENCE)
     service.handle_inbound(reply("STOP", "S1"))
     assert {service.state(ADMIN, "ann", ch) for ch in (SMS, MMS, RCS)} == {UNSUB}
+    assert isinstance(service.clock, FakeClock)
+    service.clock.advance(timedelta(minutes=1))
     result = service.handle_inbound(reply("UNSTOP", "S2", received_at=T0 + timedelta(minutes=1)))
     assert {ch for cid, ch in result.changed if cid == "ann"} == {SMS, MMS}
     assert service.state(ADMIN, "ann", RCS) is UNSUB

@@ -134,6 +134,10 @@ class InboundOutcome(enum.Enum):
     """A possible opt-out recorded for review; nothing changed."""
     NO_CONTACT = "no_contact"
     """An opt-in from an address that matches no contact: nothing to change."""
+    SUPERSEDED = "superseded"
+    """An opt-out the contact's own later word (a START or opt-in received after it) had already
+    answered for at least one pair, and that changed nothing: there is no reply, since an
+    unsubscribe confirmation would be untrue."""
     NOTHING_TO_UNDO = "nothing_to_undo"
     """An opt-in keyword that undid no opt-out of the sender's own (the pair was never subscribed,
     was unsubscribed by an admin or the system or from another address, or a later opt-out stands):

@@ -151,24 +151,7 @@ def _normalize_unicode(body: str) -> str:
 def _normalize_compatible(body: str) -> str:
     # The rest of _normalize_unicode, for a body already in NFKC.
     text = unicodedata.normalize("NFD", body.casefold())
-    # Characters are classified once per distinct character, not per occurrence, and ASCII ones by
-    # fixed sets, so a long body costs a few C-level passes plus a loop over its alphabet less the
-    # lowercase letters, digits and space.
-    replacements: list[tuple[str, str]] = []
-    edge_junk = [" "]
-    for char in set(text) - _ASCII_PLAIN:
-        if char in _ASCII_SPACE_LIKE:
-            replacements.append((char, " "))
-        elif char in _ASCII_EDGE_JUNK_CHARS:
-            edge_junk.append(char)
-        else:
-            category = unicodedata.category(char)
-            if category in _DROPPED_CATEGORIES:
-                replacements.append((char, ""))
-            elif category in _SPACE_CATEGORIES:
-                replacements.append((char, " "))
-            elif category in _EDGE_JUNK_CATEGORIES:
-                edge_junk.append(char)
+    replacements, edge_junk = _character_roles(text)
     # Every replacement is "" or an ASCII space, which is never replaced itself, so replacing one
     # character after the other gives what one str.translate pass gives.
     if len(replacements) <= _MAX_REPLACE_PASSES:
@@ -184,6 +167,35 @@ def _normalize_compatible(body: str) -> str:
         # NFC puts back what NFD split apart without being a mark (Hangul syllables), so the
         # normalised text still reads like the message.
         text = unicodedata.normalize("NFC", text)
+    return _strip_edges(text, edge_junk)
+
+
+def _character_roles(text: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """The replacements (dropped or read as a space) and the edge junk among *text*'s characters.
+
+    Characters are classified once per distinct character, not per occurrence, and ASCII ones by
+    fixed sets, so a long body costs a few C-level passes plus a loop over its alphabet less the
+    lowercase letters, digits and space.
+    """
+    replacements: list[tuple[str, str]] = []
+    edge_junk = [" "]
+    for char in set(text) - _ASCII_PLAIN:
+        if char in _ASCII_SPACE_LIKE:
+            replacements.append((char, " "))
+        elif char in _ASCII_EDGE_JUNK_CHARS:
+            edge_junk.append(char)
+        else:
+            category = unicodedata.category(char)
+            if category in _DROPPED_CATEGORIES:
+                replacements.append((char, ""))
+            elif category in _SPACE_CATEGORIES:
+                replacements.append((char, " "))
+            elif category in _EDGE_JUNK_CATEGORIES:
+                edge_junk.append(char)
+    return replacements, edge_junk
+
+
+def _strip_edges(text: str, edge_junk: list[str]) -> str:
     if len(edge_junk) <= _MAX_STRIP_CHARS:
         return text.strip("".join(edge_junk))
     junk = frozenset(edge_junk)

@@ -292,7 +292,7 @@ def test_migration_from_version_2_keys_inbound_by_channel(schema: str) -> None:
         versions = conn.execute(
             f'SELECT version FROM "{schema}".schema_migrations ORDER BY version'
         ).fetchall()
-    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)] == [(1,), (2,), (3,)]
+    assert versions == [(v,) for v in range(1, SCHEMA_VERSION + 1)] == [(1,), (2,), (3,), (4,)]
 
 
 def test_create_schema_false_requires_a_migrated_schema(schema: str) -> None:
@@ -1073,3 +1073,65 @@ def test_open_review_items_are_listed_from_their_partial_index(schema: str) -> N
             _analyze(schema, "review_items")
         store.close()
     assert failures == [], "\n".join(failures)
+
+
+# ---------------------------------------------------------------------- waits that time out
+#
+# A wait that timed out is a ConflictError in both SQL stores (retryable: the contention may be
+# gone on the next try), as SQLite's busy timeout is; see docs/storage-adapters.md.
+
+
+def test_an_exhausted_pool_is_a_conflict(schema: str) -> None:
+    """A call that waits longer than the pool's timeout for a connection, every one of them in
+    use, gets a ConflictError chained to the pool's timeout; once one is free it works."""
+    dsn = require_dsn()
+    with ConnectionPool(dsn, min_size=1, max_size=1, timeout=0.3, open=True) as pool:
+        store = PostgresStore(pool=pool, schema=schema)
+        _register(store, "a")
+        with store.transaction(ACCOUNT) as tx:
+            tx.lock_subscriptions(["a"], [SMS])
+            with pytest.raises(ConflictError, match="stayed in use") as caught:
+                store.get_state(ACCOUNT, "a", SMS)
+            assert type(caught.value.__cause__).__name__ == "PoolTimeout"
+        assert store.get_state(ACCOUNT, "a", SMS) is SubscriptionState.NEVER_SUBSCRIBED
+        store.close()
+
+
+def test_a_lock_timeout_is_a_conflict(schema: str) -> None:
+    """A writer whose row lock wait exceeds the session's lock_timeout (set by the host's pool)
+    gets a ConflictError, and nothing of its transaction is written."""
+    dsn = require_dsn()
+
+    def short_lock_waits(conn: psycopg.Connection[Any]) -> None:
+        conn.autocommit = True
+        conn.execute("SET lock_timeout = '200ms'")
+
+    with ConnectionPool(dsn, min_size=2, max_size=2, configure=short_lock_waits, open=True) as pool:
+        store = PostgresStore(pool=pool, schema=schema)
+        _register(store, "a", "b")
+        holding = threading.Event()
+        release = threading.Event()
+
+        def holder() -> None:
+            with store.transaction(ACCOUNT) as tx:
+                tx.lock_subscriptions(["a"], [SMS])
+                holding.set()
+                release.wait(10)
+
+        def blocked_writer() -> None:
+            with store.transaction(ACCOUNT) as tx:
+                tx.put_contacts([Contact(ACCOUNT, "c")])
+                tx.lock_subscriptions(["a"], [SMS])
+
+        thread = threading.Thread(target=holder)
+        thread.start()
+        try:
+            assert holding.wait(10)
+            with pytest.raises(ConflictError, match="lock_timeout") as caught:
+                blocked_writer()
+            assert isinstance(caught.value.__cause__, psycopg.errors.LockNotAvailable)
+        finally:
+            release.set()
+            thread.join(10)
+        assert store.get_contact(ACCOUNT, "c") is None
+        store.close()

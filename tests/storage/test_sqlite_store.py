@@ -120,7 +120,8 @@ def test_new_file_gets_the_schema_and_its_version(path: Path, store: SQLiteStore
     versions = [row[0] for row in conn.execute("SELECT version FROM schema_version")]
     assert versions == list(range(1, SCHEMA_VERSION + 1))
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"contacts", "subscriptions", "events", "trend_hours", "suppressions"} <= tables
+    assert {"contacts", "subscriptions", "events", "hourly_changes", "suppressions"} <= tables
+    assert "trend_hours" not in tables  # the roll-up of schema versions 1 to 3
     assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x436B6974
     conn.close()
 
@@ -296,6 +297,106 @@ def test_a_version_2_file_keeps_its_inbound_records_under_their_channel(tmp_path
     assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     conn.close()
     assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
+def _version_3_file(path: Path, history: list[tuple[str, str, str, datetime]]) -> None:
+    """A file as consentkit wrote it at schema version 3 (the released migrations, run as is),
+    holding the events of *history* (contact, previous state, new state, time) on SMS, the
+    subscriptions they leave and a row of the old roll-up table."""
+    conn = raw(path)
+    conn.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+        "applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    for number in (0, 1, 2):
+        for statement in _MIGRATIONS[number]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number + 1,))
+    for contact_id, previous, new, at in history:
+        conn.execute(
+            "INSERT INTO events (account, contact_id, channel, previous_state, new_state, "
+            "actor_kind, actor_id, source, occurred_at, recorded_at) "
+            "VALUES (?, ?, 'sms', ?, ?, 'admin', 'alice', 'api', ?, ?)",
+            (ACCOUNT, contact_id, previous, new, _micros(at), _micros(at)),
+        )
+        conn.execute(
+            "INSERT INTO subscriptions (account, contact_id, channel, state, version, updated_at, "
+            "changed_by, source) VALUES (?, ?, 'sms', ?, 1, ?, 'admin', 'api') "
+            "ON CONFLICT DO UPDATE SET state = excluded.state, version = version + 1, "
+            "updated_at = excluded.updated_at",
+            (ACCOUNT, contact_id, new, _micros(at)),
+        )
+    conn.execute("INSERT INTO trend_hours VALUES (?, 0, 'sms', 1, 0, 1, 0, 0)", (ACCOUNT,))
+    conn.close()
+
+
+def test_a_version_3_file_gets_the_shared_roll_up_rebuilt_from_its_events(tmp_path: Path) -> None:
+    """Opening a file of schema version 3 replaces the per-hour state deltas
+    (``trend_hours``) with the roll-up of both SQL stores (``hourly_changes``), rebuilt from the
+    events: totals and transition counts are those of the same history in the memory store, for
+    instants on and off the hour and before 1970, and stay so as the store writes on."""
+    sms = SMS
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    history = [
+        ("pre", "never_subscribed", "subscribed", epoch - timedelta(minutes=90)),
+        ("pre", "subscribed", "unsubscribed", epoch - timedelta(minutes=10)),
+        ("a", "never_subscribed", "subscribed", T0 + timedelta(minutes=10)),
+        ("b", "never_subscribed", "subscribed", T0 + timedelta(minutes=20)),
+        ("a", "subscribed", "unsubscribed", T0 + timedelta(minutes=70)),
+        ("b", "subscribed", "unsubscribed", T0 + timedelta(minutes=75)),
+        ("a", "unsubscribed", "subscribed", T0 + timedelta(hours=3, minutes=5)),
+    ]
+    path = tmp_path / "v3.db"
+    _version_3_file(path, history)
+    oracle = InMemoryStore()
+    versions: dict[str, int] = {}
+
+    def apply(target: Store, contact_id: str, previous: str, new: str, at: datetime) -> None:
+        with target.transaction(ACCOUNT) as tx:
+            tx.write_changes(
+                batch(SubscriptionState(new), occurred_at=at, recorded_at=at, evidence=None),
+                [
+                    PairChange(
+                        contact_id, sms, SubscriptionState(previous), versions.get(contact_id, 0)
+                    )
+                ],
+            )
+
+    for contact_id, previous, new, at in history:
+        apply(oracle, contact_id, previous, new, at)
+        versions[contact_id] = versions.get(contact_id, 0) + 1
+    instants = [
+        epoch - timedelta(hours=2),
+        epoch - timedelta(minutes=30),
+        epoch,
+        T0,
+        T0 + timedelta(minutes=15),
+        T0 + timedelta(hours=1),
+        T0 + timedelta(minutes=72),
+        T0 + timedelta(hours=5),
+    ]
+    with SQLiteStore(path) as store:
+        conn = raw(path)
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        versions_seen = [row[0] for row in conn.execute("SELECT version FROM schema_version")]
+        conn.close()
+        assert "hourly_changes" in tables
+        assert "trend_hours" not in tables
+        assert versions_seen == list(range(1, SCHEMA_VERSION + 1))
+        assert store.totals_at(ACCOUNT, instants) == oracle.totals_at(ACCOUNT, instants)
+        assert store.transition_counts(ACCOUNT, instants) == oracle.transition_counts(
+            ACCOUNT, instants
+        )
+        assert store.totals_at(ACCOUNT, [T0 + timedelta(hours=5)]) == [
+            {(sms, SubscriptionState.SUBSCRIBED): 1, (sms, SubscriptionState.UNSUBSCRIBED): 2}
+        ]
+        later = T0 + timedelta(hours=3, minutes=30)
+        for target in (store, oracle):
+            apply(target, "b", "unsubscribed", "subscribed", later)
+        assert store.totals_at(ACCOUNT, instants) == oracle.totals_at(ACCOUNT, instants)
+        assert store.transition_counts(ACCOUNT, instants) == oracle.transition_counts(
+            ACCOUNT, instants
+        )
 
 
 def test_threads_opening_a_fresh_file_at_once_migrate_it_once(tmp_path: Path) -> None:
@@ -535,7 +636,8 @@ def test_stale_version_conflict_names_the_pair(store: SQLiteStore) -> None:
 
 def test_a_locked_database_is_a_conflict_after_the_busy_timeout(path: Path) -> None:
     """A writer that cannot get the lock within busy_timeout gets a ConflictError saying so,
-    while reads still see the committed state (WAL)."""
+    while reads still see the committed state (WAL); a wait that timed out is retryable in both
+    SQL stores (docs/storage-adapters.md)."""
     with SQLiteStore(path, busy_timeout=0.2) as made:
         service = ConsentService(made, clock=FakeClock(T0))
         service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "a")])
@@ -550,6 +652,39 @@ def test_a_locked_database_is_a_conflict_after_the_busy_timeout(path: Path) -> N
             blocker.execute("ROLLBACK")
             blocker.close()
         assert service.opt_in(ADMIN, "a", SMS, evidence=EVIDENCE).changed_count == 1
+
+
+def test_a_writer_queued_behind_another_thread_is_a_conflict_after_the_busy_timeout(
+    path: Path,
+) -> None:
+    """A writer that waits longer than busy_timeout for another thread of the process (the
+    store's own queue, before SQLite's lock) gets a ConflictError too: a wait that timed out is
+    retryable in both SQL stores (docs/storage-adapters.md)."""
+    with SQLiteStore(path, busy_timeout=0.2) as made:
+        holding = threading.Event()
+        release = threading.Event()
+
+        def holder() -> None:
+            with made.transaction(ACCOUNT) as tx:
+                tx.put_contacts([Contact(ACCOUNT, "a")])
+                holding.set()
+                release.wait(10)
+
+        def blocked_writer() -> None:
+            with made.transaction(ACCOUNT) as tx:
+                tx.put_contacts([Contact(ACCOUNT, "b")])
+
+        thread = threading.Thread(target=holder)
+        thread.start()
+        try:
+            assert holding.wait(10)
+            with pytest.raises(ConflictError, match="other threads kept"):
+                blocked_writer()
+        finally:
+            release.set()
+            thread.join(10)
+        assert made.get_contact(ACCOUNT, "b") is None
+        assert made.get_contact(ACCOUNT, "a") == Contact(ACCOUNT, "a")
 
 
 def test_transactions_do_not_nest(store: SQLiteStore) -> None:
@@ -694,7 +829,8 @@ def test_suppressions_store_the_active_flag_and_the_latest_word(
     path: Path, store: SQLiteStore
 ) -> None:
     """put_suppressions keeps one row per (address, channel): the latest word replaces it in
-    place (also within one call, whatever the order), an earlier or equal one is ignored."""
+    place (also within one call, whatever the order), an earlier one is ignored, and at the same
+    instant an opt-out replaces a withdrawal but not the reverse."""
     key = "phone:+14155550100"
     stop = Suppression(ACCOUNT, key, SMS, T0, Source.INBOUND_KEYWORD, "m1")
     start = Suppression(
@@ -709,9 +845,11 @@ def test_suppressions_store_the_active_flag_and_the_latest_word(
         "FROM suppressions"
     ).fetchall()
     conn.close()
-    assert rows == [(key, "sms", _micros(start.occurred_at), "inbound_keyword", "m2", 0)]
+    assert rows == [(key, "sms", _micros(start.occurred_at), "carrier", None, 1)]
     with store.transaction(ACCOUNT) as tx:
-        assert tx.get_suppressions([key]) == [start]
+        assert tx.get_suppressions([key]) == [same_time]
+        tx.put_suppressions([start])
+        assert tx.get_suppressions([key]) == [same_time]
 
 
 def _review_item(message_id: str, at: datetime, **fields: object) -> ReviewItem:

@@ -6,6 +6,8 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
+import attrs
+
 from consentkit.channels import (
     Channel,
 )
@@ -26,6 +28,35 @@ from consentkit.service._arguments import check_actor, check_flag, contact_ids_o
 from consentkit.service._core import ServiceCore
 from consentkit.service._engine import ChangeRequest
 from consentkit.service._results import ChangeResult
+
+
+@attrs.frozen
+class Asked:
+    """What one change call asks for, as its public method received it.
+
+    Attributes:
+        target: the state the pairs move to.
+        op: the operation (see :class:`~consentkit.service._engine.ChangeRequest`).
+        source: where the request comes from.
+        justification: for resubscriptions.
+        evidence: for opt-ins.
+        reason: a reason code.
+        occurred_at: when it happened; None for now.
+        partial: report refused pairs instead of raising.
+        details: list the changed and unchanged pairs.
+        expected_version: the inbox toggle's optimistic-concurrency check.
+    """
+
+    target: SubscriptionState
+    op: Transition | None
+    source: Source
+    justification: Justification | None = None
+    evidence: Evidence | None = None
+    reason: str | None = None
+    occurred_at: datetime | None = None
+    partial: bool = False
+    details: bool = True
+    expected_version: int | None = None
 
 
 class ChangesMixin(ServiceCore):
@@ -53,13 +84,15 @@ class ChangesMixin(ServiceCore):
             actor,
             contact_ids,
             channels,
-            SubscriptionState.SUBSCRIBED,
-            op=Transition.OPT_IN,
-            source=source,
-            evidence=evidence,
-            occurred_at=occurred_at,
-            partial=partial,
-            details=details,
+            Asked(
+                SubscriptionState.SUBSCRIBED,
+                op=Transition.OPT_IN,
+                source=source,
+                evidence=evidence,
+                occurred_at=occurred_at,
+                partial=partial,
+                details=details,
+            ),
         )
 
     def unsubscribe(
@@ -87,13 +120,15 @@ class ChangesMixin(ServiceCore):
             actor,
             contact_ids,
             channels,
-            SubscriptionState.UNSUBSCRIBED,
-            op=Transition.UNSUBSCRIBE,
-            source=source,
-            reason=validate_reason_code(reason),
-            occurred_at=occurred_at,
-            partial=partial,
-            details=details,
+            Asked(
+                SubscriptionState.UNSUBSCRIBED,
+                op=Transition.UNSUBSCRIBE,
+                source=source,
+                reason=validate_reason_code(reason),
+                occurred_at=occurred_at,
+                partial=partial,
+                details=details,
+            ),
         )
 
     def resubscribe(
@@ -122,13 +157,15 @@ class ChangesMixin(ServiceCore):
             actor,
             contact_ids,
             channels,
-            SubscriptionState.SUBSCRIBED,
-            op=Transition.RESUBSCRIBE,
-            source=source,
-            justification=justification,
-            occurred_at=occurred_at,
-            partial=partial,
-            details=details,
+            Asked(
+                SubscriptionState.SUBSCRIBED,
+                op=Transition.RESUBSCRIBE,
+                source=source,
+                justification=justification,
+                occurred_at=occurred_at,
+                partial=partial,
+                details=details,
+            ),
         )
 
     def set_subscribed(
@@ -166,13 +203,15 @@ class ChangesMixin(ServiceCore):
             actor,
             [contact_id],
             (channel_,),
-            target,
-            op=None,
-            source=source,
-            justification=justification,
-            evidence=evidence,
-            occurred_at=occurred_at,
-            expected_version=expected_version,
+            Asked(
+                target,
+                op=None,
+                source=source,
+                justification=justification,
+                evidence=evidence,
+                occurred_at=occurred_at,
+                expected_version=expected_version,
+            ),
         )
 
     def _apply(
@@ -180,18 +219,9 @@ class ChangesMixin(ServiceCore):
         actor: Actor,
         contact_ids: Iterable[str] | str,
         channels: Iterable[Channel | str] | Channel | str,
-        target: SubscriptionState,
-        *,
-        op: Transition | None,
-        source: Source,
-        justification: Justification | None = None,
-        evidence: Evidence | None = None,
-        reason: str | None = None,
-        occurred_at: datetime | None = None,
-        partial: bool = False,
-        details: bool = True,
-        expected_version: int | None = None,
+        asked: Asked,
     ) -> ChangeResult:
+        source, evidence, justification = asked.source, asked.evidence, asked.justification
         check_actor(actor)
         if not isinstance(source, Source):
             raise ValidationError("source", f"expected a Source, got {source!r}")
@@ -204,10 +234,11 @@ class ChangesMixin(ServiceCore):
                 "justification",
                 f"expected a Justification or None, got {type(justification).__name__}",
             )
-        check_flag("partial", partial)
-        check_flag("details", details)
+        check_flag("partial", asked.partial)
+        check_flag("details", asked.details)
         chosen = self._channels(channels)
         ids = contact_ids_of(contact_ids)
+        occurred_at = asked.occurred_at
         if occurred_at is not None:
             ensure_aware("occurred_at", occurred_at)
         with self.store.transaction(actor.account) as tx:
@@ -217,18 +248,18 @@ class ChangesMixin(ServiceCore):
             request = ChangeRequest(
                 actor=actor,
                 channels=chosen,
-                target=target,
-                op=op,
+                target=asked.target,
+                op=asked.op,
                 source=source,
                 justification=justification,
                 evidence=evidence,
-                reason=reason,
+                reason=asked.reason,
                 occurred_at=self._occurred("occurred_at", occurred_at, now),
                 now=now,
                 batch_id=uuid.uuid4().hex,
-                partial=partial,
-                details=details,
-                expected_version=expected_version,
+                partial=asked.partial,
+                details=asked.details,
+                expected_version=asked.expected_version,
                 timing="exact" if occurred_at is not None else "clock",
             )
             return self._apply_in_tx(tx, request, ids)

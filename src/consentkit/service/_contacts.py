@@ -97,17 +97,23 @@ class ContactsMixin(ServiceCore):
                 # or writing the address index: an inbound message from one of them waits.
                 joined: dict[str, frozenset[str]] = {}
                 touched: set[str] = set()
+                departures: list[tuple[str, str]] = []
                 for cid, contact in by_id.items():
                     old = before.get(cid)
                     old_keys = frozenset() if old is None else old.address_keys()
                     new_keys = contact.address_keys()
                     joined[cid] = new_keys - old_keys
                     touched |= new_keys ^ old_keys
+                    departures.extend((key, cid) for key in sorted(old_keys - new_keys))
                 if touched:
                     tx.lock_addresses(sorted(touched))
                 created += len(by_id) - len(before)
                 updated += len(before)
                 tx.put_contacts(list(by_id.values()))
+                if departures:
+                    # A STOP sent from a departing address before now, but delivered later,
+                    # still reaches the contact that had it (see handle_inbound).
+                    tx.record_address_departures(departures, now)
                 suppressed.extend(self._apply_suppressions(tx, account, joined, now))
                 unreachable.extend(self._unreachable(tx, before, by_id))
         return ContactsResult(

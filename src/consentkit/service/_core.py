@@ -105,7 +105,10 @@ class ServiceCore:
             raise ValidationError(
                 field, f"{occurred_at.isoformat()} is in the future; pass when it happened"
             )
-        return occurred_at
+        # A time a little ahead of this clock is another clock's skew: nothing can have happened
+        # after it was received, so it counts as now.  Kept as given, it would outrank changes
+        # made in the next minutes (a skewed START would swallow a real STOP).
+        return min(occurred_at, now)
 
     def _read_scope(self, actor: Actor) -> str:
         check_actor(actor)

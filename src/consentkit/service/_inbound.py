@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+
+import attrs
 
 from consentkit.channels import (
     Channel,
@@ -20,15 +22,17 @@ from consentkit.inbound import (
     InboundResult,
     PossibleOptOutAction,
 )
-from consentkit.keywords import Classification
+from consentkit.keywords import Classification, KeywordMatch
 from consentkit.model import (
     Actor,
     Evidence,
     Source,
+    Subscription,
     SubscriptionState,
     Suppression,
     Transition,
     address_key,
+    normalize_address,
 )
 from consentkit.review import (
     MAX_REVIEW_TEXT,
@@ -69,7 +73,7 @@ class InboundMixin(ServiceCore):
         """
         if not isinstance(message, InboundMessage):
             raise ValidationError("message", f"expected an InboundMessage, got {message!r}")
-        self.channels.resolve(message.channel, "message.channel")
+        message = self._known_channel(message)
         settings = self.settings_for(message.account).inbound
         match = settings.matcher_for(message.channel).classify(message.body)
         digest = hashlib.sha256(message.body.encode("utf-8", "surrogatepass")).hexdigest()
@@ -79,9 +83,7 @@ class InboundMixin(ServiceCore):
                 with self.store.transaction(message.account) as tx:
                     record = tx.get_inbound(message.channel, message.message_id)
                     if record is None:
-                        result = self._handle_inbound_in_tx(
-                            tx, message, match.classification, match.keyword
-                        )
+                        result = self._handle_inbound_in_tx(tx, message, match)
                         tx.put_inbound(
                             InboundRecord(
                                 message.channel, message.message_id, digest, result.to_json()
@@ -97,231 +99,280 @@ class InboundMixin(ServiceCore):
         assert last_conflict is not None
         raise last_conflict
 
+    def _known_channel(self, message: InboundMessage) -> InboundMessage:
+        """The message on the service's own channel of that key, its sender normalised for it (a
+        custom phone-addressed channel given by key gets an E.164 sender)."""
+        ch = self.channels.resolve(message.channel.key, "message.channel")
+        if ch.address_kind is message.channel.address_kind:
+            return message if ch is message.channel else attrs.evolve(message, channel=ch)
+        return attrs.evolve(
+            message,
+            channel=ch,
+            sender=normalize_address(ch, message.sender, "sender"),
+        )
+
     def _handle_inbound_in_tx(
-        self,
-        tx: StoreTransaction,
-        message: InboundMessage,
-        classification: Classification,
-        keyword: str | None,
+        self, tx: StoreTransaction, message: InboundMessage, match: KeywordMatch
     ) -> InboundResult:
-        account = message.account
-        account_settings = self.settings_for(account)
+        account_settings = self.settings_for(message.account)
         settings = account_settings.inbound
         now = self._now()
-        received = self._occurred("received_at", message.received_at, now)
         key = address_key(message.channel, message.sender)
         # Locked before anything is read by address: a registration of this address waits, or
         # is waited for, so a STOP and the contact it concerns always meet.
         tx.lock_addresses([key])
-        contact_ids = tuple(tx.find_contacts_by_address([key]).get(key, []))
-        channels = self._scope(settings, message.channel)
-        batch_id = uuid.uuid4().hex
-        changed: list[tuple[str, Channel]] = []
-        outcome = InboundOutcome.NONE
-        reply: str | None = None
-        honor_by: datetime | None = None
-        review_item: str | None = None
+        received = self._occurred("received_at", message.received_at, now)
+        # The contacts that have the address now, and those that had it when the message was
+        # received: a late STOP reaches the contact that sent it, even after an address edit.
+        contact_ids = set(tx.find_contacts_by_address([key]).get(key, []))
+        contact_ids.update(tx.contacts_that_left(key, received))
+        delivery = Delivery(
+            message=message,
+            key=key,
+            channels=self._scope(settings, message.channel),
+            contact_ids=tuple(sorted(contact_ids)),
+            received=received,
+            now=now,
+            batch_id=uuid.uuid4().hex,
+        )
+        classification = match.classification
         opt_out = classification is Classification.OPT_OUT or (
             classification is Classification.POSSIBLE_OPT_OUT
             and settings.possible_opt_out is PossibleOptOutAction.APPLY
         )
         if opt_out or classification is Classification.OPT_IN:
-            record_last_word(
-                tx, account, key, channels=channels, received=received,
-                message_id=message.message_id, opt_out=opt_out,
-            )
-        if opt_out:
+            record_last_word(tx, delivery, opt_out=opt_out)
+        if opt_out or classification is Classification.POSSIBLE_OPT_OUT:
             honor_by = settings.honor_by(message.channel, received, account_settings.timezone)
-            reply = settings.templates.opt_out
-            outcome = InboundOutcome.OPTED_OUT if contact_ids else InboundOutcome.SUPPRESSED
-            reason = (
-                "stop_keyword" if classification is Classification.OPT_OUT else "possible_opt_out"
-            )
-            for cid in contact_ids:
-                changed.extend(
-                    self._apply_in_tx(
-                        tx,
-                        opt_out_request(
-                            account, cid, channels=channels, key=key, received=received,
-                            now=now, batch_id=batch_id, message_id=message.message_id,
-                            reason=reason,
-                        ),
-                        [cid],
-                    ).changed
-                )
-        elif classification is Classification.POSSIBLE_OPT_OUT:
-            outcome = InboundOutcome.NEEDS_REVIEW
-            honor_by = settings.honor_by(message.channel, received, account_settings.timezone)
-            review_item = review_item_id(message.channel, message.message_id)
-            tx.put_review_item(
-                ReviewItem(
-                    account=account,
-                    id=review_item,
-                    kind=ReviewKind.POSSIBLE_OPT_OUT,
-                    channel=message.channel,
-                    message_id=message.message_id,
-                    sender=message.sender,
-                    text=message.body[:MAX_REVIEW_TEXT],
-                    contact_ids=contact_ids,
-                    received_at=received,
+            if not opt_out:
+                item = self._queue_for_review(tx, delivery, honor_by)
+                return attrs.evolve(
+                    delivery.result(match, InboundOutcome.NEEDS_REVIEW, []),
                     honor_by=honor_by,
+                    review_item=item,
                 )
+            reason = "stop_keyword" if classification is Classification.OPT_OUT else (
+                "possible_opt_out"
             )
-        elif classification is Classification.OPT_IN:
-            for cid in contact_ids:
-                changed.extend(
-                    self._apply_in_tx(tx, ChangeRequest(
-                        actor=Actor.contact(account, cid),
-                        channels=channels,
-                        target=SubscriptionState.SUBSCRIBED,
-                        source=Source.INBOUND_KEYWORD,
-                        reason="start_keyword",
-                        occurred_at=received,
-                        now=now,
-                        batch_id=batch_id,
-                        inbound_message_id=message.message_id,
-                        # START undoes only the contact's own opt-out from this address, and
-                        # only when nothing happened to the pair since the START was received.
-                        keep=lambda sub: undone_by_start(sub, key, received),
-                        known_contacts=True,
-                    ), [cid]).changed
-                )
-            programme = settings.programme
-            if programme is not None and keyword in programme.keywords:
-                changed.extend(
-                    self._programme_opt_in(
-                        tx, message, contact_ids, received=received, now=now, batch_id=batch_id
-                    )
-                )
-            if changed:
-                outcome = InboundOutcome.OPTED_IN
-                reply = settings.templates.opt_in
-            elif contact_ids:
-                outcome = InboundOutcome.NOTHING_TO_UNDO
-            else:
-                outcome = InboundOutcome.NO_CONTACT
-        elif classification is Classification.HELP:
-            outcome = InboundOutcome.HELP
-            reply = settings.templates.help
-        return InboundResult(
-            account=account,
-            message_id=message.message_id,
-            channel=message.channel,
-            sender=message.sender,
-            classification=classification,
-            keyword=keyword,
-            outcome=outcome,
-            contact_ids=contact_ids,
-            channels=channels,
-            changed=tuple(changed),
-            reply=reply,
-            honor_by=honor_by,
-            received_at=received,
-            batch_id=batch_id if changed else None,
-            review_item=review_item,
-        )
+            changed, superseded = self._opt_out(tx, delivery, reason)
+            outcome = (
+                InboundOutcome.SUPPRESSED
+                if not delivery.contact_ids
+                else InboundOutcome.SUPERSEDED
+                if superseded and not changed
+                else InboundOutcome.OPTED_OUT
+            )
+            return attrs.evolve(
+                delivery.result(match, outcome, changed),
+                reply=None if outcome is InboundOutcome.SUPERSEDED else settings.templates.opt_out,
+                honor_by=honor_by,
+            )
+        if classification is Classification.OPT_IN:
+            changed = self._opt_in(tx, delivery, match.keyword)
+            outcome = (
+                InboundOutcome.OPTED_IN
+                if changed
+                else InboundOutcome.NOTHING_TO_UNDO
+                if delivery.contact_ids
+                else InboundOutcome.NO_CONTACT
+            )
+            return attrs.evolve(
+                delivery.result(match, outcome, changed),
+                reply=settings.templates.opt_in if changed else None,
+            )
+        if classification is Classification.HELP:
+            return attrs.evolve(
+                delivery.result(match, InboundOutcome.HELP, []), reply=settings.templates.help
+            )
+        return delivery.result(match, InboundOutcome.NONE, [])
 
-    def _programme_opt_in(
-        self,
-        tx: StoreTransaction,
-        message: InboundMessage,
-        contact_ids: Sequence[str],
-        *,
-        received: datetime,
-        now: datetime,
-        batch_id: str,
-    ) -> list[tuple[str, Channel]]:
-        """Subscribe the never-subscribed pairs of the channel a programme keyword came on, with
-        the programme's wording as the evidence."""
-        programme = self.settings_for(message.account).inbound.programme
-        assert programme is not None
-        evidence = Evidence(
-            method="keyword",
-            wording=programme.wording,
-            wording_version=programme.wording_version,
-            location=f"{message.channel.key}:{message.sender}",
-            captured_at=received,
-            reference=message.message_id,
-        )
+    def _opt_out(
+        self, tx: StoreTransaction, delivery: Delivery, reason: str
+    ) -> tuple[list[tuple[str, Channel]], int]:
+        """Apply an opt-out to every contact with the address; returns the pairs changed and the
+        number of pairs the contact's own later word had already answered."""
         changed: list[tuple[str, Channel]] = []
-        for cid in contact_ids:
-            request = ChangeRequest(
-                actor=Actor.contact(message.account, cid),
-                channels=(message.channel,),
+        superseded = 0
+        for cid in delivery.contact_ids:
+            request = opt_out_request(delivery, cid, reason)
+            result = self._apply_in_tx(tx, request, [cid])
+            changed.extend((p.contact_id, p.channel) for p in result.changed)
+            superseded += (
+                len(delivery.channels)
+                - len(result.changed)
+                - result.unchanged_count
+                - len(result.skipped)
+            )
+        return changed, superseded
+
+    def _opt_in(
+        self, tx: StoreTransaction, delivery: Delivery, keyword: str | None
+    ) -> list[tuple[str, Channel]]:
+        """START (or a programme keyword): undo the contacts' own STOPs from this address, and
+        for a programme keyword also opt in never-subscribed pairs of the channel."""
+        changed: list[tuple[str, Channel]] = []
+        received, key = delivery.received, delivery.key
+        for cid in delivery.contact_ids:
+            request = delivery.request(
+                cid,
                 target=SubscriptionState.SUBSCRIBED,
-                op=Transition.OPT_IN,
-                source=Source.INBOUND_KEYWORD,
-                reason="keyword_opt_in",
-                evidence=evidence,
-                occurred_at=received,
-                now=now,
-                batch_id=batch_id,
-                inbound_message_id=message.message_id,
-                keep=lambda sub: sub is None,
-                known_contacts=True,
+                reason="start_keyword",
+                # START undoes only the contact's own opt-out from this address, and only when
+                # nothing happened to the pair since the START was received.
+                keep=lambda sub: undone_by_start(sub, key, received),
             )
             result = self._apply_in_tx(tx, request, [cid])
             changed.extend((p.contact_id, p.channel) for p in result.changed)
+        programme = self.settings_for(delivery.message.account).inbound.programme
+        if programme is not None and keyword in programme.keywords:
+            evidence = Evidence(
+                method="keyword",
+                wording=programme.wording,
+                wording_version=programme.wording_version,
+                location=f"{delivery.message.channel.key}:{delivery.message.sender}",
+                captured_at=received,
+                reference=delivery.message.message_id,
+            )
+            for cid in delivery.contact_ids:
+                request = attrs.evolve(
+                    delivery.request(
+                        cid,
+                        target=SubscriptionState.SUBSCRIBED,
+                        reason="keyword_opt_in",
+                        keep=lambda sub: sub is None,
+                    ),
+                    channels=(delivery.message.channel,),
+                    op=Transition.OPT_IN,
+                    evidence=evidence,
+                )
+                result = self._apply_in_tx(tx, request, [cid])
+                changed.extend((p.contact_id, p.channel) for p in result.changed)
         return changed
 
+    def _queue_for_review(
+        self, tx: StoreTransaction, delivery: Delivery, honor_by: datetime
+    ) -> str:
+        message = delivery.message
+        item_id = review_item_id(message.channel, message.message_id)
+        tx.put_review_item(
+            ReviewItem(
+                account=message.account,
+                id=item_id,
+                kind=ReviewKind.POSSIBLE_OPT_OUT,
+                channel=message.channel,
+                message_id=message.message_id,
+                sender=message.sender,
+                text=message.body[:MAX_REVIEW_TEXT],
+                contact_ids=delivery.contact_ids,
+                received_at=delivery.received,
+                honor_by=honor_by,
+            )
+        )
+        return item_id
 
-def record_last_word(
-    tx: StoreTransaction,
-    account: str,
-    key: str,
-    *,
-    channels: Sequence[Channel],
-    received: datetime,
-    message_id: str,
-    opt_out: bool,
-) -> None:
+
+@attrs.frozen
+class Delivery:
+    """One inbound message as the service handles it.
+
+    Attributes:
+        message: the message (on the service's own channel).
+        key: the sender's address key.
+        channels: the channels an opt-out from it covers, its own first.
+        contact_ids: the contacts with the sender's address.
+        received: when it was received (never later than *now*).
+        now: the clock reading under the write lock.
+        batch_id: shared by every event it writes.
+    """
+
+    message: InboundMessage
+    key: str
+    channels: tuple[Channel, ...]
+    contact_ids: tuple[str, ...]
+    received: datetime
+    now: datetime
+    batch_id: str
+
+    def request(
+        self,
+        contact_id: str,
+        *,
+        target: SubscriptionState,
+        reason: str,
+        keep: Callable[[Subscription | None], bool],
+    ) -> ChangeRequest:
+        """A change of one contact's pairs on :attr:`channels`, as the contact's own act."""
+        return ChangeRequest(
+            actor=Actor.contact(self.message.account, contact_id),
+            channels=self.channels,
+            target=target,
+            source=Source.INBOUND_KEYWORD,
+            reason=reason,
+            occurred_at=self.received,
+            now=self.now,
+            batch_id=self.batch_id,
+            inbound_message_id=self.message.message_id,
+            keep=keep,
+            known_contacts=True,  # found by address in this transaction
+        )
+
+    def result(
+        self, match: KeywordMatch, outcome: InboundOutcome, changed: Sequence[tuple[str, Channel]]
+    ) -> InboundResult:
+        """What handling the message did (no reply, deadline or review item: add them with
+        :func:`attrs.evolve`)."""
+        message = self.message
+        return InboundResult(
+            account=message.account,
+            message_id=message.message_id,
+            channel=message.channel,
+            sender=message.sender,
+            classification=match.classification,
+            keyword=match.keyword,
+            outcome=outcome,
+            contact_ids=self.contact_ids,
+            channels=self.channels,
+            changed=tuple(changed),
+            reply=None,
+            honor_by=None,
+            received_at=self.received,
+            batch_id=self.batch_id if changed else None,
+        )
+
+
+def record_last_word(tx: StoreTransaction, delivery: Delivery, *, opt_out: bool) -> None:
     """Record an address's STOP (or its withdrawal by START), whether or not a contact has it."""
     tx.put_suppressions(
         [
             Suppression(
-                account=account,
-                address_key=key,
+                account=delivery.message.account,
+                address_key=delivery.key,
                 channel=ch,
-                occurred_at=received,
+                occurred_at=delivery.received,
                 source=Source.INBOUND_KEYWORD,
-                inbound_message_id=message_id,
+                inbound_message_id=delivery.message.message_id,
                 active=opt_out,
             )
-            for ch in channels
+            for ch in delivery.channels
         ]
     )
 
 
-def opt_out_request(
-    account: str,
-    contact_id: str,
-    *,
-    channels: tuple[Channel, ...],
-    key: str,
-    received: datetime,
-    now: datetime,
-    batch_id: str,
-    message_id: str,
-    reason: str,
-) -> ChangeRequest:
-    """The change an opt-out sent from address *key* makes for one contact with the address."""
-    return ChangeRequest(
-        actor=Actor.contact(account, contact_id),
-        channels=channels,
-        target=SubscriptionState.UNSUBSCRIBED,
+def opt_out_request(delivery: Delivery, contact_id: str, reason: str) -> ChangeRequest:
+    """The change an opt-out from the delivery's address makes for one contact with it."""
+    received = delivery.received
+    return attrs.evolve(
+        delivery.request(
+            contact_id,
+            target=SubscriptionState.UNSUBSCRIBED,
+            reason=reason,
+            # A STOP is honoured however late, after the pair's last change, unless the
+            # contact's own later word already answered it.
+            keep=lambda sub: not answered_later(sub, received),
+        ),
         op=Transition.UNSUBSCRIBE,
-        source=Source.INBOUND_KEYWORD,
-        reason=reason,
-        occurred_at=received,
-        now=now,
-        batch_id=batch_id,
-        inbound_message_id=message_id,
-        via=key,
-        # A STOP is honoured however late, after the pair's last change, unless the contact's own
-        # later word already answered it.
+        via=delivery.key,
         timing="last_change",
-        keep=lambda sub: not answered_later(sub, received),
-        known_contacts=True,  # found by address in this transaction
     )
 
 

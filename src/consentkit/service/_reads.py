@@ -18,8 +18,10 @@ from consentkit.model import (
     Source,
     Subscription,
     SubscriptionState,
+    validate_id,
     validate_reason_code,
 )
+from consentkit.service._arguments import contact_ids_of
 from consentkit.service._core import ServiceCore
 from consentkit.service._results import Page, check_limit, decode_cursor, page_of
 from consentkit.storage.base import (
@@ -94,9 +96,11 @@ class ReadsMixin(ServiceCore):
         Ids that are not contacts of the account are simply not in the result.
         """
         account = self._account_scope(actor, "filter the audience of the account")
-        if isinstance(contact_ids, str):
-            contact_ids = [contact_ids]
-        return self.store.subscribed_among(account, self.channels.resolve(channel_), contact_ids)
+        ch = self.channels.resolve(channel_)
+        ids = contact_ids_of(contact_ids)
+        return self.store.subscribed_among(
+            account, ch, (validate_id("contact_ids", cid) for cid in ids)
+        )
 
     def list_subscriptions(
         self,
@@ -149,9 +153,24 @@ class ReadsMixin(ServiceCore):
         """Every event of the account in append order, streamed a page at a time.
 
         Pass the ``sequence`` of the last event you saw as *after* to resume.
+
+        Raises:
+            ValidationError: *after* is not a sequence number, or *page_size* is out of range
+                (raised by the call itself, before the first event is read).
         """
         account = self._account_scope(actor, "read the account's audit log, only their history")
         page_size = check_limit(page_size)
+        if after is not None and (
+            isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**63
+        ):
+            raise ValidationError(
+                "after", f"expected the sequence number of an event (an int >= 0), got {after!r}"
+            )
+        return self._audit_pages(account, after, page_size)
+
+    def _audit_pages(
+        self, account: str, after: int | None, page_size: int
+    ) -> Iterator[ConsentEvent]:
         position = after
         while True:
             page = list(self.store.events(account, after=position, limit=page_size))

@@ -11,6 +11,7 @@ from consentkit.errors import (
     ConflictError,
     ValidationError,
 )
+from consentkit.inbound import InboundMessage
 from consentkit.model import (
     Actor,
     address_key,
@@ -25,7 +26,7 @@ from consentkit.review import (
 )
 from consentkit.service._arguments import check_actor, check_flag
 from consentkit.service._core import ServiceCore
-from consentkit.service._inbound import opt_out_request, record_last_word
+from consentkit.service._inbound import Delivery, opt_out_request, record_last_word
 from consentkit.service._results import (
     Page,
     PairRef,
@@ -121,23 +122,24 @@ class ReviewMixin(ServiceCore):
     def _apply_reviewed_opt_out(
         self, tx: StoreTransaction, item: ReviewItem, now: datetime
     ) -> list[PairRef]:
-        account = item.account
         key = address_key(item.channel, item.sender)
         tx.lock_addresses([key])
-        channels = self._scope(self.settings_for(account).inbound, item.channel)
-        record_last_word(
-            tx, account, key, channels=channels, received=item.received_at,
-            message_id=item.message_id, opt_out=True,
-        )
-        batch_id = uuid.uuid4().hex
         present = set(item.contact_ids) - set(tx.missing_contacts(list(item.contact_ids)))
+        delivery = Delivery(
+            message=InboundMessage(
+                item.account, item.channel, item.sender, item.text, item.message_id,
+                item.received_at,
+            ),
+            key=key,
+            channels=self._scope(self.settings_for(item.account).inbound, item.channel),
+            contact_ids=tuple(cid for cid in item.contact_ids if cid in present),
+            received=item.received_at,
+            now=now,
+            batch_id=uuid.uuid4().hex,
+        )
+        record_last_word(tx, delivery, opt_out=True)
         changed: list[PairRef] = []
-        for cid in item.contact_ids:
-            if cid in present:
-                request = opt_out_request(
-                    account, cid, channels=channels, key=key, received=item.received_at,
-                    now=now, batch_id=batch_id, message_id=item.message_id,
-                    reason="possible_opt_out",
-                )
-                changed.extend(self._apply_in_tx(tx, request, [cid]).changed)
+        for cid in delivery.contact_ids:
+            request = opt_out_request(delivery, cid, "possible_opt_out")
+            changed.extend(self._apply_in_tx(tx, request, [cid]).changed)
         return changed

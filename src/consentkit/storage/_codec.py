@@ -5,14 +5,35 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
-from consentkit.model import ActorKind, Evidence, ResubscribeReason, Source, SubscriptionState
+from consentkit.model import (
+    ActorKind,
+    Evidence,
+    OptOutOrigin,
+    ResubscribeReason,
+    Source,
+    SubscriptionState,
+)
+from consentkit.review import ReviewDecision, ReviewKind
 
-__all__ = ["KINDS", "REASONS", "SOURCES", "STATES", "evidence_document", "evidence_from_document"]
+__all__ = [
+    "DECISIONS",
+    "KINDS",
+    "ORIGINS",
+    "REASONS",
+    "REVIEW_KINDS",
+    "SOURCES",
+    "STATES",
+    "evidence_document",
+    "evidence_from_document",
+]
 
 STATES: Final = {s.value: s for s in SubscriptionState}
 KINDS: Final = {k.value: k for k in ActorKind}
 SOURCES: Final = {s.value: s for s in Source}
 REASONS: Final = {r.value: r for r in ResubscribeReason}
+ORIGINS: Final = {o.value: o for o in OptOutOrigin}
+REVIEW_KINDS: Final = {k.value: k for k in ReviewKind}
+DECISIONS: Final = {d.value: d for d in ReviewDecision}
 
 
 def evidence_document(evidence: Evidence) -> dict[str, Any]:

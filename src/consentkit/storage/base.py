@@ -258,6 +258,19 @@ class StoreTransaction(Protocol):
         """
         ...
 
+    def record_address_departures(
+        self, departures: Sequence[tuple[str, str]], at: datetime
+    ) -> None:
+        """Remember that each ``(address key, contact id)`` of *departures* stopped being the
+        contact's address at *at* (an address edit), so a message the address sent before that
+        can still be matched to the contact that had it then."""
+        ...
+
+    def contacts_that_left(self, address_key: str, since: datetime) -> list[str]:
+        """The contact ids that had *address_key* at *since* and lost it later (departures at or
+        after *since*), sorted; a contact that has it again is included too."""
+        ...
+
     def find_contacts_by_address(self, address_keys: Sequence[str]) -> dict[str, list[str]]:
         """Contact ids per address key, for the keys that match any contact (ids sorted)."""
         ...
@@ -268,8 +281,9 @@ class StoreTransaction(Protocol):
 
     def put_suppressions(self, suppressions: Sequence[Suppression]) -> None:
         """Record the last word of addresses: each suppression replaces the one stored for the
-        same (address key, channel) only if it occurred later; an equal or earlier one is
-        ignored (a late delivery never overrides a later word)."""
+        same (address key, channel) only if it occurred later, or at the same instant as an
+        opt-out (active) over a withdrawal (inactive): ties go to the opt-out.  Anything else is
+        ignored, so a late delivery never overrides a later word."""
         ...
 
 

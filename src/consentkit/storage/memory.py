@@ -55,6 +55,7 @@ class _Account:
     events: list[ConsentEvent] = attrs.Factory(list)
     inbound: dict[tuple[Channel, str], InboundRecord] = attrs.Factory(dict)
     review: dict[str, ReviewItem] = attrs.Factory(dict)
+    departures: dict[str, list[tuple[str, datetime]]] = attrs.Factory(lambda: defaultdict(list))
     suppressions: dict[tuple[str, Channel], Suppression] = attrs.Factory(dict)
     # Roll-ups by UTC hour: state deltas and transition counts, plus the events of each hour so a
     # partial hour at either end of an interval can be counted exactly.
@@ -64,6 +65,14 @@ class _Account:
     hour_deltas: dict[int, dict[tuple[Channel, SubscriptionState], int]] = attrs.Factory(
         lambda: defaultdict(lambda: defaultdict(int))
     )
+
+
+def _later_word(new: Suppression, old: Suppression) -> bool:
+    """Whether *new* replaces *old* as the address's last word: it occurred later, or at the same
+    instant as an opt-out over a withdrawal (ties go to the opt-out)."""
+    if new.occurred_at != old.occurred_at:
+        return new.occurred_at > old.occurred_at
+    return new.active and not old.active
 
 
 class _Transaction:
@@ -242,6 +251,18 @@ class _Transaction:
             item, decision=decision, decided_by=decided_by, decided_at=decided_at, note=note
         )
 
+    def record_address_departures(
+        self, departures: Sequence[tuple[str, str]], at: datetime
+    ) -> None:
+        for key, contact_id in departures:
+            self._undo.append(("departure", key, None))
+            self._data.departures[key].append((contact_id, at))
+
+    def contacts_that_left(self, address_key: str, since: datetime) -> list[str]:
+        return sorted(
+            {cid for cid, at in self._data.departures.get(address_key, ()) if at >= since}
+        )
+
     def find_contacts_by_address(self, address_keys: Sequence[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for key in address_keys:
@@ -259,7 +280,7 @@ class _Transaction:
         for suppression in suppressions:
             key = (suppression.address_key, suppression.channel)
             old = stored.get(key)
-            if old is None or suppression.occurred_at > old.occurred_at:
+            if old is None or _later_word(suppression, old):
                 self._undo.append(("suppression", key, _MISSING if old is None else old))
                 stored[key] = suppression
 
@@ -291,6 +312,8 @@ class _Transaction:
                 data.hour_events[key].pop()
             elif kind == "inbound":
                 data.inbound.pop(key, None)
+            elif kind == "departure":
+                data.departures[key].pop()
             elif kind == "review":
                 if old is _MISSING:
                     data.review.pop(key, None)

@@ -27,10 +27,12 @@ Design notes (the *why*; ``docs/postgres.md`` is the user guide):
   they do not join a cycle.  A transaction locking more than a few hundred keys (an import)
   holds the account's address lock exclusively instead of one lock per key, which would fill
   the server's shared lock table (inbound messages of the account then wait for it).
-* **Trends.**  :meth:`totals_at` and :meth:`transition_counts` count each interval (of hours in
-  the roll-ups, of a partial hour in the events) with a ``LATERAL`` aggregate whose bounds come
-  from the outer row: one index range scan per interval whatever the statistics say, so the
-  plans stay right after a large backdated import, before ANALYZE catches up (see _Queries).
+* **Trends.**  :meth:`totals_at` and :meth:`transition_counts` are counted in Python by
+  :mod:`consentkit.storage._trend_counts`, shared with SQLite (which keeps the same roll-up table),
+  over two reads that count each range (of hours in the roll-ups, of a partial hour in the
+  events) with a ``LATERAL`` aggregate whose bounds come from the outer row: one index range
+  scan per interval whatever the statistics say, so the plans stay right after a large
+  backdated import, before ANALYZE catches up (see _Queries).
 * **Review queue.**  Items are rows keyed by (account, id); :meth:`get_review_item` locks its
   row (``FOR UPDATE``) and a decision updates only an open item, so two reviewers of one item
   take turns and the second finds it decided.  Open items are listed from a partial index in
@@ -43,12 +45,15 @@ Design notes (the *why*; ``docs/postgres.md`` is the user guide):
   a smaller sequence.  Until then the pairs of each write wait in a session temporary table;
   the roll-ups are updated from it at the same moment.
 * **Errors.**  Driver errors become :class:`~consentkit.errors.ConflictError` (unique
-  violations, deadlocks, serialization failures) or :class:`~consentkit.errors.StorageError`
-  (everything else).  Reads and the store's own migration transaction are retried up to
-  ``max_retries`` times on deadlocks, serialization failures (also "conflict with recovery" on a
-  replica) and lost connections; a write transaction belongs to the caller and cannot be
-  replayed by the store, so a deadlock there is raised as a ConflictError asking to retry the
-  call (a dead connection found at BEGIN is still replaced).
+  violations, deadlocks, serialization failures, lock waits past ``lock_timeout``) or
+  :class:`~consentkit.errors.StorageError` (everything else), in :func:`_translate`; a wait for a
+  pooled connection that timed out is a ConflictError while the pool's connections are all in
+  use (a wait that timed out is retryable, as SQLite's busy timeout is), a StorageError when the
+  pool cannot connect at all (:func:`_pool_timeout`).  Reads and the store's own migration
+  transaction are retried up to ``max_retries`` times on deadlocks, serialization failures
+  (also "conflict with recovery" on a replica) and lost connections; a write transaction
+  belongs to the caller and cannot be replayed by the store, so a deadlock there is raised as a
+  ConflictError asking to retry the call (a dead connection found at BEGIN is still replaced).
 """
 
 from __future__ import annotations
@@ -59,40 +64,40 @@ import random
 import re
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from consentkit.channels import Channel, channel
+from consentkit.channels import Channel
 from consentkit.errors import ConflictError, ConsentError, StorageError, ValidationError
 from consentkit.model import (
-    Actor,
     ConsentEvent,
     Contact,
     Evidence,
-    Justification,
-    OptOutOrigin,
-    ResubscribeReason,
     Subscription,
     SubscriptionState,
     Suppression,
     Transition,
-    transition_of,
 )
-from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
-from consentkit.storage._codec import (
-    KINDS,
-    SOURCES,
-    STATES,
-    evidence_document,
-    evidence_from_document,
+from consentkit.review import ReviewDecision, ReviewItem
+from consentkit.storage import _trend_counts
+from consentkit.storage._batch import check_batch, opt_out_record
+from consentkit.storage._codec import STATES, evidence_document
+from consentkit.storage._rows import (
+    EVENT_COLUMNS,
+    REVIEW_COLUMNS,
+    SUBSCRIPTION_COLUMNS,
+    SUPPRESSION_COLUMNS,
+    RowDecoder,
+    addresses_of,
+    inbound_record,
 )
+from consentkit.storage._time import hour_bucket, utc
 from consentkit.storage.base import ChangeBatch, InboundRecord, PairChange, SubscriptionFilter
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
@@ -100,7 +105,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema version this code reads and writes."""
 
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -117,23 +122,26 @@ _ADDRESS_LOCKS_MAX = 256
 # A transaction whose first row-locking call covers this many rows is a bulk write (see
 # _PostgresTransaction._enter_bulk).
 _BULK_ROWS = 200
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_HOUR = timedelta(hours=1)
-_MIN_HOUR = -(2**63)  # below every roll-up hour (a bigint)
 _READ_CHUNK = 20_000
 _PREPARE_MAX_ROWS = 64
 # Ids are printable (model.validate_id), so a control or private-use character never occurs.
 _SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\ue000", "\ue001")
 _EVENT_PAGE = 1000
-_NEVER = SubscriptionState.NEVER_SUBSCRIBED.value
 _STATES = STATES
-_KINDS = KINDS
-_SOURCES = SOURCES
 _PENDING = "pg_temp.consentkit_pending_changes"
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
-_ORIGINS = {origin.value: origin for origin in OptOutOrigin}
-_REVIEW_KINDS = {kind.value: kind for kind in ReviewKind}
-_DECISIONS = {decision.value: decision for decision in ReviewDecision}
+# The select lists of the shared row decoder (consentkit.storage._rows), in its order; JSON and
+# array columns come as JSON text, empty role lists as NULL, like SQLite's columns.
+_CONTACT_COLUMNS = "contact_id, phone, email, handles::text"
+_SUBSCRIPTION_COLUMNS = ", ".join(SUBSCRIPTION_COLUMNS)
+_EVENT_COLUMNS = (
+    ", ".join(EVENT_COLUMNS)
+    .replace("actor_roles", "nullif(array_to_json(actor_roles)::text, '[]')")
+    .replace("evidence", "evidence::text")
+)
+_REVIEW_COLUMNS = ", ".join(REVIEW_COLUMNS)
+_REVIEW_SELECT = _REVIEW_COLUMNS.replace("contact_ids", "array_to_json(contact_ids)::text")
+_SUPPRESSION_COLUMNS = ", ".join(SUPPRESSION_COLUMNS)
 _NESTED_TRANSACTION = (
     "a write transaction is already open on this store in this thread: a consentkit call was made "
     "from inside another one (e.g. from the iterable of ids it is consuming); make the calls one "
@@ -313,20 +321,20 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                 ON __S__.review_items (account, received_at, id)""",
         ),
     ),
+    (
+        4,
+        "address departures: when an address stopped being a contact's",
+        (
+            """CREATE TABLE __S__.address_departures (
+                account text COLLATE "C" NOT NULL,
+                address_key text COLLATE "C" NOT NULL,
+                left_at timestamptz NOT NULL,
+                contact_id text COLLATE "C" NOT NULL,
+                PRIMARY KEY (account, address_key, left_at, contact_id)
+            )""",
+        ),
+    ),
 )
-
-
-def _hour_bucket(instant: datetime) -> int:
-    """Whole hours since the Unix epoch (UTC): the roll-up granularity, as in the memory store."""
-    return int((instant - _EPOCH) // _HOUR)
-
-
-def _hour_start(bucket: int) -> datetime:
-    return _EPOCH + bucket * _HOUR
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 def _pack(values: Iterable[str]) -> str:
@@ -359,32 +367,71 @@ def _retryable(error: psycopg.Error, conn: Conn) -> bool:
     return isinstance(error, _RETRYABLE) or conn.broken or conn.closed
 
 
+def _pool_timeout(pool: ConnectionPool[Any], error: PoolTimeout) -> ConsentError:
+    """The consentkit error for a wait for a pooled connection that timed out.
+
+    A pool that holds connections, every one of them in use, is busy: like a lock wait that
+    timed out (SQLite's busy timeout, PostgreSQL's ``lock_timeout``) that is a ConflictError, and
+    retrying later may succeed.  A pool that holds none cannot reach the server: StorageError.
+    """
+    if pool.get_stats().get("pool_size", 0) > 0:
+        return ConflictError(
+            f"no PostgreSQL connection became available ({error}): every connection of the pool "
+            "stayed in use by other calls; retry, or give the pool more connections"
+        )
+    return StorageError(
+        f"no PostgreSQL connection became available ({error}): the pool could not connect to "
+        "the server; check that it is running and reachable"
+    )
+
+
+# The driver errors with a message of their own, in the order they are matched: (the errors,
+# the consentkit error, what to say after "<doing>: "; {error} is the driver's message).
+_TRANSLATIONS: tuple[tuple[tuple[type[psycopg.Error], ...], type[ConsentError], str], ...] = (
+    (
+        (pg_errors.LockNotAvailable,),
+        ConflictError,
+        "a concurrent transaction held a lock this one waited for longer than the session's "
+        "lock_timeout; nothing was changed: retry the call",
+    ),
+    (
+        (pg_errors.UniqueViolation,),
+        ConflictError,
+        "a record with the same key was written concurrently; re-read and retry",
+    ),
+    (
+        (pg_errors.DeadlockDetected,),
+        ConflictError,
+        "PostgreSQL detected a deadlock with a concurrent transaction and rolled this one back; "
+        "nothing was changed: retry the call",
+    ),
+    (
+        (pg_errors.SerializationFailure,),
+        ConflictError,
+        "a concurrent transaction changed the same rows (serialization failure); nothing was "
+        "changed: retry the call",
+    ),
+    (
+        (pg_errors.UndefinedTable, pg_errors.UndefinedColumn),
+        StorageError,
+        "the consentkit schema is missing or outdated ({error}); create the store with "
+        "create_schema=True (or run it once as the schema owner) to migrate it",
+    ),
+    (
+        (pg_errors.InsufficientPrivilege,),
+        StorageError,
+        "permission denied ({error}); see docs/postgres.md for the privileges the database role "
+        "needs",
+    ),
+)
+
+
 def _translate(error: psycopg.Error, doing: str) -> ConsentError:
-    """The consentkit error for a driver error raised while *doing* something."""
-    if isinstance(error, pg_errors.UniqueViolation):
-        return ConflictError(
-            f"{doing}: a record with the same key was written concurrently; re-read and retry"
-        )
-    if isinstance(error, pg_errors.DeadlockDetected):
-        return ConflictError(
-            f"{doing}: PostgreSQL detected a deadlock with a concurrent transaction and rolled "
-            "this one back; nothing was changed: retry the call"
-        )
-    if isinstance(error, pg_errors.SerializationFailure):
-        return ConflictError(
-            f"{doing}: a concurrent transaction changed the same rows (serialization failure); "
-            "nothing was changed: retry the call"
-        )
-    if isinstance(error, (pg_errors.UndefinedTable, pg_errors.UndefinedColumn)):
-        return StorageError(
-            f"{doing}: the consentkit schema is missing or outdated ({error}); create the store "
-            "with create_schema=True (or run it once as the schema owner) to migrate it"
-        )
-    if isinstance(error, pg_errors.InsufficientPrivilege):
-        return StorageError(
-            f"{doing}: permission denied ({error}); see docs/postgres.md for the privileges the "
-            "database role needs"
-        )
+    """The consentkit error for a driver error raised while *doing* something: the one place
+    where this store translates driver errors (the pool's own timeout: :func:`_pool_timeout`)."""
+    for kinds, translated, message in _TRANSLATIONS:
+        if isinstance(error, kinds):
+            return translated(f"{doing}: " + message.format(error=error))
     return StorageError(f"{doing}: PostgreSQL error: {error}")
 
 
@@ -396,7 +443,7 @@ def _backoff(attempt: int) -> None:
 class _Queries:
     """Every SQL statement of the store, rendered once for one schema."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str) -> None:  # noqa: PLR0915 - one assignment per statement
         s = f'"{schema}"'
         # Key lookups of many ids join the ids to a LATERAL subquery with LIMIT (or OFFSET 0),
         # which PostgreSQL cannot flatten: one index probe per id, whatever the table's size and
@@ -417,14 +464,14 @@ class _Queries:
                 SELECT 1 FROM {s}.contacts c
                 WHERE c.account = %s AND c.contact_id = u.contact_id LIMIT 1
             ) AS c"""
-        contact_columns = "contact_id, phone, email, handles"
+        contact_columns = _CONTACT_COLUMNS
         # Locks the contacts it returns, in id order (the ids come sorted): what a writer reads
         # of a contact (its old addresses) cannot change before it writes the contact.
         self.get_contacts = f"""
-            SELECT c.contact_id, c.phone, c.email, c.handles
+            SELECT c.contact_id, c.phone, c.email, c.handles::text
             FROM unnest({s}.unpack(%s)) WITH ORDINALITY AS u(contact_id, n)
             CROSS JOIN LATERAL (
-                SELECT {contact_columns} FROM {s}.contacts c
+                SELECT contact_id, phone, email, handles FROM {s}.contacts c
                 WHERE c.account = %s AND c.contact_id = u.contact_id LIMIT 1
                 FOR NO KEY UPDATE
             ) AS c
@@ -475,17 +522,15 @@ class _Queries:
             ORDER BY 2, 3
             ON CONFLICT (account, contact_id, channel) DO UPDATE SET version = s.version
             WHERE false"""
-        subscription_columns = (
-            "contact_id, channel, state, version, updated_at, changed_by, source, reason, "
-            "opted_out_by, opted_out_via, last_opt_out_at"
-        )
+        subscription_columns = _SUBSCRIPTION_COLUMNS
         # LIMIT 1 keeps the subquery from being flattened: one primary-key probe per pair,
         # whatever the planner thinks of the table's size.
         qualified = ", ".join(f"s.{c}" for c in subscription_columns.split(", "))
-        # Placeholders come back too, with every row's physical id: the rows stay locked, so
-        # write_changes can address them directly instead of looking each pair up again.
+        # Placeholders come back too, with every row's physical id (the lock token, last): the
+        # rows stay locked, so write_changes can address them directly instead of looking each
+        # pair up again.
         self.read_pairs = f"""
-            SELECT s.ctid::text, {qualified}
+            SELECT {qualified}, s.ctid::text
             FROM unnest({s}.unpack(%s)) AS c(contact_id)
             CROSS JOIN unnest({s}.unpack(%s)) AS ch(channel)
             CROSS JOIN LATERAL (
@@ -661,16 +706,12 @@ class _Queries:
             INSERT INTO {s}.inbound_messages (account, channel, message_id, body_sha256, result)
             VALUES (%s, %s, %s, %s, %s)
             ON CONFLICT DO NOTHING"""
-        review_columns = (
-            "id, kind, channel, message_id, sender, text, contact_ids, received_at, honor_by, "
-            "decision, decided_by, decided_at, note"
-        )
         self.put_review_item = f"""
-            INSERT INTO {s}.review_items (account, {review_columns})
+            INSERT INTO {s}.review_items (account, {_REVIEW_COLUMNS})
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT DO NOTHING"""
         self.get_review_item = f"""
-            SELECT {review_columns} FROM {s}.review_items WHERE account = %s AND id = %s
+            SELECT {_REVIEW_SELECT} FROM {s}.review_items WHERE account = %s AND id = %s
             FOR UPDATE"""
         # Only an open item is decided: a concurrent decision commits first and this one, having
         # waited for its row lock, finds the item decided and updates nothing.
@@ -689,16 +730,14 @@ class _Queries:
             if resuming:
                 where += " AND (received_at, id) > (%(after_at)s, %(after_id)s)"
             self.list_review_items[(include_decided, resuming)] = f"""
-                SELECT {review_columns} FROM {s}.review_items WHERE {where}
+                SELECT {_REVIEW_SELECT} FROM {s}.review_items WHERE {where}
                 ORDER BY received_at, id LIMIT %(limit)s"""
-        suppression_columns = (
-            "address_key, channel, occurred_at, source, inbound_message_id, active"
-        )
         self.get_suppressions = f"""
-            SELECT {suppression_columns} FROM {s}.suppressions
+            SELECT {_SUPPRESSION_COLUMNS} FROM {s}.suppressions
             WHERE account = %s AND address_key = ANY(%b) ORDER BY position"""
         # The input has one row per (address key, channel) (a second would make ON CONFLICT
-        # fail); a stored row is replaced only by a word that occurred later.
+        # fail); a stored row is replaced only by a word that occurred later, or at the same instant
+        # by an opt-out over a withdrawal (ties go to the opt-out).
         self.put_suppressions = f"""
             INSERT INTO {s}.suppressions AS x
                 (account, address_key, channel, occurred_at, source, inbound_message_id, active)
@@ -712,7 +751,16 @@ class _Queries:
             ON CONFLICT (account, address_key, channel) DO UPDATE
             SET occurred_at = excluded.occurred_at, source = excluded.source,
                 inbound_message_id = excluded.inbound_message_id, active = excluded.active
-            WHERE excluded.occurred_at > x.occurred_at"""
+            WHERE excluded.occurred_at > x.occurred_at
+                OR (excluded.occurred_at = x.occurred_at AND excluded.active AND NOT x.active)"""
+        self.record_departures = f"""
+            INSERT INTO {s}.address_departures (account, address_key, left_at, contact_id)
+            SELECT %s, u.address_key, %s, u.contact_id
+            FROM unnest(%b::text[], %b::text[]) AS u(address_key, contact_id)
+            ON CONFLICT DO NOTHING"""
+        self.contacts_that_left = f"""
+            SELECT DISTINCT contact_id FROM {s}.address_departures
+            WHERE account = %s AND address_key = %s AND left_at >= %s ORDER BY contact_id"""
         self.get_subscription = f"""
             SELECT {subscription_columns} FROM {s}.subscriptions
             WHERE account = %s AND contact_id = %s AND channel = %s
@@ -747,9 +795,7 @@ class _Queries:
             for state in (SubscriptionState.SUBSCRIBED, SubscriptionState.UNSUBSCRIBED)
         }
         self.last_sequence = f"SELECT last_sequence FROM {s}.accounts WHERE account = %s"
-        event_columns = """sequence, contact_id, channel, previous_state, new_state, actor_kind,
-            actor_id, actor_roles, source, occurred_at, recorded_at, justification_reason,
-            justification_note, evidence, reason, inbound_message_id, batch_id"""
+        event_columns = _EVENT_COLUMNS
         self.events: dict[tuple[bool, bool], str] = {}
         for by_contact, by_channel in itertools.product((False, True), repeat=2):
             where = "account = %(account)s AND sequence > %(after)s AND sequence <= %(upto)s"
@@ -790,154 +836,8 @@ class _Queries:
             ) AS e"""
 
 
-def _origins_text(origins: Iterable[OptOutOrigin]) -> str | None:
-    """Origins as stored in ``subscriptions.opted_out_by``: sorted values, comma-joined."""
-    return ",".join(sorted(o.value for o in origins)) or None
-
-
-class _Converter:
-    """Rebuilds value objects from rows; caches channels so custom ones are built once, and
-    origin sets (a handful of distinct values) likewise."""
-
-    def __init__(self) -> None:
-        self._channels: dict[str, Channel] = {}
-        self._origins: dict[str | None, frozenset[OptOutOrigin]] = {None: frozenset()}
-
-    def channel(self, key: str) -> Channel:
-        found = self._channels.get(key)
-        if found is None:
-            found = self._channels[key] = channel(key)
-        return found
-
-    def origins(self, text: str | None) -> frozenset[OptOutOrigin]:
-        """The origin set stored as *text* (see :func:`_origins_text`)."""
-        found = self._origins.get(text)
-        if found is None:
-            assert text is not None
-            found = self._origins[text] = frozenset(_ORIGINS[v] for v in text.split(","))
-        return found
-
-    def subscription(self, account: str, row: tuple[Any, ...]) -> Subscription:
-        (
-            contact_id,
-            key,
-            state,
-            version,
-            updated_at,
-            changed_by,
-            source,
-            reason,
-            opted_out_by,
-            opted_out_via,
-            last_opt_out_at,
-        ) = row
-        return Subscription(
-            account=account,
-            contact_id=contact_id,
-            channel=self.channel(key),
-            state=_STATES[state],
-            version=version,
-            updated_at=_utc(updated_at),
-            changed_by=_KINDS[changed_by],
-            source=_SOURCES[source],
-            reason=reason,
-            opted_out_by=self.origins(opted_out_by),
-            opted_out_via=opted_out_via,
-            last_opt_out_at=None if last_opt_out_at is None else _utc(last_opt_out_at),
-        )
-
-    def contact(self, account: str, row: tuple[Any, ...]) -> Contact:
-        contact_id, phone, email, handles = row
-        return Contact(
-            account=account,
-            id=contact_id,
-            phone=phone,
-            email=email,
-            handles=[(self.channel(key), handle) for key, handle in handles],
-        )
-
-    def review_item(self, account: str, row: tuple[Any, ...]) -> ReviewItem:
-        (
-            item_id,
-            kind,
-            key,
-            message_id,
-            sender,
-            text,
-            contact_ids,
-            received_at,
-            honor_by,
-            decision,
-            decided_by,
-            decided_at,
-            note,
-        ) = row
-        return ReviewItem(
-            account=account,
-            id=item_id,
-            kind=_REVIEW_KINDS[kind],
-            channel=self.channel(key),
-            message_id=message_id,
-            sender=sender,
-            text=text,
-            contact_ids=tuple(contact_ids),
-            received_at=_utc(received_at),
-            honor_by=_utc(honor_by),
-            decision=None if decision is None else _DECISIONS[decision],
-            decided_by=decided_by,
-            decided_at=None if decided_at is None else _utc(decided_at),
-            note=note,
-        )
-
-    def event(self, account: str, row: tuple[Any, ...]) -> ConsentEvent:
-        (
-            sequence,
-            contact_id,
-            key,
-            previous_state,
-            new_state,
-            actor_kind,
-            actor_id,
-            actor_roles,
-            source,
-            occurred_at,
-            recorded_at,
-            justification_reason,
-            justification_note,
-            evidence,
-            reason,
-            inbound_message_id,
-            batch_id,
-        ) = row
-        return ConsentEvent(
-            sequence=sequence,
-            account=account,
-            contact_id=contact_id,
-            channel=self.channel(key),
-            previous_state=_STATES[previous_state],
-            new_state=_STATES[new_state],
-            actor=Actor(_KINDS[actor_kind], actor_id, account, frozenset(actor_roles)),
-            source=_SOURCES[source],
-            occurred_at=_utc(occurred_at),
-            recorded_at=_utc(recorded_at),
-            justification=(
-                None
-                if justification_reason is None
-                else Justification(ResubscribeReason(justification_reason), justification_note)
-            ),
-            evidence=None if evidence is None else _evidence_from_json(evidence),
-            reason=reason,
-            inbound_message_id=inbound_message_id,
-            batch_id=batch_id,
-        )
-
-
 def _evidence_to_json(evidence: Evidence | None) -> str | None:
     return None if evidence is None else json.dumps(evidence_document(evidence))
-
-
-def _evidence_from_json(data: dict[str, Any]) -> Evidence:
-    return evidence_from_document(data)
 
 
 class _PostgresTransaction:
@@ -948,7 +848,6 @@ class _PostgresTransaction:
         self._conn = conn
         self._account = account
         self._q = store._queries
-        self._convert = store._converter
         self._batches: dict[ChangeBatch, int] = {}
         self._events = 0
         self._pending_ready = False
@@ -998,7 +897,8 @@ class _PostgresTransaction:
                 self._q.get_contacts, (_pack(ids), self._account), prepare=_prepare(len(ids))
             )
         rows = cur.fetchall()
-        return {row[0]: self._convert.contact(self._account, row) for row in rows}
+        decoder = self._store._decoder()
+        return {row[0]: decoder.contact(self._account, row) for row in rows}
 
     def put_contacts(self, contacts: Sequence[Contact]) -> None:
         # The last of several contacts with one id wins, as when they are applied in order.
@@ -1074,62 +974,21 @@ class _PostgresTransaction:
                     self._q.read_pairs, (packed_ids, packed_keys, account), prepare=prepare
                 )
             rows = cur.fetchall()
-        # The hottest loop of a bulk call (one pass per locked pair), so names are local.
-        channel_of = self._convert.channel
-        origins_of = self._convert.origins
-        states, kinds, sources, never = _STATES, _KINDS, _SOURCES, _NEVER
-        found: dict[tuple[str, Channel], Subscription] = {}
         locked: dict[tuple[str, str], tuple[str, int]] = {}
-        for (
-            row_id,
-            cid,
-            key,
-            state,
-            version,
-            updated_at,
-            changed_by,
-            source,
-            reason,
-            opted_out_by,
-            opted_out_via,
-            last_opt_out_at,
-        ) in rows:
-            locked[(cid, key)] = (row_id, version)
-            if state != never:
-                ch = channel_of(key)
-                found[(cid, ch)] = Subscription(
-                    account,
-                    cid,
-                    ch,
-                    states[state],
-                    version,
-                    _utc(updated_at),
-                    kinds[changed_by],
-                    sources[source],
-                    reason,
-                    origins_of(opted_out_by),
-                    opted_out_via,
-                    None if last_opt_out_at is None else _utc(last_opt_out_at),
-                )
+        by_key = {ch.key: ch for ch in channels}
+        found = self._store._decoder().locked_subscriptions(account, rows, by_key, locked)
         self._locked = locked
         return found
 
     def write_changes(self, batch: ChangeBatch, changes: Sequence[PairChange]) -> None:
-        if batch.account != self._account:
-            raise ValidationError(
-                "batch.account",
-                f"{batch.account!r} is not the account of this transaction ({self._account!r})",
-            )
-        if batch.new_state is SubscriptionState.NEVER_SUBSCRIBED:
-            raise ValidationError(
-                "batch.new_state", "a pair cannot be set back to never-subscribed"
-            )
+        check_batch(batch, self._account)
         if not changes:
             return
         batch_no = self._batches.get(batch)
         if batch_no is None:
             batch_no = self._batches[batch] = len(self._batches)
         unsubscribing = batch.new_state is SubscriptionState.UNSUBSCRIBED
+        opted_out_by, opted_out_via = opt_out_record(batch)
         ids = [c.contact_id for c in changes]
         keys = [c.channel.key for c in changes]
         params = {
@@ -1143,12 +1002,8 @@ class _PostgresTransaction:
             "by": batch.actor.kind.value,
             "source": batch.source.value,
             "reason": batch.reason_code,
-            "opted_out_by": (
-                batch.opted_out_by.value
-                if unsubscribing and batch.opted_out_by is not None
-                else None
-            ),
-            "opted_out_via": batch.opted_out_via if unsubscribing else None,
+            "opted_out_by": opted_out_by,
+            "opted_out_via": opted_out_via,
             "opt_out_at": batch.occurred_at if unsubscribing else None,
             "batch_no": batch_no,
             "ord": self._events,
@@ -1253,7 +1108,7 @@ class _PostgresTransaction:
                 (
                     account,
                     [batch_no for _, batch_no in batches],
-                    [_hour_bucket(batch.occurred_at) for batch, _ in batches],
+                    [hour_bucket(batch.occurred_at) for batch, _ in batches],
                     [batch.new_state.value for batch, _ in batches],
                 ),
                 prepare=_prepare(total),
@@ -1336,7 +1191,7 @@ class _PostgresTransaction:
             row = self._conn.execute(
                 self._q.get_inbound, (self._account, channel.key, message_id)
             ).fetchone()
-        return None if row is None else InboundRecord(channel, message_id, row[0], row[1])
+        return inbound_record(channel, message_id, row)
 
     def put_inbound(self, record: InboundRecord) -> None:
         with self._translating("recording an inbound message"):
@@ -1392,7 +1247,7 @@ class _PostgresTransaction:
             row = self._conn.execute(
                 self._q.get_review_item, (self._account, item_id)
             ).fetchone()
-        return None if row is None else self._convert.review_item(self._account, row)
+        return None if row is None else self._store._decoder().review_item(self._account, row)
 
     def decide_review_item(
         self,
@@ -1420,10 +1275,30 @@ class _PostgresTransaction:
             rows = self._conn.execute(
                 self._q.find_by_address, (self._account, list(address_keys))
             ).fetchall()
-        found: dict[str, list[str]] = {}
-        for key, contact_id in rows:
-            found.setdefault(key, []).append(contact_id)
-        return found
+        return addresses_of(rows)
+
+    def record_address_departures(
+        self, departures: Sequence[tuple[str, str]], at: datetime
+    ) -> None:
+        if not departures:
+            return
+        with self._translating("recording address departures"):
+            self._conn.execute(
+                self._q.record_departures,
+                (
+                    self._account,
+                    at,
+                    [key for key, _ in departures],
+                    [cid for _, cid in departures],
+                ),
+            )
+
+    def contacts_that_left(self, address_key: str, since: datetime) -> list[str]:
+        with self._translating("looking up address departures"):
+            rows = self._conn.execute(
+                self._q.contacts_that_left, (self._account, address_key, since)
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def get_suppressions(self, address_keys: Sequence[str]) -> list[Suppression]:
         if not address_keys:
@@ -1432,19 +1307,7 @@ class _PostgresTransaction:
             rows = self._conn.execute(
                 self._q.get_suppressions, (self._account, list(address_keys))
             ).fetchall()
-        convert = self._convert
-        return [
-            Suppression(
-                account=self._account,
-                address_key=key,
-                channel=convert.channel(ch),
-                occurred_at=_utc(occurred_at),
-                source=_SOURCES[source],
-                inbound_message_id=inbound_message_id,
-                active=active,
-            )
-            for key, ch, occurred_at, source, inbound_message_id, active in rows
-        ]
+        return self._store._decoder().suppressions(self._account, rows)
 
     def put_suppressions(self, suppressions: Sequence[Suppression]) -> None:
         # One row per (address key, channel), as if applied one by one: the first of those
@@ -1453,7 +1316,11 @@ class _PostgresTransaction:
         for suppression in suppressions:
             key = (suppression.address_key, suppression.channel.key)
             kept = latest.get(key)
-            if kept is None or suppression.occurred_at > kept.occurred_at:
+            if kept is None or suppression.occurred_at > kept.occurred_at or (
+                suppression.occurred_at == kept.occurred_at
+                and suppression.active
+                and not kept.active
+            ):
                 latest[key] = suppression
         if not latest:
             return
@@ -1496,7 +1363,7 @@ class PostgresStore:
         StorageError: the database cannot be reached, or the schema is missing or too new.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the documented keyword-only options of the store
         self,
         conninfo: str | None = None,
         *,
@@ -1530,7 +1397,7 @@ class PostgresStore:
         self.prepare_threshold = prepare_threshold
         self.max_retries = max_retries
         self._queries = _Queries(schema)
-        self._converter = _Converter()
+        self._channels: dict[str, Channel] = {}  # custom channels are built once
         # Threads with a transaction open on this store (see transaction()).
         self._writers: set[int] = set()
         self._owns_pool = pool is None
@@ -1605,10 +1472,7 @@ class PostgresStore:
             except PoolClosed as e:
                 raise StorageError("the store is closed; create a new PostgresStore") from e
             except PoolTimeout as e:
-                raise StorageError(
-                    f"no PostgreSQL connection became available ({e}); the pool is exhausted or "
-                    "the server is unreachable"
-                ) from e
+                raise _pool_timeout(pool, e) from e
 
         return borrow
 
@@ -1623,6 +1487,9 @@ class PostgresStore:
                         raise _translate(e, doing) from e
             _backoff(attempt)
         raise AssertionError("unreachable")
+
+    def _decoder(self) -> RowDecoder:
+        return RowDecoder(self._channels, utc)
 
     # ------------------------------------------------------------------ schema
 
@@ -1747,7 +1614,7 @@ class PostgresStore:
 
         def run(conn: Conn) -> Contact | None:
             row = conn.execute(self._queries.get_contact, (account, contact_id)).fetchone()
-            return None if row is None else self._converter.contact(account, row)
+            return None if row is None else self._decoder().contact(account, row)
 
         return self._read("reading a contact", run)
 
@@ -1759,7 +1626,8 @@ class PostgresStore:
                 cur = conn.execute(self._queries.list_contacts_first, (account, limit))
             else:
                 cur = conn.execute(self._queries.list_contacts, (account, after, limit))
-            return [self._converter.contact(account, row) for row in cur.fetchall()]
+            decoder = self._decoder()
+            return [decoder.contact(account, row) for row in cur.fetchall()]
 
         return self._read("listing contacts", run)
 
@@ -1772,7 +1640,7 @@ class PostgresStore:
             row = conn.execute(
                 self._queries.get_subscription, (account, contact_id, channel.key)
             ).fetchone()
-            return None if row is None else self._converter.subscription(account, row)
+            return None if row is None else self._decoder().subscription(account, row)
 
         return self._read("reading a subscription", run)
 
@@ -1792,7 +1660,8 @@ class PostgresStore:
 
         def run(conn: Conn) -> list[Subscription]:
             rows = conn.execute(self._queries.subscriptions_of, (account, contact_id)).fetchall()
-            return [self._converter.subscription(account, row) for row in rows]
+            decoder = self._decoder()
+            return [decoder.subscription(account, row) for row in rows]
 
         return self._read("reading subscriptions", run)
 
@@ -1833,7 +1702,8 @@ class PostgresStore:
 
         def run(conn: Conn) -> list[Subscription]:
             rows = conn.execute(query, params).fetchall()
-            return [self._converter.subscription(account, row) for row in rows]
+            decoder = self._decoder()
+            return [decoder.subscription(account, row) for row in rows]
 
         return self._read("listing subscriptions", run)
 
@@ -1880,8 +1750,9 @@ class PostgresStore:
                 return conn.execute(query, params).fetchall()
 
             rows = self._read("reading events", run)
+            decoder = self._decoder()
             for row in rows:
-                yield self._converter.event(account, row)
+                yield decoder.event(account, row)
             if len(rows) < page_size:
                 return
             params["after"] = rows[-1][0]
@@ -1893,62 +1764,10 @@ class PostgresStore:
     ) -> list[dict[tuple[Channel, SubscriptionState], int]]:
         """For each instant, the number of pairs per (channel, state) given every event with
         ``occurred_at < instant``: whole hours from the roll-ups, the last partial hour counted
-        from the events."""
-        if not instants:
-            return []
-        cuts = [_hour_bucket(i) for i in instants]
-        thresholds = sorted(set(cuts))
-        index = {t: k for k, t in enumerate(thresholds)}
-        partial = [(k, i) for k, i in enumerate(instants) if _hour_start(cuts[k]) < i]
-
-        # The roll-ups below the thresholds, in ranges that partition them: range k holds the
-        # hours from the previous threshold up to (not including) threshold k.
-        lows = [_MIN_HOUR, *thresholds[:-1]]
-
-        def run(conn: Conn) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-            whole = conn.execute(
-                self._queries.rollups_between,
-                (lows, thresholds, list(range(len(thresholds))), account),
-                prepare=False,
-            ).fetchall()
-            tail: list[tuple[Any, ...]] = []
-            if partial:
-                tail = conn.execute(
-                    self._queries.events_between,
-                    (
-                        [_hour_start(cuts[k]) for k, _ in partial],
-                        [i for _, i in partial],
-                        [k for k, _ in partial],
-                        account,
-                    ),
-                    prepare=False,
-                ).fetchall()
-            return whole, tail
-
-        whole, tail = self._read("computing totals", run)
-        by_threshold: list[dict[tuple[str, str, str], int]] = [defaultdict(int) for _ in thresholds]
-        for below, key, previous, new, count in whole:
-            by_threshold[below][(key, previous, new)] += int(count)
-        cumulative: list[dict[tuple[str, str, str], int]] = []
-        running: dict[tuple[str, str, str], int] = defaultdict(int)
-        for deltas in by_threshold:
-            for triple, count in deltas.items():
-                running[triple] += count
-            cumulative.append(dict(running))
-        tails: dict[int, list[tuple[str, str, str, int]]] = defaultdict(list)
-        for k, key, previous, new, count in tail:
-            tails[k].append((key, previous, new, int(count)))
-        results: list[dict[tuple[Channel, SubscriptionState], int]] = []
-        for k, cut in enumerate(cuts):
-            totals: dict[tuple[Channel, SubscriptionState], int] = defaultdict(int)
-            counts = [(key, p, n, c) for (key, p, n), c in cumulative[index[cut]].items()]
-            for key, previous, new, count in itertools.chain(counts, tails.get(k, [])):
-                ch = self._converter.channel(key)
-                if previous != _NEVER:
-                    totals[(ch, _STATES[previous])] -= count
-                totals[(ch, _STATES[new])] += count
-            results.append({key: v for key, v in totals.items() if v})
-        return results
+        from the events (see :mod:`consentkit.storage._trend_counts`)."""
+        return _trend_counts.totals_at(
+            instants, self._trend_reads(account, "computing totals"), self._decoder().channel
+        )
 
     def transition_counts(
         self, account: str, boundaries: Sequence[datetime]
@@ -1956,53 +1775,37 @@ class PostgresStore:
         """For each interval ``[boundaries[i], boundaries[i+1])`` the number of events per
         (channel, transition) whose ``occurred_at`` falls in it: whole hours from the roll-ups,
         partial hours at either end counted from the events."""
-        hour_ranges: tuple[list[int], list[int], list[int]] = ([], [], [])
-        event_ranges: tuple[list[datetime], list[datetime], list[int]] = ([], [], [])
+        return _trend_counts.transition_counts(
+            boundaries, self._trend_reads(account, "counting transitions"), self._decoder().channel
+        )
 
-        def add_events(lo: datetime, hi: datetime, n: int) -> None:
-            if lo < hi:
-                event_ranges[0].append(lo)
-                event_ranges[1].append(hi)
-                event_ranges[2].append(n)
+    def _trend_reads(self, account: str, doing: str) -> _trend_counts.Read:
+        """The two reads of the trend counting, on one connection: one statement each, every
+        range counted by its own LATERAL aggregate (see _Queries)."""
 
-        intervals = list(itertools.pairwise(boundaries))
-        for n, (start, end) in enumerate(intervals):
-            first_whole = _hour_bucket(start)
-            if _hour_start(first_whole) < start:
-                first_whole += 1
-            last_whole = _hour_bucket(end)
-            if first_whole < last_whole:
-                hour_ranges[0].append(first_whole)
-                hour_ranges[1].append(last_whole)
-                hour_ranges[2].append(n)
-                add_events(start, _hour_start(first_whole), n)
-                add_events(_hour_start(last_whole), end, n)
-            else:
-                add_events(start, end, n)
+        def read(
+            hours: list[_trend_counts.HourRange], times: list[_trend_counts.TimeRange]
+        ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+            def run(conn: Conn) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+                rollups: list[tuple[Any, ...]] = []
+                events: list[tuple[Any, ...]] = []
+                if hours:
+                    rollups = conn.execute(
+                        self._queries.rollups_between,
+                        (*(list(column) for column in zip(*hours, strict=True)), account),
+                        prepare=False,
+                    ).fetchall()
+                if times:
+                    events = conn.execute(
+                        self._queries.events_between,
+                        (*(list(column) for column in zip(*times, strict=True)), account),
+                        prepare=False,
+                    ).fetchall()
+                return rollups, events
 
-        def run(conn: Conn) -> list[tuple[Any, ...]]:
-            rows: list[tuple[Any, ...]] = []
-            if hour_ranges[0]:
-                rows += conn.execute(
-                    self._queries.rollups_between,
-                    (*hour_ranges, account),
-                    prepare=False,
-                ).fetchall()
-            if event_ranges[0]:
-                rows += conn.execute(
-                    self._queries.events_between,
-                    (*event_ranges, account),
-                    prepare=False,
-                ).fetchall()
-            return rows
+            return self._read(doing, run)
 
-        rows = self._read("counting transitions", run) if intervals else []
-        results: list[dict[tuple[Channel, Transition], int]] = [defaultdict(int) for _ in intervals]
-        for n, key, previous, new, count in rows:
-            transition = transition_of(_STATES[previous], _STATES[new])
-            if transition is not None:
-                results[n][(self._converter.channel(key), transition)] += int(count)
-        return [dict(r) for r in results]
+        return read
 
     def list_review_items(
         self,
@@ -2021,7 +1824,8 @@ class PostgresStore:
 
         def run(conn: Conn) -> list[ReviewItem]:
             rows = conn.execute(query, params).fetchall()
-            return [self._converter.review_item(account, row) for row in rows]
+            decoder = self._decoder()
+            return [decoder.review_item(account, row) for row in rows]
 
         return self._read("listing review items", run)
 

@@ -46,11 +46,17 @@ Read-only files
     :meth:`SQLiteStore._choose_access`).
 
 Trends
-    An hourly roll-up (state deltas and transition counts per account, channel and UTC hour) is
-    updated in the same transaction as every change, so :meth:`SQLiteStore.totals_at` and
-    :meth:`SQLiteStore.transition_counts` read one row per hour and channel plus the events of the
-    partial hour at each boundary (through an index on the event time), whatever the number of
-    contacts or events.
+    An hourly roll-up (events per account, UTC hour, channel, previous and new state: the table
+    design of the PostgreSQL store, since schema version 4) is updated in the same transaction as
+    every change, so :meth:`SQLiteStore.totals_at` and :meth:`SQLiteStore.transition_counts` read
+    a few rows per hour and channel plus the events of the partial hour at each boundary (through
+    an index on the event time), whatever the number of contacts or events; the counting itself
+    is shared with PostgreSQL (:mod:`consentkit.storage._trend_counts`).
+
+Errors
+    Every driver error goes through one translation (:class:`_Errors`, :meth:`SQLiteStore._error`):
+    a lock wait past ``busy_timeout`` and unique violations are ConflictError (retryable, as a
+    timed-out wait is in the PostgreSQL store too), anything else StorageError.
 """
 
 from __future__ import annotations
@@ -67,34 +73,37 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, suppress
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
-from consentkit.channels import Channel, channel
+from consentkit.channels import Channel
 from consentkit.errors import ConflictError, ConsentError, StorageError, ValidationError
 from consentkit.model import (
-    Actor,
     ConsentEvent,
     Contact,
     Evidence,
-    Justification,
     OptOutOrigin,
     Subscription,
     SubscriptionState,
     Suppression,
     Transition,
-    transition_of,
 )
-from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
-from consentkit.storage._codec import (
-    KINDS,
-    REASONS,
-    SOURCES,
-    STATES,
-    evidence_document,
-    evidence_from_document,
+from consentkit.review import ReviewDecision, ReviewItem
+from consentkit.storage import _trend_counts
+from consentkit.storage._batch import check_batch, opt_out_record
+from consentkit.storage._codec import STATES, evidence_document
+from consentkit.storage._rows import (
+    CONTACT_COLUMNS,
+    EVENT_COLUMNS,
+    REVIEW_COLUMNS,
+    SUBSCRIPTION_COLUMNS,
+    SUPPRESSION_COLUMNS,
+    RowDecoder,
+    addresses_of,
+    inbound_record,
 )
+from consentkit.storage._time import cached_instants, hour_bucket, instant, micros
 from consentkit.storage.base import ChangeBatch, InboundRecord, PairChange, SubscriptionFilter
 
 __all__ = ["SQLiteStore"]
@@ -106,8 +115,6 @@ _CACHE_KIB: Final = 16_384  # page cache per connection (SQLite's default is 2 M
 _IDS_PER_QUERY: Final = 10_000  # ids bound as one JSON array; bounds memory of streamed reads
 _EVENTS_PAGE: Final = 1000
 _SHORT_WAIT: Final = 0.005  # seconds of waiting for other threads worth charging to the timeout
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
 _HOUR_US: Final = 3_600_000_000
 _MINIMUM_SQLITE: Final = (3, 24, 0)  # INSERT ... ON CONFLICT DO UPDATE
 _NESTED_TRANSACTION: Final = (
@@ -121,13 +128,6 @@ _SUBSCRIBED: Final = SubscriptionState.SUBSCRIBED
 _UNSUBSCRIBED: Final = SubscriptionState.UNSUBSCRIBED
 _STATES: Final = STATES
 _STATE_VALUES: Final = {s: s.value for s in SubscriptionState}
-_KINDS: Final = KINDS
-_SOURCES: Final = SOURCES
-_REASONS: Final = REASONS
-_ORIGINS: Final = {o.value: o for o in OptOutOrigin}
-_NO_ORIGINS: Final[frozenset[OptOutOrigin]] = frozenset()
-_REVIEW_KINDS: Final = {k.value: k for k in ReviewKind}
-_DECISIONS: Final = {d.value: d for d in ReviewDecision}
 
 # Forward migrations: entry i brings the schema from version i to version i + 1.  Never edit a
 # released entry; append a new one.
@@ -338,6 +338,47 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         # The history with decided items, in the same order.
         "CREATE INDEX review_items_by_time ON review_items (account, received_at, id)",
     ),
+    # 4: the roll-ups of both SQL stores: events per (hour, channel, previous state, new state),
+    # from which the shared trend counting derives both state totals and transitions.
+    (
+        """
+        CREATE TABLE hourly_changes (
+            account TEXT NOT NULL,
+            hour INTEGER NOT NULL,  -- whole UTC hours since the Unix epoch
+            channel TEXT NOT NULL,
+            previous_state TEXT NOT NULL,
+            new_state TEXT NOT NULL,
+            events INTEGER NOT NULL,
+            PRIMARY KEY (account, hour, channel, previous_state, new_state)
+        ) WITHOUT ROWID
+        """,
+        # Rebuilt from the events, which trend_hours was derived from in the same transactions
+        # (so the counts are the same); the hour is floored, also before 1970 (SQLite's integer
+        # division truncates towards zero).
+        f"""
+        INSERT INTO hourly_changes (account, hour, channel, previous_state, new_state, events)
+        SELECT account,
+            CASE WHEN occurred_at >= 0 THEN occurred_at / {_HOUR_US}
+                ELSE -((-occurred_at - 1) / {_HOUR_US}) - 1 END,
+            channel, previous_state, new_state, count(*)
+        FROM events
+        GROUP BY 1, 2, 3, 4, 5
+        """,
+        "DROP TABLE trend_hours",
+    ),
+    # 5: when an address stopped being a contact's (an edit), so a message it sent before can
+    # still be matched to that contact.
+    (
+        """
+        CREATE TABLE address_departures (
+            account TEXT NOT NULL,
+            address_key TEXT NOT NULL,
+            left_at INTEGER NOT NULL,
+            contact_id TEXT NOT NULL,
+            PRIMARY KEY (account, address_key, left_at, contact_id)
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -345,19 +386,6 @@ SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
 # ---------------------------------------------------------------------------- value conversion
-
-
-def _micros(instant: datetime) -> int:
-    return (instant - _EPOCH) // _MICROSECOND
-
-
-def _instant(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-def _hour_floor(micros: int) -> int:
-    return micros // _HOUR_US  # Python floors, so instants before 1970 land in the right hour
-
 
 # One encoder for the module: json.dumps() with options builds a new encoder on every call.
 _to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -371,215 +399,20 @@ def _evidence_json(evidence: Evidence | None) -> str | None:
     return None if evidence is None else _to_json(evidence_document(evidence))
 
 
-def _evidence_from_json(document: str) -> Evidence:
-    return evidence_from_document(json.loads(document))
-
-
-# The sets of opt-out origins met so far, by their column value: there are few (at most one per
-# subset of OptOutOrigin), and the rows of a bulk read share them.
-_origin_sets: dict[str | None, frozenset[OptOutOrigin]] = {None: _NO_ORIGINS}
-
-
-def _origins(text: str | None) -> frozenset[OptOutOrigin]:
-    """The set of origins of an ``opted_out_by`` column value (sorted, comma-joined values)."""
-    found = _origin_sets.get(text)
-    if found is None:
-        assert text is not None
-        found = _origin_sets[text] = frozenset(_ORIGINS[value] for value in text.split(","))
-    return found
-
-
 def _handles_json(contact: Contact) -> str | None:
     if not contact.handles:
         return None
     return _to_json([[ch.key, handle] for ch, handle in contact.handles])
 
 
-class _Decoder:
-    """Turns column values back into domain values, sharing equal objects within one read.
-
-    A bulk read returns thousands of rows written by one call: they share the instant, the actor,
-    the evidence, so each is built once instead of once per row.
-    """
-
-    __slots__ = ("_actors", "_channels", "_evidence", "_instants", "_justifications")
-
-    def __init__(self, channels: dict[str, Channel]) -> None:
-        self._channels = channels
-        self._instants: dict[int, datetime] = {}
-        self._actors: dict[tuple[str, str, str, str | None], Actor] = {}
-        self._evidence: dict[str, Evidence] = {}
-        self._justifications: dict[tuple[str, str], Justification] = {}
-
-    def channel(self, key: str) -> Channel:
-        found = self._channels.get(key)
-        if found is None:
-            found = self._channels[key] = channel(key)
-        return found
-
-    def instant(self, micros: int) -> datetime:
-        found = self._instants.get(micros)
-        if found is None:
-            found = self._instants[micros] = _instant(micros)
-        return found
-
-    def actor(self, account: str, kind: str, actor_id: str, roles: str | None) -> Actor:
-        key = (account, kind, actor_id, roles)
-        found = self._actors.get(key)
-        if found is None:
-            found = self._actors[key] = Actor(
-                _KINDS[kind],
-                actor_id,
-                account,
-                frozenset() if roles is None else frozenset(json.loads(roles)),
-            )
-        return found
-
-    def evidence(self, document: str | None) -> Evidence | None:
-        if document is None:
-            return None
-        found = self._evidence.get(document)
-        if found is None:
-            found = self._evidence[document] = _evidence_from_json(document)
-        return found
-
-    def justification(self, reason: str | None, note: str | None) -> Justification | None:
-        if reason is None or note is None:
-            return None
-        found = self._justifications.get((reason, note))
-        if found is None:
-            found = self._justifications[(reason, note)] = Justification(_REASONS[reason], note)
-        return found
-
-    def subscription(self, account: str, row: Any) -> Subscription:
-        (
-            contact_id,
-            key,
-            state,
-            version,
-            updated_at,
-            changed_by,
-            source,
-            reason,
-            opted_out_by,
-            opted_out_via,
-            last_opt_out_at,
-        ) = row
-        return Subscription(
-            account,
-            contact_id,
-            self.channel(key),
-            _STATES[state],
-            version,
-            self.instant(updated_at),
-            _KINDS[changed_by],
-            _SOURCES[source],
-            reason,
-            _origins(opted_out_by),
-            opted_out_via,
-            None if last_opt_out_at is None else self.instant(last_opt_out_at),
-        )
-
-    def review_item(self, row: Any) -> ReviewItem:
-        (
-            account,
-            item_id,
-            kind,
-            key,
-            message_id,
-            sender,
-            text,
-            contact_ids,
-            received_at,
-            honor_by,
-            decision,
-            decided_by,
-            decided_at,
-            note,
-        ) = row
-        return ReviewItem(
-            account=account,
-            id=item_id,
-            kind=_REVIEW_KINDS[kind],
-            channel=self.channel(key),
-            message_id=message_id,
-            sender=sender,
-            text=text,
-            contact_ids=tuple(json.loads(contact_ids)),
-            received_at=self.instant(received_at),
-            honor_by=self.instant(honor_by),
-            decision=None if decision is None else _DECISIONS[decision],
-            decided_by=decided_by,
-            decided_at=None if decided_at is None else self.instant(decided_at),
-            note=note,
-        )
-
-    def event(self, row: Any) -> ConsentEvent:
-        (
-            sequence,
-            account,
-            contact_id,
-            key,
-            previous_state,
-            new_state,
-            actor_kind,
-            actor_id,
-            actor_roles,
-            source,
-            occurred_at,
-            recorded_at,
-            justification_reason,
-            justification_note,
-            evidence,
-            reason,
-            inbound_message_id,
-            batch_id,
-        ) = row
-        return ConsentEvent(
-            sequence=sequence,
-            account=account,
-            contact_id=contact_id,
-            channel=self.channel(key),
-            previous_state=_STATES[previous_state],
-            new_state=_STATES[new_state],
-            actor=self.actor(account, actor_kind, actor_id, actor_roles),
-            source=_SOURCES[source],
-            occurred_at=self.instant(occurred_at),
-            recorded_at=self.instant(recorded_at),
-            justification=self.justification(justification_reason, justification_note),
-            evidence=self.evidence(evidence),
-            reason=reason,
-            inbound_message_id=inbound_message_id,
-            batch_id=batch_id,
-        )
-
-
-def _contact(account: str, row: Any) -> Contact:
-    contact_id, phone, email, handles = row
-    return Contact(
-        account=account,
-        id=contact_id,
-        phone=phone,
-        email=email,
-        handles=() if handles is None else [tuple(pair) for pair in json.loads(handles)],
-    )
-
-
 # ---------------------------------------------------------------------------- SQL
 
-_SUBSCRIPTION_COLUMNS: Final = (
-    "contact_id, channel, state, version, updated_at, changed_by, source, reason, opted_out_by, "
-    "opted_out_via, last_opt_out_at"
-)
-_EVENT_COLUMNS: Final = (
-    "sequence, account, contact_id, channel, previous_state, new_state, actor_kind, actor_id, "
-    "actor_roles, source, occurred_at, recorded_at, justification_reason, justification_note, "
-    "evidence, reason, inbound_message_id, batch_id"
-)
-_REVIEW_COLUMNS: Final = (
-    "account, id, kind, channel, message_id, sender, text, contact_ids, received_at, honor_by, "
-    "decision, decided_by, decided_at, note"
-)
+# The select lists of the shared row decoder (consentkit.storage._rows), in its order.
+_CONTACT_COLUMNS: Final = ", ".join(CONTACT_COLUMNS)
+_SUBSCRIPTION_COLUMNS: Final = ", ".join(SUBSCRIPTION_COLUMNS)
+_EVENT_COLUMNS: Final = ", ".join(EVENT_COLUMNS)
+_REVIEW_COLUMNS: Final = ", ".join(REVIEW_COLUMNS)
+_SUPPRESSION_COLUMNS: Final = ", ".join(SUPPRESSION_COLUMNS)
 # The review listings by (include decided, starting after a position): each walks an index on
 # (account, received_at, id) in order.  The open ones name the partial index of open items: with
 # no statistics the planner rates it no better than the full one, which would walk past every
@@ -597,9 +430,12 @@ _LIST_REVIEW_ITEMS: Final = {
     for after in (False, True)
 }
 _GET_SUBSCRIPTION: Final = (
-    "SELECT state, version, updated_at, changed_by, source, reason, opted_out_by, opted_out_via, "
-    "last_opt_out_at FROM subscriptions WHERE account = ? AND contact_id = ? AND channel = ?"
+    f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "
+    "WHERE account = ? AND contact_id = ? AND channel = ?"
 )
+# lock_subscriptions: the subscription columns and the lock token the shared decoder expects
+# (none here: the transaction holds the file's write lock).
+_LOCK_COLUMNS: Final = _SUBSCRIPTION_COLUMNS + ", NULL"
 _GET_STATE: Final = (
     "SELECT state FROM subscriptions WHERE account = ? AND contact_id = ? AND channel = ?"
 )
@@ -675,17 +511,19 @@ _INSERT_EVENT_ROWS: Final = (
     "justification_note, evidence, reason, inbound_message_id, batch_id) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_ADD_TREND_HOUR: Final = (
-    "INSERT INTO trend_hours (account, hour, channel, subscribed, unsubscribed, opt_ins, "
-    "unsubscribes, resubscribes) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (account, hour, channel) DO UPDATE SET "
-    "subscribed = subscribed + excluded.subscribed, "
-    "unsubscribed = unsubscribed + excluded.unsubscribed, "
-    "opt_ins = opt_ins + excluded.opt_ins, "
-    "unsubscribes = unsubscribes + excluded.unsubscribes, "
-    "resubscribes = resubscribes + excluded.resubscribes"
+_ADD_HOURLY_CHANGES: Final = (
+    "INSERT INTO hourly_changes (account, hour, channel, previous_state, new_state, events) "
+    "VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (account, hour, channel, previous_state, new_state) DO UPDATE SET "
+    "events = events + excluded.events"
 )
-_EVENTS_IN_TIME: Final = (
+# The two reads of the shared trend counting (consentkit.storage._trend_counts): the roll-ups of
+# a range of whole hours, and the events of a range of time (through events_by_time).
+_HOURS_BETWEEN: Final = (
+    "SELECT channel, previous_state, new_state, sum(events) FROM hourly_changes "
+    "WHERE account = ? AND hour >= ? AND hour < ? GROUP BY channel, previous_state, new_state"
+)
+_EVENTS_BETWEEN: Final = (
     "SELECT channel, previous_state, new_state, count(*) FROM events "
     "WHERE account = ? AND occurred_at >= ? AND occurred_at < ? "
     "GROUP BY channel, previous_state, new_state"
@@ -887,21 +725,18 @@ class _TransactionScope(AbstractContextManager["_SQLiteTransaction"]):
             # read the clock first must not be overtaken while it connects.
             conn = store._connection()
             waited = time.monotonic() - started
-            if waited > _SHORT_WAIT:
-                # The wait for the other threads counts against the same busy timeout.
-                remaining = max(0, int((timeout - waited) * 1000))
-                conn.execute(f"PRAGMA busy_timeout = {remaining}")
-                try:
+            with store._errors("start a write transaction"):
+                if waited > _SHORT_WAIT:
+                    # The wait for the other threads counts against the same busy timeout.
+                    remaining = max(0, int((timeout - waited) * 1000))
+                    conn.execute(f"PRAGMA busy_timeout = {remaining}")
+                    try:
+                        conn.execute("BEGIN IMMEDIATE")
+                    finally:
+                        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                else:
                     conn.execute("BEGIN IMMEDIATE")
-                finally:
-                    conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            else:
-                conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as e:
-            _fork_gate.exit()
-            writer.release()
-            raise store._error(e, "start a write transaction") from e
-        except BaseException:  # ConsentError from _connection(), KeyboardInterrupt...
+        except BaseException:  # a translated driver error, KeyboardInterrupt...
             _fork_gate.exit()
             writer.release()
             raise
@@ -933,10 +768,11 @@ class _TransactionScope(AbstractContextManager["_SQLiteTransaction"]):
                     )
             elif exc_type is None:
                 try:
-                    conn.execute("COMMIT")
-                except sqlite3.Error as e:
+                    with self._store._errors("commit the transaction"):
+                        conn.execute("COMMIT")
+                except ConsentError:
                     _rollback_quietly(conn)
-                    raise self._store._error(e, "commit the transaction") from e
+                    raise
             else:
                 _rollback_quietly(conn)
         finally:
@@ -952,43 +788,60 @@ def _rollback_quietly(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
+class _Errors(AbstractContextManager[None]):
+    """The one place SQLite errors become consentkit errors: a ``with`` block that translates a
+    :class:`sqlite3.Error` raised in it (see :meth:`SQLiteStore._error`), naming what it was
+    doing.  *exists*, when given, is the message of the ConflictError for a unique violation."""
+
+    __slots__ = ("_doing", "_exists", "_store")
+
+    def __init__(self, store: SQLiteStore, doing: str, exists: str | None = None) -> None:
+        self._store = store
+        self._doing = doing
+        self._exists = exists
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, sqlite3.Error):
+            if self._exists is not None and _is_unique_violation(exc):
+                raise ConflictError(self._exists) from exc
+            raise self._store._error(exc, self._doing) from exc
+
+
 class _SQLiteTransaction:
     """One ``BEGIN IMMEDIATE`` transaction: holds the write lock of the file until it ends, so
     every pair it reads is locked against other writers (read or absent)."""
 
-    __slots__ = ("_account", "_conn", "_store")
+    __slots__ = ("_account", "_conn", "_errors", "_store")
 
     def __init__(self, store: SQLiteStore, conn: sqlite3.Connection, account: str) -> None:
         self._store = store
         self._conn = conn
         self._account = account
-
-    def _fail(self, error: sqlite3.Error, doing: str) -> ConsentError:
-        return self._store._error(error, doing)
+        self._errors = store._errors
 
     def missing_contacts(self, contact_ids: Sequence[str]) -> list[str]:
         """The ids among *contact_ids* that are not registered, in input order, once each."""
         if not contact_ids:
             return []
-        if len(contact_ids) == 1:
-            # One contact (an inbound STOP, the inbox toggle): a plain key lookup, no JSON.
-            try:
+        with self._errors("look up contacts"):
+            if len(contact_ids) == 1:
+                # One contact (an inbound STOP, the inbox toggle): a plain key lookup, no JSON.
                 row = self._conn.execute(
                     "SELECT 1 FROM contacts WHERE account = ? AND id = ?",
                     (self._account, contact_ids[0]),
                 ).fetchone()
-            except sqlite3.Error as e:
-                raise self._fail(e, "look up contacts") from e
-            return [] if row is not None else [contact_ids[0]]
-        try:
+                return [] if row is not None else [contact_ids[0]]
             rows = self._conn.execute(
                 "SELECT value FROM json_each(?) AS given WHERE NOT EXISTS "
                 "(SELECT 1 FROM contacts WHERE account = ? AND id = given.value) "
                 "ORDER BY given.key",
                 (_ids_json(dict.fromkeys(contact_ids)), self._account),
             ).fetchall()
-        except sqlite3.Error as e:
-            raise self._fail(e, "look up contacts") from e
         return [row[0] for row in rows]
 
     def get_contacts(self, contact_ids: Sequence[str]) -> dict[str, Contact]:
@@ -996,15 +849,14 @@ class _SQLiteTransaction:
         if not contact_ids:
             return {}
         account = self._account
-        try:
+        with self._errors("read contacts"):
             rows = self._conn.execute(
-                "SELECT id, phone, email, handles FROM contacts "
+                f"SELECT {_CONTACT_COLUMNS} FROM contacts "
                 "WHERE account = ? AND id IN (SELECT value FROM json_each(?))",
                 (account, _ids_json(contact_ids)),
             ).fetchall()
-        except sqlite3.Error as e:
-            raise self._fail(e, "read contacts") from e
-        return {row[0]: _contact(account, row) for row in rows}
+        decoder = self._store._decoder()
+        return {row[0]: decoder.contact(account, row) for row in rows}
 
     def put_contacts(self, contacts: Sequence[Contact]) -> None:
         """Insert or replace contacts and their address index entries (the last of one id wins)."""
@@ -1013,7 +865,7 @@ class _SQLiteTransaction:
         if not by_id:
             return
         conn = self._conn
-        try:
+        with self._errors("write contacts"):
             conn.executemany(
                 "INSERT INTO contacts (account, id, phone, email, handles) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (account, id) DO UPDATE SET phone = excluded.phone, "
@@ -1028,8 +880,6 @@ class _SQLiteTransaction:
                 "INSERT INTO contact_addresses (account, address_key, contact_id) VALUES (?, ?, ?)",
                 [(account, key, c.id) for c in by_id.values() for key in c.address_keys()],
             )
-        except sqlite3.Error as e:
-            raise self._fail(e, "write contacts") from e
 
     def lock_subscriptions(
         self, contact_ids: Sequence[str], channels: Sequence[Channel]
@@ -1041,73 +891,24 @@ class _SQLiteTransaction:
         """
         if not contact_ids or not channels:
             return {}
-        account = self._account
         by_key = {ch.key: ch for ch in channels}
-        try:
+        with self._errors("read subscriptions"):
             if len(contact_ids) == 1:
                 # One contact: its rows are adjacent under the primary key, no JSON needed.
                 rows = self._conn.execute(
-                    f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "
+                    f"SELECT {_LOCK_COLUMNS} FROM subscriptions "
                     f"WHERE account = ? AND contact_id = ? "
                     f"AND channel IN {_in_channels(len(by_key))}",
-                    (account, contact_ids[0], *by_key),
+                    (self._account, contact_ids[0], *by_key),
                 ).fetchall()
             else:
                 rows = self._conn.execute(
-                    f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "
+                    f"SELECT {_LOCK_COLUMNS} FROM subscriptions "
                     f"WHERE account = ? AND channel IN {_in_channels(len(by_key))} "
                     "AND contact_id IN (SELECT value FROM json_each(?))",
-                    (account, *by_key, _ids_json(contact_ids)),
+                    (self._account, *by_key, _ids_json(contact_ids)),
                 ).fetchall()
-        except sqlite3.Error as e:
-            raise self._fail(e, "read subscriptions") from e
-        # Inlined rather than _Decoder.subscription: this runs once per pair of every bulk call.
-        # The rows of one earlier bulk call share their time, so each instant is built once.
-        instants: dict[int, datetime] = {}
-        states, kinds, sources = _STATES, _KINDS, _SOURCES
-        origin_sets, no_origins = _origin_sets, _NO_ORIGINS
-        found: dict[tuple[str, Channel], Subscription] = {}
-        for (
-            contact_id,
-            key,
-            state,
-            version,
-            updated_at,
-            changed_by,
-            source,
-            reason,
-            opted_out_by,
-            opted_out_via,
-            last_opt_out_at,
-        ) in rows:
-            ch = by_key[key]
-            when = instants.get(updated_at)
-            if when is None:
-                when = instants[updated_at] = _instant(updated_at)
-            if last_opt_out_at is None:
-                last = None
-            elif (last := instants.get(last_opt_out_at)) is None:
-                last = instants[last_opt_out_at] = _instant(last_opt_out_at)
-            origins = (
-                no_origins
-                if opted_out_by is None
-                else origin_sets.get(opted_out_by) or _origins(opted_out_by)
-            )
-            found[(contact_id, ch)] = Subscription(
-                account,
-                contact_id,
-                ch,
-                states[state],
-                version,
-                when,
-                kinds[changed_by],
-                sources[source],
-                reason,
-                origins,
-                opted_out_via,
-                last,
-            )
-        return found
+        return self._store._decoder().locked_subscriptions(self._account, rows, by_key)
 
     def write_changes(self, batch: ChangeBatch, changes: Sequence[PairChange]) -> None:
         """Upsert every pair, append one event per pair in order and add to the hourly roll-up,
@@ -1120,26 +921,14 @@ class _SQLiteTransaction:
             ValidationError: the batch is for another account, or back to never-subscribed.
         """
         account = self._account
-        if batch.account != account:
-            raise ValidationError(
-                "batch.account",
-                f"{batch.account!r} is not the account of this transaction ({account!r})",
-            )
-        new_state = batch.new_state
-        if new_state is _NEVER:
-            raise ValidationError(
-                "batch.new_state", "a pair cannot be set back to never-subscribed"
-            )
+        check_batch(batch, account)
         if not changes:
             return
+        new_state = batch.new_state
         reason = batch.reason_code
         justification = batch.justification
-        if new_state is _UNSUBSCRIBED:
-            opted_out_by = None if batch.opted_out_by is None else batch.opted_out_by.value
-            opted_out_via = batch.opted_out_via
-        else:
-            opted_out_by = opted_out_via = None
-        occurred_at = _micros(batch.occurred_at)
+        opted_out_by, opted_out_via = opt_out_record(batch)
+        occurred_at = micros(batch.occurred_at)
         state = new_state.value
         actor = batch.actor
         changed_by = actor.kind.value
@@ -1181,73 +970,64 @@ class _SQLiteTransaction:
             if not c.expected_version
         ]
         conn = self._conn
-        try:
+        with self._errors("write consent changes"):
             conn.execute("SAVEPOINT write_changes")
-        except sqlite3.Error as e:
-            raise self._fail(e, "write consent changes") from e
-        try:
-            written = 0
-            if updates:
-                written += conn.executemany(_UPDATE_SUBSCRIPTION[new_state], updates).rowcount
-            if inserts:
-                written += conn.executemany(_INSERT_SUBSCRIPTION[new_state], inserts).rowcount
-            if written != len(changes):
-                raise _VersionMismatch
-            values = _STATE_VALUES
-            shared = (
-                state,
-                changed_by,
-                actor.id,
-                _to_json(sorted(actor.roles)) if actor.roles else None,
-                source,
-                occurred_at,
-                _micros(batch.recorded_at),
-                None if justification is None else justification.reason.value,
-                None if justification is None else justification.note,
-                _evidence_json(batch.evidence),
-                reason,
-                batch.inbound_message_id,
-                batch.batch_id,
-            )
-            if len(changes) <= _EVENT_ROWS_UP_TO:
-                conn.executemany(
-                    _INSERT_EVENT_ROWS,
-                    [
+            try:
+                written = 0
+                if updates:
+                    written += conn.executemany(_UPDATE_SUBSCRIPTION[new_state], updates).rowcount
+                if inserts:
+                    written += conn.executemany(_INSERT_SUBSCRIPTION[new_state], inserts).rowcount
+                if written != len(changes):
+                    raise _VersionMismatch
+                values = _STATE_VALUES
+                shared = (
+                    state,
+                    changed_by,
+                    actor.id,
+                    _to_json(sorted(actor.roles)) if actor.roles else None,
+                    source,
+                    occurred_at,
+                    micros(batch.recorded_at),
+                    None if justification is None else justification.reason.value,
+                    None if justification is None else justification.note,
+                    _evidence_json(batch.evidence),
+                    reason,
+                    batch.inbound_message_id,
+                    batch.batch_id,
+                )
+                if len(changes) <= _EVENT_ROWS_UP_TO:
+                    rows = [
                         (account, c.contact_id, c.channel.key, values[c.previous_state], *shared)
                         for c in changes
+                    ]
+                    conn.executemany(_INSERT_EVENT_ROWS, rows)
+                else:
+                    pairs_json = _to_json(
+                        [[c.contact_id, c.channel.key, values[c.previous_state]] for c in changes]
+                    )
+                    conn.execute(_INSERT_EVENTS, (account, *shared, pairs_json))
+                hour = hour_bucket(batch.occurred_at)
+                pairs = Counter((c.channel.key, values[c.previous_state]) for c in changes)
+                conn.executemany(
+                    _ADD_HOURLY_CHANGES,
+                    [
+                        (account, hour, key, previous, state, count)
+                        for (key, previous), count in pairs.items()
                     ],
                 )
-            else:
-                pairs_json = _to_json(
-                    [[c.contact_id, c.channel.key, values[c.previous_state]] for c in changes]
-                )
-                conn.execute(_INSERT_EVENTS, (account, *shared, pairs_json))
-            hour = _hour_floor(occurred_at)
-            pairs = Counter((c.channel.key, c.previous_state) for c in changes)
-            conn.executemany(
-                _ADD_TREND_HOUR,
-                [
-                    (account, hour, key, *_trend_row(previous, new_state, count))
-                    for (key, previous), count in pairs.items()
-                ],
-            )
-        except BaseException as e:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK TO write_changes")
-                conn.execute("RELEASE write_changes")
-            if isinstance(e, _VersionMismatch):
-                raise self._conflict(changes) from None
-            if isinstance(e, sqlite3.Error):
-                raise self._fail(e, "write consent changes") from e
-            raise
-        try:
+            except BaseException as e:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK TO write_changes")
+                    conn.execute("RELEASE write_changes")
+                if isinstance(e, _VersionMismatch):
+                    raise self._conflict(changes) from None
+                raise
             conn.execute("RELEASE write_changes")
-        except sqlite3.Error as e:
-            raise self._fail(e, "write consent changes") from e
 
     def _conflict(self, changes: Sequence[PairChange]) -> ConsentError:
         # Only on the failure path, after the savepoint was undone: name the first stale pair.
-        try:
+        with self._errors("check subscription versions"):
             for change in changes:
                 row = self._conn.execute(
                     "SELECT version FROM subscriptions "
@@ -1261,8 +1041,6 @@ class _SQLiteTransaction:
                         f"version {version}, not {change.expected_version}: it changed "
                         "concurrently; re-read and retry"
                     )
-        except sqlite3.Error as e:
-            return self._fail(e, "check subscription versions")
         # Two changes of one pair in one call: the second finds the version the first wrote.
         return ConflictError(
             "a pair appears twice in one write_changes call, so its second expected_version "
@@ -1276,9 +1054,9 @@ class _SQLiteTransaction:
         if not pairs:
             return
         origin = None if batch.opted_out_by is None else batch.opted_out_by.value
-        occurred_at = _micros(batch.occurred_at)
+        occurred_at = micros(batch.occurred_at)
         account = self._account
-        try:
+        with self._errors("record opt-out requests"):
             if len(pairs) <= _EVENT_ROWS_UP_TO:
                 self._conn.executemany(
                     _NOTE_OPT_OUT,
@@ -1289,8 +1067,6 @@ class _SQLiteTransaction:
                     _NOTE_OPT_OUTS,
                     (origin, occurred_at, account, _to_json([[cid, ch.key] for cid, ch in pairs])),
                 )
-        except sqlite3.Error as e:
-            raise self._fail(e, "record opt-out requests") from e
 
     def lock_addresses(self, address_keys: Sequence[str]) -> None:
         """Nothing to do: the transaction took the file's single write lock at ``BEGIN
@@ -1299,15 +1075,13 @@ class _SQLiteTransaction:
 
     def get_inbound(self, channel: Channel, message_id: str) -> InboundRecord | None:
         """The record of an inbound message already handled, keyed by (channel, message id)."""
-        try:
+        with self._errors("read an inbound record"):
             row = self._conn.execute(
                 "SELECT body_sha256, result FROM inbound_messages "
                 "WHERE account = ? AND channel = ? AND message_id = ?",
                 (self._account, channel.key, message_id),
             ).fetchone()
-        except sqlite3.Error as e:
-            raise self._fail(e, "read an inbound record") from e
-        return None if row is None else InboundRecord(channel, message_id, row[0], str(row[1]))
+        return inbound_record(channel, message_id, row)
 
     def put_inbound(self, record: InboundRecord) -> None:
         """Remember an inbound message, the digest of its text and its result.
@@ -1315,7 +1089,10 @@ class _SQLiteTransaction:
         Raises:
             ConflictError: the (channel, message id) is already recorded.
         """
-        try:
+        exists = (
+            f"inbound message {record.message_id!r} on {record.channel.key} was already handled"
+        )
+        with _Errors(self._store, "record an inbound message", exists):
             self._conn.execute(
                 "INSERT INTO inbound_messages (account, channel, message_id, body_sha256, result) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -1327,15 +1104,6 @@ class _SQLiteTransaction:
                     record.result,
                 ),
             )
-        except sqlite3.IntegrityError as e:
-            if _is_unique_violation(e):
-                raise ConflictError(
-                    f"inbound message {record.message_id!r} on {record.channel.key} was already "
-                    "handled"
-                ) from e
-            raise self._fail(e, "record an inbound message") from e
-        except sqlite3.Error as e:
-            raise self._fail(e, "record an inbound message") from e
 
     def put_review_item(self, item: ReviewItem) -> None:
         """Queue an item for review (its text as is, its contacts as a JSON array).
@@ -1343,9 +1111,10 @@ class _SQLiteTransaction:
         Raises:
             ConflictError: an item with the same id exists in the account.
         """
-        try:
+        exists = f"review item {item.id!r} exists already"
+        with _Errors(self._store, "queue a review item", exists):
             self._conn.execute(
-                f"INSERT INTO review_items ({_REVIEW_COLUMNS}) "
+                f"INSERT INTO review_items (account, {_REVIEW_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     self._account,
@@ -1356,32 +1125,24 @@ class _SQLiteTransaction:
                     item.sender,
                     item.text,
                     _ids_json(item.contact_ids),
-                    _micros(item.received_at),
-                    _micros(item.honor_by),
+                    micros(item.received_at),
+                    micros(item.honor_by),
                     None if item.decision is None else item.decision.value,
                     item.decided_by,
-                    None if item.decided_at is None else _micros(item.decided_at),
+                    None if item.decided_at is None else micros(item.decided_at),
                     item.note,
                 ),
             )
-        except sqlite3.IntegrityError as e:
-            if _is_unique_violation(e):
-                raise ConflictError(f"review item {item.id!r} exists already") from e
-            raise self._fail(e, "queue a review item") from e
-        except sqlite3.Error as e:
-            raise self._fail(e, "queue a review item") from e
 
     def get_review_item(self, item_id: str) -> ReviewItem | None:
         """One review item; the transaction holds the file's write lock, so it cannot change
         until the transaction ends."""
-        try:
+        with self._errors("read a review item"):
             row = self._conn.execute(
                 f"SELECT {_REVIEW_COLUMNS} FROM review_items WHERE account = ? AND id = ?",
                 (self._account, item_id),
             ).fetchone()
-        except sqlite3.Error as e:
-            raise self._fail(e, "read a review item") from e
-        return None if row is None else self._store._decoder().review_item(row)
+        return None if row is None else self._store._decoder().review_item(self._account, row)
 
     def decide_review_item(
         self,
@@ -1397,11 +1158,11 @@ class _SQLiteTransaction:
         Raises:
             ConflictError: the item does not exist or was decided already.
         """
-        try:
+        with self._errors("record a review decision"):
             cursor = self._conn.execute(
                 "UPDATE review_items SET decision = ?, decided_by = ?, decided_at = ?, note = ? "
                 "WHERE account = ? AND id = ? AND decision IS NULL",
-                (decision.value, decided_by, _micros(decided_at), note, self._account, item_id),
+                (decision.value, decided_by, micros(decided_at), note, self._account, item_id),
             )
             if cursor.rowcount == 1:
                 return
@@ -1409,17 +1170,39 @@ class _SQLiteTransaction:
                 "SELECT decision FROM review_items WHERE account = ? AND id = ?",
                 (self._account, item_id),
             ).fetchone()
-        except sqlite3.Error as e:
-            raise self._fail(e, "record a review decision") from e
         if row is None:
             raise ConflictError(f"review item {item_id!r} does not exist")
         raise ConflictError(f"review item {item_id!r} was decided already ({row[0]})")
+
+    def record_address_departures(
+        self, departures: Sequence[tuple[str, str]], at: datetime
+    ) -> None:
+        """Remember when addresses stopped being contacts' (one row each)."""
+        if not departures:
+            return
+        left_at = micros(at)
+        with self._errors("record address departures"):
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO address_departures "
+                "(account, address_key, left_at, contact_id) VALUES (?, ?, ?, ?)",
+                [(self._account, key, left_at, cid) for key, cid in departures],
+            )
+
+    def contacts_that_left(self, address_key: str, since: datetime) -> list[str]:
+        """The contacts that lost *address_key* at or after *since* (a range of the key)."""
+        with self._errors("look up address departures"):
+            rows = self._conn.execute(
+                "SELECT DISTINCT contact_id FROM address_departures "
+                "WHERE account = ? AND address_key = ? AND left_at >= ? ORDER BY contact_id",
+                (self._account, address_key, micros(since)),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def find_contacts_by_address(self, address_keys: Sequence[str]) -> dict[str, list[str]]:
         """Contact ids per address key, for the keys that match any contact (ids sorted)."""
         if not address_keys:
             return {}
-        try:
+        with self._errors("look up addresses"):
             if len(address_keys) == 1:
                 # One sender (an inbound reply): a plain key lookup, no JSON.
                 rows = self._conn.execute(
@@ -1434,64 +1217,45 @@ class _SQLiteTransaction:
                     "ORDER BY address_key, contact_id",
                     (self._account, _ids_json(address_keys)),
                 ).fetchall()
-        except sqlite3.Error as e:
-            raise self._fail(e, "look up addresses") from e
-        found: dict[str, list[str]] = {}
-        for key, contact_id in rows:
-            found.setdefault(key, []).append(contact_id)
-        return found
+        return addresses_of(rows)
 
     def get_suppressions(self, address_keys: Sequence[str]) -> list[Suppression]:
         """The suppressions recorded for any of *address_keys*, active and inactive, oldest
         record first."""
         if not address_keys:
             return []
-        account = self._account
-        try:
+        with self._errors("read suppressions"):
             rows = self._conn.execute(
-                "SELECT address_key, channel, occurred_at, source, inbound_message_id, active "
-                "FROM suppressions "
+                f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions "
                 "WHERE account = ? AND address_key IN (SELECT value FROM json_each(?)) "
                 "ORDER BY rowid",
-                (account, _ids_json(dict.fromkeys(address_keys))),
+                (self._account, _ids_json(dict.fromkeys(address_keys))),
             ).fetchall()
-        except sqlite3.Error as e:
-            raise self._fail(e, "read suppressions") from e
-        decoder = self._store._decoder()
-        return [
-            Suppression(
-                account=account,
-                address_key=key,
-                channel=decoder.channel(channel_key),
-                occurred_at=decoder.instant(occurred_at),
-                source=_SOURCES[source],
-                inbound_message_id=message_id,
-                active=bool(active),
-            )
-            for key, channel_key, occurred_at, source, message_id, active in rows
-        ]
+        return self._store._decoder().suppressions(self._account, rows)
 
     def put_suppressions(self, suppressions: Sequence[Suppression]) -> None:
         """Record the last word of addresses: each replaces the suppression of the same
-        (address key, channel) only if it occurred later (in order, so the latest of one call
-        wins too)."""
+        (address key, channel) only if it occurred later, or at the same instant as an opt-out
+        over a withdrawal (in order, so the latest of one call wins too)."""
         if not suppressions:
             return
         account = self._account
-        try:
+        with self._errors("record suppressions"):
             self._conn.executemany(
                 "INSERT INTO suppressions (account, address_key, channel, occurred_at, source, "
                 "inbound_message_id, active) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (account, address_key, channel) DO UPDATE SET "
                 "occurred_at = excluded.occurred_at, source = excluded.source, "
                 "inbound_message_id = excluded.inbound_message_id, active = excluded.active "
-                "WHERE excluded.occurred_at > suppressions.occurred_at",
+                "WHERE excluded.occurred_at > suppressions.occurred_at "
+                "OR (excluded.occurred_at = suppressions.occurred_at "
+                "AND excluded.active AND NOT suppressions.active)",
                 [
                     (
                         account,
                         s.address_key,
                         s.channel.key,
-                        _micros(s.occurred_at),
+                        micros(s.occurred_at),
                         s.source.value,
                         s.inbound_message_id,
                         1 if s.active else 0,
@@ -1499,35 +1263,10 @@ class _SQLiteTransaction:
                     for s in suppressions
                 ],
             )
-        except sqlite3.Error as e:
-            raise self._fail(e, "record suppressions") from e
 
 
 class _VersionMismatch(Exception):
     """Internal: a version-checked write matched fewer rows than it had pairs."""
-
-
-def _trend_row(
-    previous: SubscriptionState, new: SubscriptionState, count: int
-) -> tuple[int, int, int, int, int]:
-    """The roll-up increments of *count* changes from *previous* to *new*."""
-    subscribed = unsubscribed = 0
-    if previous is _SUBSCRIBED:
-        subscribed -= count
-    elif previous is _UNSUBSCRIBED:
-        unsubscribed -= count
-    if new is _SUBSCRIBED:
-        subscribed += count
-    elif new is _UNSUBSCRIBED:
-        unsubscribed += count
-    transition = transition_of(previous, new)
-    return (
-        subscribed,
-        unsubscribed,
-        count if transition is Transition.OPT_IN else 0,
-        count if transition is Transition.UNSUBSCRIBE else 0,
-        count if transition is Transition.RESUBSCRIBE else 0,
-    )
 
 
 def _can_write(path: str, *, directory: bool = False) -> bool:
@@ -1662,6 +1401,7 @@ class SQLiteStore:
         self._writer = _FairLock()
         self._forks = _forks[0]
         self._channels: dict[str, Channel] = {}
+        self._error_scopes: dict[str, _Errors] = {}
         # Why this process cannot write the file (None: it can), and the URI its read-only
         # connections open (None: they open the path, read-write).
         self._read_only: str | None = None
@@ -1688,7 +1428,7 @@ class SQLiteStore:
         if self._closed:
             raise StorageError(f"the SQLiteStore of {self.path!r} is closed; open a new one")
         self._forget_parent()
-        try:
+        with self._errors("open the database"):
             conn = sqlite3.connect(
                 self.path if self._uri is None else self._uri,
                 timeout=self.busy_timeout,
@@ -1698,8 +1438,6 @@ class SQLiteStore:
                 factory=_Connection,
                 uri=self._uri is not None,
             )
-        except sqlite3.Error as e:
-            raise self._error(e, "open the database") from e
         try:
             if check:
                 self._check_identity(conn)
@@ -1790,19 +1528,12 @@ class SQLiteStore:
 
     def _check_identity(self, conn: sqlite3.Connection) -> None:
         """Refuse a file of another application before anything changes it: only reads."""
-        try:
-            application_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            if application_id not in (0, _APPLICATION_ID):
-                raise StorageError(
-                    f"{self.path!r} is not a consentkit database (application id "
-                    f"{application_id:#x}); give SQLiteStore a file of its own"
-                )
+        with self._errors("open the database"):
+            self._check_application_id(conn)
             objects = conn.execute(
                 "SELECT type, name FROM sqlite_master "
                 "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid"
             ).fetchall()
-        except sqlite3.Error as e:
-            raise self._error(e, "open the database") from e
         if objects and ("table", "schema_version") not in objects:
             raise StorageError(
                 f"{self.path!r} already holds other tables (such as {objects[0][1]!r}) and is not "
@@ -1810,7 +1541,7 @@ class SQLiteStore:
             )
 
     def _configure(self, conn: sqlite3.Connection) -> None:
-        try:
+        with self._errors("configure the database"):
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
             # The statement journal of write_changes' savepoint (and any sorter) stays in memory:
@@ -1822,8 +1553,6 @@ class SQLiteStore:
             # After a large transaction the WAL is cut back to this size at the next checkpoint.
             conn.execute("PRAGMA journal_size_limit = 67108864")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        except sqlite3.Error as e:
-            raise self._error(e, "configure the database") from e
         if str(mode).lower() != "wal":
             raise StorageError(
                 f"{self.path!r} cannot use write-ahead logging (journal mode is {mode!r}); "
@@ -1844,7 +1573,7 @@ class SQLiteStore:
                 "this Python's SQLite has no JSON functions, which SQLiteStore uses to pass id "
                 "lists; use a Python built with a SQLite that has them (3.38+ always does)"
             ) from e
-        try:
+        with self._errors("create or upgrade the schema"):
             version = self._schema_version(conn)
             if version == SCHEMA_VERSION:
                 return
@@ -1878,8 +1607,6 @@ class SQLiteStore:
                 raise
             finally:
                 _fork_gate.exit()
-        except sqlite3.Error as e:
-            raise self._error(e, "create or upgrade the schema") from e
 
     def _cannot_migrate(self, version: int | None) -> str:
         if version is not None and version > SCHEMA_VERSION:
@@ -1893,13 +1620,16 @@ class SQLiteStore:
             f"{SCHEMA_VERSION}: {self._read_only}; open it once with write access"
         )
 
-    def _schema_version(self, conn: sqlite3.Connection) -> int | None:
+    def _check_application_id(self, conn: sqlite3.Connection) -> None:
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
         if application_id not in (0, _APPLICATION_ID):
             raise StorageError(
                 f"{self.path!r} is not a consentkit database (application id "
                 f"{application_id:#x}); give SQLiteStore a file of its own"
             )
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int | None:
+        self._check_application_id(conn)
         exists = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
         ).fetchone()
@@ -1931,8 +1661,16 @@ class SQLiteStore:
             return StorageError(f"the SQLiteStore of {self.path!r} is closed; open a new one")
         return StorageError(f"could not {doing} in {self.path!r}: {error}")
 
-    def _decoder(self) -> _Decoder:
-        return _Decoder(self._channels)
+    def _errors(self, doing: str) -> _Errors:
+        """The error translation of a block of driver calls (one object per *doing*, reused:
+        a ``with`` of it costs less than building one per call)."""
+        scope = self._error_scopes.get(doing)
+        if scope is None:
+            scope = self._error_scopes[doing] = _Errors(self, doing)
+        return scope
+
+    def _decoder(self) -> RowDecoder:
+        return RowDecoder(self._channels, cached_instants())
 
     def close(self) -> None:
         """Close every connection of every thread; the store cannot be used afterwards."""
@@ -1970,90 +1708,59 @@ class SQLiteStore:
 
     def get_contact(self, account: str, contact_id: str) -> Contact | None:
         """One contact, or None."""
-        try:
+        with self._errors("read a contact"):
             row = (
                 self._connection()
                 .execute(
-                    "SELECT id, phone, email, handles FROM contacts WHERE account = ? AND id = ?",
+                    f"SELECT {_CONTACT_COLUMNS} FROM contacts WHERE account = ? AND id = ?",
                     (account, contact_id),
                 )
                 .fetchone()
             )
-        except sqlite3.Error as e:
-            raise self._error(e, "read a contact") from e
-        return None if row is None else _contact(account, row)
+        return None if row is None else self._decoder().contact(account, row)
 
     def list_contacts(self, account: str, *, after: str | None, limit: int) -> list[Contact]:
         """Contacts ordered by id, starting after the id *after*."""
-        try:
+        with self._errors("list contacts"):
             rows = (
                 self._connection()
                 .execute(
-                    "SELECT id, phone, email, handles FROM contacts "
+                    f"SELECT {_CONTACT_COLUMNS} FROM contacts "
                     "WHERE account = ? AND id > ? ORDER BY id LIMIT ?",
                     (account, "" if after is None else after, limit),
                 )
                 .fetchall()
             )
-        except sqlite3.Error as e:
-            raise self._error(e, "list contacts") from e
-        return [_contact(account, row) for row in rows]
+        decoder = self._decoder()
+        return [decoder.contact(account, row) for row in rows]
 
     def get_subscription(
         self, account: str, contact_id: str, channel: Channel
     ) -> Subscription | None:
         """The subscription of one pair, or None when it was never subscribed."""
-        try:
+        with self._errors("read a subscription"):
             row = (
                 self._connection()
                 .execute(_GET_SUBSCRIPTION, (account, contact_id, channel.key))
                 .fetchone()
             )
-        except sqlite3.Error as e:
-            raise self._error(e, "read a subscription") from e
         if row is None:
             return None
-        (
-            state,
-            version,
-            updated_at,
-            changed_by,
-            source,
-            reason,
-            opted_out_by,
-            opted_out_via,
-            last_opt_out_at,
-        ) = row
-        return Subscription(
-            account,
-            contact_id,
-            channel,
-            _STATES[state],
-            version,
-            _EPOCH + timedelta(microseconds=updated_at),
-            _KINDS[changed_by],
-            _SOURCES[source],
-            reason,
-            _origins(opted_out_by),
-            opted_out_via,
-            None if last_opt_out_at is None else _EPOCH + timedelta(microseconds=last_opt_out_at),
-        )
+        return RowDecoder(self._channels, instant).subscription(account, row)
 
     def get_state(self, account: str, contact_id: str, channel: Channel) -> SubscriptionState:
         """The state of one pair; ``NEVER_SUBSCRIBED`` when it has no row."""
-        try:
+        with self._errors("read a subscription state"):
             row = (
                 self._connection()
                 .execute(_GET_STATE, (account, contact_id, channel.key))
                 .fetchone()
             )
-        except sqlite3.Error as e:
-            raise self._error(e, "read a subscription state") from e
         return _NEVER if row is None else _STATES[row[0]]
 
     def subscriptions_of(self, account: str, contact_id: str) -> list[Subscription]:
         """Every recorded subscription of one contact, ordered by channel key."""
-        try:
+        with self._errors("read subscriptions"):
             rows = (
                 self._connection()
                 .execute(
@@ -2063,8 +1770,6 @@ class SQLiteStore:
                 )
                 .fetchall()
             )
-        except sqlite3.Error as e:
-            raise self._error(e, "read subscriptions") from e
         decoder = self._decoder()
         return [decoder.subscription(account, row) for row in rows]
 
@@ -2085,13 +1790,11 @@ class SQLiteStore:
         )
         result: set[str] = set()
         iterator = iter(contact_ids)
-        try:
+        with self._errors("filter the audience"):
             while chunk := list(itertools.islice(iterator, _IDS_PER_QUERY)):
                 result.update(
                     row[0] for row in conn.execute(sql, (account, channel.key, _ids_json(chunk)))
                 )
-        except sqlite3.Error as e:
-            raise self._error(e, "filter the audience") from e
         return result
 
     def list_subscriptions(
@@ -2116,10 +1819,8 @@ class SQLiteStore:
             params.append(where.reason)
         sql.append("ORDER BY contact_id LIMIT ?")
         params.append(limit)
-        try:
+        with self._errors("list subscriptions"):
             rows = self._connection().execute(" ".join(sql), params).fetchall()
-        except sqlite3.Error as e:
-            raise self._error(e, "list subscriptions") from e
         decoder = self._decoder()
         return [decoder.subscription(account, row) for row in rows]
 
@@ -2149,25 +1850,29 @@ class SQLiteStore:
         query = " ".join(sql)
         position = 0 if after is None else after
         remaining = limit
-        first = self._event_page(query, params, position, remaining)
-        return self._more_events(query, params, first, remaining)
+        first = self._event_page(account, query, params, position, remaining)
+        return self._more_events(account, query, params, first, remaining)
 
     def _event_page(
-        self, query: str, params: list[object], position: int, remaining: int | None
+        self,
+        account: str,
+        query: str,
+        params: list[object],
+        position: int,
+        remaining: int | None,
     ) -> list[ConsentEvent]:
         size = _EVENTS_PAGE if remaining is None else min(remaining, _EVENTS_PAGE)
         if size <= 0:
             return []
         bound = [params[0], position, *params[1:], size]
-        try:
+        with self._errors("read events"):
             rows = self._connection().execute(query, bound).fetchall()
-        except sqlite3.Error as e:
-            raise self._error(e, "read events") from e
         decoder = self._decoder()
-        return [decoder.event(row) for row in rows]
+        return [decoder.event(account, row) for row in rows]
 
     def _more_events(
         self,
+        account: str,
         query: str,
         params: list[object],
         page: list[ConsentEvent],
@@ -2179,61 +1884,18 @@ class SQLiteStore:
                 remaining -= len(page)
             if len(page) < _EVENTS_PAGE or remaining == 0:
                 return
-            page = self._event_page(query, params, page[-1].sequence, remaining)
+            page = self._event_page(account, query, params, page[-1].sequence, remaining)
 
     def totals_at(
         self, account: str, instants: Sequence[datetime]
     ) -> list[dict[tuple[Channel, SubscriptionState], int]]:
         """For each instant, the number of pairs per (channel, state) given every event that
-        occurred before it.
-
-        The whole hours before the earliest instant are summed once, then each later instant adds
-        the hours since the previous one, so the roll-up is read once whatever the number of
-        instants; the partial hour of each instant is counted from the events.
-        """
-        if not instants:
-            return []
-        conn = self._connection()
-        decoder = self._decoder()
-        order = sorted(range(len(instants)), key=lambda i: instants[i])
-        running: dict[str, list[int]] = {}
-        results: list[dict[tuple[Channel, SubscriptionState], int]] = [{} for _ in instants]
-        done_hours: int | None = None
-        try:
-            for index in order:
-                micros = _micros(instants[index])
-                hour = _hour_floor(micros)
-                if done_hours is None or hour > done_hours:
-                    rows = conn.execute(
-                        "SELECT channel, sum(subscribed), sum(unsubscribed) FROM trend_hours "
-                        "WHERE account = ? AND hour >= ? AND hour < ? GROUP BY channel",
-                        (account, -(2**62) if done_hours is None else done_hours, hour),
-                    ).fetchall()
-                    for key, subscribed, unsubscribed in rows:
-                        totals = running.setdefault(key, [0, 0])
-                        totals[0] += subscribed
-                        totals[1] += unsubscribed
-                    done_hours = hour
-                exact = {key: list(totals) for key, totals in running.items()}
-                for key, previous, new, count in conn.execute(
-                    _EVENTS_IN_TIME, (account, hour * _HOUR_US, micros)
-                ):
-                    totals = exact.setdefault(key, [0, 0])
-                    for state, sign in ((previous, -1), (new, 1)):
-                        if state == "subscribed":
-                            totals[0] += sign * count
-                        elif state == "unsubscribed":
-                            totals[1] += sign * count
-                result = results[index]
-                for key, (subscribed, unsubscribed) in exact.items():
-                    ch = decoder.channel(key)
-                    if subscribed:
-                        result[(ch, _SUBSCRIBED)] = subscribed
-                    if unsubscribed:
-                        result[(ch, _UNSUBSCRIBED)] = unsubscribed
-        except sqlite3.Error as e:
-            raise self._error(e, "read subscriber totals") from e
-        return results
+        occurred before it: the roll-up of the whole hours before it plus the events of its
+        partial hour (see :mod:`consentkit.storage._trend_counts`)."""
+        with self._errors("read subscriber totals"):
+            return _trend_counts.totals_at(
+                instants, self._trend_reads(account), self._decoder().channel
+            )
 
     def transition_counts(
         self, account: str, boundaries: Sequence[datetime]
@@ -2241,43 +1903,31 @@ class SQLiteStore:
         """For each interval ``[boundaries[i], boundaries[i+1])`` the number of events per
         (channel, transition) in it: whole hours from the roll-up, the partial hours at both ends
         counted exactly from the events."""
+        with self._errors("count transitions"):
+            return _trend_counts.transition_counts(
+                boundaries, self._trend_reads(account), self._decoder().channel
+            )
+
+    def _trend_reads(self, account: str) -> _trend_counts.Read:
+        """The two reads of the trend counting: one indexed range query per range."""
         conn = self._connection()
-        decoder = self._decoder()
-        results: list[dict[tuple[Channel, Transition], int]] = []
-        try:
-            for start, end in itertools.pairwise(boundaries):
-                first, last = _micros(start), _micros(end)
-                counts: Counter[tuple[Channel, Transition]] = Counter()
-                if first < last:
-                    whole_from = -(-first // _HOUR_US)  # the first hour starting at or after start
-                    whole_to = _hour_floor(last)
-                    if whole_from < whole_to:
-                        edges = [(first, whole_from * _HOUR_US), (whole_to * _HOUR_US, last)]
-                        for key, opt_ins, unsubscribes, resubscribes in conn.execute(
-                            "SELECT channel, sum(opt_ins), sum(unsubscribes), sum(resubscribes) "
-                            "FROM trend_hours WHERE account = ? AND hour >= ? AND hour < ? "
-                            "GROUP BY channel",
-                            (account, whole_from, whole_to),
-                        ):
-                            ch = decoder.channel(key)
-                            counts[(ch, Transition.OPT_IN)] += opt_ins
-                            counts[(ch, Transition.UNSUBSCRIBE)] += unsubscribes
-                            counts[(ch, Transition.RESUBSCRIBE)] += resubscribes
-                    else:
-                        edges = [(first, last)]
-                    for low, high in edges:
-                        if low >= high:
-                            continue
-                        for key, previous, new, count in conn.execute(
-                            _EVENTS_IN_TIME, (account, low, high)
-                        ):
-                            transition = transition_of(_STATES[previous], _STATES[new])
-                            if transition is not None:
-                                counts[(decoder.channel(key), transition)] += count
-                results.append({key: value for key, value in counts.items() if value})
-        except sqlite3.Error as e:
-            raise self._error(e, "count transitions") from e
-        return results
+
+        def read(
+            hours: list[_trend_counts.HourRange], times: list[_trend_counts.TimeRange]
+        ) -> tuple[list[_trend_counts.CountRow], list[_trend_counts.CountRow]]:
+            rollups = [
+                (n, *row)
+                for first, last, n in hours
+                for row in conn.execute(_HOURS_BETWEEN, (account, first, last))
+            ]
+            events = [
+                (n, *row)
+                for low, high, n in times
+                for row in conn.execute(_EVENTS_BETWEEN, (account, micros(low), micros(high)))
+            ]
+            return rollups, events
+
+        return read
 
     def list_review_items(
         self,
@@ -2291,12 +1941,10 @@ class SQLiteStore:
         position *after*; only open ones unless *include_decided*.  One indexed range read."""
         params: list[object] = [account]
         if after is not None:
-            params += [_micros(after[0]), after[1]]
+            params += [micros(after[0]), after[1]]
         params.append(limit)
         sql = _LIST_REVIEW_ITEMS[(bool(include_decided), after is not None)]
-        try:
+        with self._errors("list review items"):
             rows = self._connection().execute(sql, params).fetchall()
-        except sqlite3.Error as e:
-            raise self._error(e, "list review items") from e
         decoder = self._decoder()
-        return [decoder.review_item(row) for row in rows]
+        return [decoder.review_item(account, row) for row in rows]

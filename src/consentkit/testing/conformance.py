@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consentkit.channels import EMAIL, MMS, SMS, WHATSAPP, Channel, ChannelGroups
+from consentkit.channels import EMAIL, MMS, SMS, WHATSAPP, AddressKind, Channel, ChannelGroups
 from consentkit.errors import (
     ConflictError,
     ConsentError,
@@ -1251,6 +1251,141 @@ class StoreConformance:
         assert service.can_send(ADMIN, "c1", SMS)
         assert service.state(ADMIN, "c2", SMS) is NEVER
         check_replay(store, ACCOUNT)
+
+    def test_a_start_and_a_stop_at_the_same_instant_leave_the_stop(
+        self, service: ConsentService, store: Store
+    ) -> None:
+        """A START and a STOP received at the same instant, START delivered first: the address's
+        last word is the STOP (ties go to the opt-out), so a later import of it is not sendable."""
+        phone = "+14155559992"
+        service.handle_inbound(self._inbound("START", "tie-1", phone, T0))
+        service.handle_inbound(self._inbound("STOP", "tie-2", phone, T0))
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "late", phone=phone)])
+        service.opt_in(ADMIN, ["late"], [SMS], evidence=EVIDENCE, source=Source.IMPORT)
+        assert not service.can_send(ADMIN, "late", SMS)
+        with store.transaction(ACCOUNT) as tx:
+            tx.put_suppressions(
+                [Suppression(ACCOUNT, f"phone:{phone}", MMS, T0, Source.INBOUND_KEYWORD)]
+            )
+            tx.put_suppressions(
+                [Suppression(ACCOUNT, f"phone:{phone}", MMS, T0, Source.INBOUND_KEYWORD,
+                             active=False)]
+            )
+            kept = [s for s in tx.get_suppressions([f"phone:{phone}"]) if s.channel == MMS]
+        assert [s.active for s in kept] == [True]
+
+    def test_a_start_stamped_ahead_of_the_clock_does_not_swallow_a_later_stop(
+        self, service: ConsentService, clock: FakeClock
+    ) -> None:
+        """A START whose provider stamped it minutes ahead (within the tolerance) counts as
+        received now, so a STOP sent a minute later still unsubscribes, with its confirmation."""
+        service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+        phone = "+14155550001"
+        service.handle_inbound(self._inbound("STOP", "f-1", phone, clock.now()))
+        clock.advance(timedelta(minutes=1))
+        start = service.handle_inbound(
+            self._inbound("START", "f-2", phone, clock.now() + timedelta(minutes=4))
+        )
+        assert start.received_at <= clock.now()
+        clock.advance(timedelta(minutes=1))
+        stop = service.handle_inbound(self._inbound("STOP", "f-3", phone, clock.now()))
+        assert stop.changed
+        assert not service.can_send(ADMIN, "c1", SMS)
+
+    def test_a_superseded_stop_says_so_and_sends_no_confirmation(
+        self, service: ConsentService, clock: FakeClock
+    ) -> None:
+        """A late STOP that the contact's own later START already answered changes nothing and
+        says so (SUPERSEDED, no reply), never "you have been unsubscribed"."""
+        service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+        phone = "+14155550001"
+        first = clock.now()
+        service.handle_inbound(self._inbound("STOP", "s-1", phone, first))
+        clock.advance(timedelta(minutes=2))
+        service.handle_inbound(self._inbound("START", "s-2", phone, clock.now()))
+        late = service.handle_inbound(
+            self._inbound("STOP", "s-3", phone, first + timedelta(minutes=1))
+        )
+        assert (late.outcome, late.changed, late.reply) == (InboundOutcome.SUPERSEDED, (), None)
+        assert service.can_send(ADMIN, "c1", SMS)
+
+    def test_a_custom_phone_channel_given_by_key_reaches_the_contact(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """A STOP on a registered phone-addressed custom channel, named by its key, reaches the
+        contact with that phone (the key means the registered channel, whatever object built it)."""
+        signal = Channel("signal", AddressKind.PHONE)
+        service = ConsentService(store, clock=clock, channels=[signal])
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "ann", phone="+14155550100")])
+        service.opt_in(ADMIN, ["ann"], ["signal"], evidence=EVIDENCE)
+        result = service.handle_inbound(
+            InboundMessage(ACCOUNT, "signal", "+1 415 555 0100", "STOP", "sig-1", T0)
+        )
+        assert (result.outcome, result.contact_ids) == (InboundOutcome.OPTED_OUT, ("ann",))
+        assert result.sender == "+14155550100"
+        assert not service.can_send(ADMIN, "ann", signal)
+
+    def test_audience_and_audit_log_check_their_arguments(self, service: ConsentService) -> None:
+        """Wrong types for the audience's ids or the audit log's position raise ValidationError
+        naming the field, on every store, before anything is read."""
+        service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+        for ids in (None, 3, 2.5, [None], ("c1", None), [SMS], b"c1"):
+            with pytest.raises(ValidationError, match="contact_ids"):
+                service.audience(ADMIN, SMS, ids)  # type: ignore[arg-type]
+        assert service.audience(ADMIN, SMS, "c1") == {"c1"}
+        for after in ("x", -1, 2**70, 1.5, True):
+            with pytest.raises(ValidationError, match="after"):
+                service.audit_log(ADMIN, after=after)  # type: ignore[arg-type]
+
+    def test_address_departures_are_remembered_by_time(self, store: Store) -> None:
+        """Departures of addresses from contacts are kept per address with their time, listed
+        from a given instant on, rolled back with their transaction, and stay in their account."""
+        key = "phone:+14155550100"
+        with store.transaction(ACCOUNT) as tx:
+            tx.record_address_departures([(key, "b"), (key, "a")], T0)
+            tx.record_address_departures(
+                [(key, "c"), ("email:x@example.com", "a")], T0 + timedelta(1)
+            )
+
+        def depart_then_fail() -> None:
+            with store.transaction(ACCOUNT) as tx:
+                tx.record_address_departures([(key, "d")], T0 + timedelta(2))
+                raise _RolledBack
+
+        with pytest.raises(_RolledBack):
+            depart_then_fail()
+        with store.transaction(ACCOUNT) as tx:
+            assert tx.contacts_that_left(key, T0 - timedelta(1)) == ["a", "b", "c"]
+            assert tx.contacts_that_left(key, T0) == ["a", "b", "c"]
+            assert tx.contacts_that_left(key, T0 + timedelta(hours=1)) == ["c"]
+            assert tx.contacts_that_left(key, T0 + timedelta(3)) == []
+            assert tx.contacts_that_left("phone:+10000000000", T0) == []
+        with store.transaction(OTHER_ACCOUNT) as tx:
+            assert tx.contacts_that_left(key, T0) == []
+
+    def test_a_late_stop_reaches_the_contact_that_had_the_address(
+        self, service: ConsentService, clock: FakeClock
+    ) -> None:
+        """A STOP sent before a contact's number was edited (by a member, even) but delivered
+        after the edit still unsubscribes that contact; a message sent after the edit does not
+        reach it."""
+        service.opt_in(ADMIN, ["c1", "c2"], [SMS], evidence=EVIDENCE)
+        old_phone = "+14155550001"
+        sent = clock.now()
+        clock.advance(timedelta(minutes=1))
+        member = Actor.member(ACCOUNT, "bob")
+        service.upsert_contacts(member, [Contact(ACCOUNT, "c1", phone="+14155550199")])
+        late = service.handle_inbound(self._inbound("STOP", "late-edit", old_phone, sent))
+        assert late.contact_ids == ("c1",)
+        assert not service.can_send(ADMIN, "c1", SMS)
+        # c2 leaves its number; a STOP sent from it afterwards belongs to whoever has it now.
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "c2", phone="+14155550299")])
+        clock.advance(timedelta(minutes=1))
+        after = service.handle_inbound(
+            self._inbound("STOP", "after-edit", "+14155550002", clock.now())
+        )
+        assert after.outcome is InboundOutcome.SUPPRESSED
+        assert service.can_send(ADMIN, "c2", SMS)
 
     # ------------------------------------------------------------------ review queue, idempotency
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
 
 from consentkit.channels import Channel
 from consentkit.model import ConsentEvent, SubscriptionState
@@ -45,7 +46,15 @@ def check_replay(store: object, account: str) -> dict[tuple[str, Channel], Subsc
     from consentkit.storage.base import Store
 
     assert isinstance(store, Store)
-    replayed = replay(store.events(account))
+    counts: Counter[tuple[str, Channel]] = Counter()
+
+    def counted(events: Iterable[ConsentEvent]) -> Iterator[ConsentEvent]:
+        for event in events:
+            counts[(event.contact_id, event.channel)] += 1
+            yield event
+
+    # One pass over the log: the per-pair event counts come from it too.
+    replayed = replay(counted(store.events(account)))
     # Every stored subscription, also one that no event mentions (a write that lost its event).
     after: str | None = None
     while page := store.list_contacts(account, after=after, limit=500):
@@ -71,7 +80,7 @@ def check_replay(store: object, account: str) -> dict[tuple[str, Channel], Subsc
                 f"{expected.value}"
             )
         if sub is not None:
-            count = sum(1 for _ in store.events(account, contact_id=contact_id, channel=ch))
+            count = counts[(contact_id, ch)]
             if sub.version != count:
                 raise ReplayMismatch(
                     f"{contact_id!r} on {ch.key}: version {sub.version} but {count} events"
