@@ -203,8 +203,10 @@ class ChannelRegistry:
                 keys and a "did you mean" for a near miss).
         """
         if isinstance(value, Channel):
+            # A channel is its key (equality is by key): a Channel("signal") built by hand, or
+            # read back from a store, means the registered "signal" with its address kind.
             found = self._known.get(value.key)
-            if found is not None and found.address_kind is value.address_kind:
+            if found is not None:
                 return found
             key = value.key
         elif isinstance(value, str):

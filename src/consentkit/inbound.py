@@ -389,9 +389,25 @@ class InboundSettings:
 
     def __attrs_post_init__(self) -> None:
         # Built now, so a programme keyword that is also an opt-out keyword fails here.
+        if self.programme is not None:
+            self._check_programme(self.programme)
         self._matchers[None] = self._build_matcher(None)
         for ch, _ in self.channel_keywords:
             self._matchers[ch] = self._build_matcher(ch)
+
+    def _check_programme(self, programme: KeywordProgramme) -> None:
+        # A keyword that reads as an opt-out ("please stop") must never create consent.
+        opt_outs = self.matcher.keywords
+        for _, extra in self.channel_keywords:
+            opt_outs = opt_outs.union(KeywordSet(opt_out=extra.opt_out))
+        check = KeywordMatcher(KeywordSet(opt_out=opt_outs.opt_out))
+        for keyword in sorted(programme.keywords):
+            if check.classify(keyword).classification is not Classification.NONE:
+                raise ValidationError(
+                    "programme.keywords",
+                    f"{keyword!r} contains an opt-out keyword: a reply that may be an opt-out "
+                    "can never be an opt-in keyword",
+                )
 
     def _build_matcher(self, ch: Channel | None) -> KeywordMatcher:
         keywords = self.matcher.keywords

@@ -63,10 +63,11 @@ class ServiceCore:
         self.channels = ChannelRegistry(channels)
         if not isinstance(channel_groups, ChannelGroups):
             raise ValidationError("channel_groups", "expected ChannelGroups")
-        for group in channel_groups.groups:
-            for member in group:
-                self.channels.resolve(member, "channel_groups")
-        self.channel_groups = channel_groups
+        # Each group names the service's own channels (a key given for a custom phone channel
+        # becomes that channel, with its address kind).
+        self.channel_groups = ChannelGroups(
+            [[self.channels.resolve(m, "channel_groups") for m in g] for g in channel_groups.groups]
+        )
         self._settings = AccountSettings() if settings is None else settings
         self._chunk_size = chunk_size
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import attrs
 
@@ -48,6 +49,7 @@ from consentkit.storage.base import (
 )
 
 _INBOUND_ATTEMPTS = 5
+_PROMPT = timedelta(minutes=5)
 
 
 class InboundMixin(ServiceCore):
@@ -224,7 +226,10 @@ class InboundMixin(ServiceCore):
             result = self._apply_in_tx(tx, request, [cid])
             changed.extend((p.contact_id, p.channel) for p in result.changed)
         programme = self.settings_for(delivery.message.account).inbound.programme
-        if programme is not None and keyword in programme.keywords:
+        # Consent is created only by a keyword delivered promptly: a late one may come from the
+        # number's previous holder (a number joins a contact without a recorded time).
+        prompt = delivery.received >= delivery.now - _PROMPT
+        if programme is not None and keyword in programme.keywords and prompt:
             evidence = Evidence(
                 method="keyword",
                 wording=programme.wording,
@@ -262,7 +267,7 @@ class InboundMixin(ServiceCore):
                 channel=message.channel,
                 message_id=message.message_id,
                 sender=message.sender,
-                text=message.body[:MAX_REVIEW_TEXT],
+                text=_storable(message.body[:MAX_REVIEW_TEXT]),
                 contact_ids=delivery.contact_ids,
                 received_at=delivery.received,
                 honor_by=honor_by,
@@ -338,6 +343,15 @@ class Delivery:
             received_at=self.received,
             batch_id=self.batch_id if changed else None,
         )
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(text: str) -> str:
+    """*text* with what no store can keep (NUL, lone surrogates) shown as U+FFFD, so every
+    possible opt-out can be queued for a person to read."""
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def record_last_word(tx: StoreTransaction, delivery: Delivery, *, opt_out: bool) -> None:

@@ -122,17 +122,23 @@ class ReviewMixin(ServiceCore):
     def _apply_reviewed_opt_out(
         self, tx: StoreTransaction, item: ReviewItem, now: datetime
     ) -> list[PairRef]:
-        key = address_key(item.channel, item.sender)
+        # The store gives channels back by key: the service's own channel has the address kind.
+        ch = self.channels.resolve(item.channel, "item.channel")
+        key = address_key(ch, item.sender)
         tx.lock_addresses([key])
-        present = set(item.contact_ids) - set(tx.missing_contacts(list(item.contact_ids)))
+        # Like a STOP delivered late: the contacts that had the address when it was received
+        # (queued with the item, or since departed) and those that have it now.
+        candidates = set(item.contact_ids)
+        candidates.update(tx.find_contacts_by_address([key]).get(key, []))
+        candidates.update(tx.contacts_that_left(key, item.received_at))
+        present = candidates - set(tx.missing_contacts(sorted(candidates)))
         delivery = Delivery(
             message=InboundMessage(
-                item.account, item.channel, item.sender, item.text, item.message_id,
-                item.received_at,
+                item.account, ch, item.sender, item.text, item.message_id, item.received_at
             ),
             key=key,
-            channels=self._scope(self.settings_for(item.account).inbound, item.channel),
-            contact_ids=tuple(cid for cid in item.contact_ids if cid in present),
+            channels=self._scope(self.settings_for(item.account).inbound, ch),
+            contact_ids=tuple(sorted(present)),
             received=item.received_at,
             now=now,
             batch_id=uuid.uuid4().hex,

@@ -1387,6 +1387,77 @@ class StoreConformance:
         assert after.outcome is InboundOutcome.SUPPRESSED
         assert service.can_send(ADMIN, "c2", SMS)
 
+    def test_a_reviewed_opt_out_acts_like_a_late_stop(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """Deciding a possible opt-out as an opt-out reaches the contacts that have the address by
+        then too, records the address's suppression under its real key (a custom phone channel
+        included), and a later START from it undoes it."""
+        signal = Channel("signal", AddressKind.PHONE)
+        service = ConsentService(store, clock=clock, channels=[signal])
+        phone = "+14155550100"
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "ann", phone=phone)])
+        service.opt_in(ADMIN, ["ann"], [signal], evidence=EVIDENCE)
+        queued = service.handle_inbound(
+            InboundMessage(ACCOUNT, signal, phone, "please stop texting me", "p-1", clock.now())
+        )
+        assert queued.review_item is not None
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "bob", phone=phone)])
+        service.opt_in(ADMIN, ["bob"], [signal], evidence=EVIDENCE)
+        decided = service.decide_review(ADMIN, queued.review_item, "opt_out", note="clear")
+        assert {p.contact_id for p in decided.changed} == {"ann", "bob"}
+        sub = service.subscription(ADMIN, "ann", signal)
+        assert sub is not None
+        assert sub.opted_out_via == f"phone:{phone}"
+        later = service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "cy", phone=phone)])
+        assert [(p.contact_id, p.channel.key) for p in later.suppressed] == [("cy", "signal")]
+
+    def test_every_possible_opt_out_can_be_queued(self, service: ConsentService) -> None:
+        """A possible opt-out with a NUL or a lone surrogate in it is queued on every store (shown
+        with U+FFFD), never refused by the store."""
+        for n, body in enumerate(("please stop\x00 it", "please stop \udcff it")):
+            result = service.handle_inbound(
+                self._inbound(body, f"odd-{n}", "+14155550001", T0)
+            )
+            assert result.outcome is InboundOutcome.NEEDS_REVIEW
+        texts = [item.text for item in service.review_items(ADMIN).items]
+        assert texts == ["please stop\ufffd it", "please stop \ufffd it"]
+
+    def test_a_late_programme_keyword_creates_no_consent(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """A programme keyword delivered late (it may come from the number's previous holder)
+        subscribes nothing; one delivered promptly does; a programme keyword that contains an
+        opt-out word is refused."""
+        programme = KeywordProgramme(keywords={"JOIN"}, wording="Text JOIN", wording_version="1")
+        settings = AccountSettings(inbound=InboundSettings(programme=programme))
+        service = ConsentService(store, clock=clock, settings=settings)
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "ann", phone="+14155550100")])
+        clock.advance(timedelta(hours=1))
+        late = service.handle_inbound(
+            self._inbound("JOIN", "j-late", "+14155550100", clock.now() - timedelta(minutes=30))
+        )
+        assert (late.outcome, late.changed) == (InboundOutcome.NOTHING_TO_UNDO, ())
+        prompt = service.handle_inbound(self._inbound("JOIN", "j-now", "+14155550100", clock.now()))
+        assert prompt.outcome is InboundOutcome.OPTED_IN
+        for words in ({"please stop"}, {"stop now"}, {"Stop promotions!"}):
+            with pytest.raises(ValidationError, match=r"programme\.keywords"):
+                InboundSettings(
+                    programme=KeywordProgramme(keywords=words, wording="x", wording_version="1")
+                )
+
+    def test_channel_groups_name_the_services_own_channels(self, store: Store) -> None:
+        """A channel group given by key for a registered custom phone channel means that channel,
+        so one STOP covers it and reaches contacts by phone."""
+        signal = Channel("signal", AddressKind.PHONE)
+        service = ConsentService(
+            store, channels=[signal], channel_groups=ChannelGroups([("sms", "signal")])
+        )
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "ann", phone="+14155550100")])
+        service.opt_in(ADMIN, ["ann"], [SMS, signal], evidence=EVIDENCE)
+        result = service.handle_inbound(self._inbound("STOP", "g-1", "+14155550100", T0))
+        assert {ch.key for _, ch in result.changed} == {"sms", "signal"}
+
     # ------------------------------------------------------------------ review queue, idempotency
 
     def test_possible_opt_outs_are_queued_and_decided(
