@@ -50,6 +50,7 @@ from consentkit.storage.base import (
 
 _INBOUND_ATTEMPTS = 5
 _PROMPT = timedelta(minutes=5)
+_TICK = timedelta(microseconds=1)
 
 
 class InboundMixin(ServiceCore):
@@ -124,10 +125,18 @@ class InboundMixin(ServiceCore):
         # is waited for, so a STOP and the contact it concerns always meet.
         tx.lock_addresses([key])
         received = self._occurred("received_at", message.received_at, now)
-        # The contacts that have the address now, and those that had it when the message was
-        # received: a late STOP reaches the contact that sent it, even after an address edit.
+        # The contacts that have the address now; for an opt-out also those that had it when it
+        # was received (an edit at that very instant included: ties go to the opt-out), so a
+        # late STOP reaches the contact that sent it even after an address edit.  Nothing else
+        # reaches a contact that has left the address.
+        classification = match.classification
+        opt_out = classification is Classification.OPT_OUT or (
+            classification is Classification.POSSIBLE_OPT_OUT
+            and settings.possible_opt_out is PossibleOptOutAction.APPLY
+        )
         contact_ids = set(tx.find_contacts_by_address([key]).get(key, []))
-        contact_ids.update(tx.contacts_that_left(key, received))
+        if opt_out:
+            contact_ids.update(tx.contacts_that_left(key, received - _TICK))
         delivery = Delivery(
             message=message,
             key=key,
@@ -136,11 +145,6 @@ class InboundMixin(ServiceCore):
             received=received,
             now=now,
             batch_id=uuid.uuid4().hex,
-        )
-        classification = match.classification
-        opt_out = classification is Classification.OPT_OUT or (
-            classification is Classification.POSSIBLE_OPT_OUT
-            and settings.possible_opt_out is PossibleOptOutAction.APPLY
         )
         if opt_out or classification is Classification.OPT_IN:
             record_last_word(tx, delivery, opt_out=opt_out)

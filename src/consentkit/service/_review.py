@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import attrs
 
@@ -130,7 +130,7 @@ class ReviewMixin(ServiceCore):
         # (queued with the item, or since departed) and those that have it now.
         candidates = set(item.contact_ids)
         candidates.update(tx.find_contacts_by_address([key]).get(key, []))
-        candidates.update(tx.contacts_that_left(key, item.received_at))
+        candidates.update(tx.contacts_that_left(key, item.received_at - timedelta(microseconds=1)))
         present = candidates - set(tx.missing_contacts(sorted(candidates)))
         delivery = Delivery(
             message=InboundMessage(

@@ -267,8 +267,8 @@ class StoreTransaction(Protocol):
         ...
 
     def contacts_that_left(self, address_key: str, since: datetime) -> list[str]:
-        """The contact ids that had *address_key* at *since* and lost it later (departures at or
-        after *since*), sorted; a contact that has it again is included too."""
+        """The contact ids that had *address_key* at *since* and lost it later (departures after
+        *since*), sorted; a contact that has it again is included too."""
         ...
 
     def find_contacts_by_address(self, address_keys: Sequence[str]) -> dict[str, list[str]]:

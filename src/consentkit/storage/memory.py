@@ -260,7 +260,7 @@ class _Transaction:
 
     def contacts_that_left(self, address_key: str, since: datetime) -> list[str]:
         return sorted(
-            {cid for cid, at in self._data.departures.get(address_key, ()) if at >= since}
+            {cid for cid, at in self._data.departures.get(address_key, ()) if at > since}
         )
 
     def find_contacts_by_address(self, address_keys: Sequence[str]) -> dict[str, list[str]]:

@@ -760,7 +760,7 @@ class _Queries:
             ON CONFLICT DO NOTHING"""
         self.contacts_that_left = f"""
             SELECT DISTINCT contact_id FROM {s}.address_departures
-            WHERE account = %s AND address_key = %s AND left_at >= %s ORDER BY contact_id"""
+            WHERE account = %s AND address_key = %s AND left_at > %s ORDER BY contact_id"""
         self.get_subscription = f"""
             SELECT {subscription_columns} FROM {s}.subscriptions
             WHERE account = %s AND contact_id = %s AND channel = %s

@@ -1189,11 +1189,11 @@ class _SQLiteTransaction:
             )
 
     def contacts_that_left(self, address_key: str, since: datetime) -> list[str]:
-        """The contacts that lost *address_key* at or after *since* (a range of the key)."""
+        """The contacts that lost *address_key* after *since* (a range of the key)."""
         with self._errors("look up address departures"):
             rows = self._conn.execute(
                 "SELECT DISTINCT contact_id FROM address_departures "
-                "WHERE account = ? AND address_key = ? AND left_at >= ? ORDER BY contact_id",
+                "WHERE account = ? AND address_key = ? AND left_at > ? ORDER BY contact_id",
                 (self._account, address_key, micros(since)),
             ).fetchall()
         return [row[0] for row in rows]
