@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +35,7 @@ from consentkit.storage.postgres import PostgresStore
 from consentkit.testing.replay import check_replay
 from tests.storage._pg_support import drop_schemas, new_schema, postgres_marks, require_dsn
 from tests.storage._pg_workers import ACCOUNT, CHANNELS, Outcome, contact_id, run_process
+from tests.storage._races import race
 
 pytestmark = postgres_marks
 
@@ -187,25 +187,8 @@ def _fresh_service() -> tuple[PostgresStore, ConsentService]:
 
 
 def _race(first: Callable[[], object], second: Callable[[], object]) -> list[str]:
-    """Run *first* and *second* in two threads released together by a barrier; their errors."""
-    start = threading.Barrier(2)
-    errors: list[str] = []
-
-    def run(action: Callable[[], object]) -> None:
-        try:
-            start.wait(30)
-            action()
-        except BaseException as error:  # reported by the caller: a thread must not die silently
-            errors.append(repr(error))
-
-    threads = [threading.Thread(target=run, args=(action,)) for action in (first, second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-        if thread.is_alive():
-            errors.append("a racing call did not finish within 60 s")
-    return errors
+    """Race *first* and *second* (see tests/storage/_races.py)."""
+    return race(first, second)
 
 
 def _phone(round_: int, offset: int = 0) -> str:

@@ -8,7 +8,6 @@ and the audit log replays to the state after every round.
 from __future__ import annotations
 
 import functools
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,6 +28,7 @@ from consentkit import (
 from consentkit.inbound import InboundMessage
 from consentkit.storage.sqlite import SQLiteStore
 from consentkit.testing import check_replay
+from tests.storage._races import race
 
 ACCOUNT = "acme"
 ADMIN = Actor.admin(ACCOUNT, "alice")
@@ -52,25 +52,8 @@ def service(store: SQLiteStore) -> ConsentService:
 
 
 def _race(first: Callable[[], object], second: Callable[[], object]) -> list[str]:
-    """Run *first* and *second* in two threads released together by a barrier; their errors."""
-    start = threading.Barrier(2)
-    errors: list[str] = []
-
-    def run(action: Callable[[], object]) -> None:
-        try:
-            start.wait(30)
-            action()
-        except BaseException as error:  # reported by the caller: a thread must not die silently
-            errors.append(repr(error))
-
-    threads = [threading.Thread(target=run, args=(action,)) for action in (first, second)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(JOIN_TIMEOUT)
-        if thread.is_alive():
-            errors.append(f"a racing call did not finish within {JOIN_TIMEOUT:g} s")
-    return errors
+    """Race *first* and *second* (see tests/storage/_races.py)."""
+    return race(first, second, join_timeout=JOIN_TIMEOUT)
 
 
 def _phone(round_: int, offset: int = 0) -> str:
