@@ -134,9 +134,11 @@ class InboundMixin(ServiceCore):
             classification is Classification.POSSIBLE_OPT_OUT
             and settings.possible_opt_out is PossibleOptOutAction.APPLY
         )
-        contact_ids = set(tx.find_contacts_by_address([key]).get(key, []))
-        if opt_out:
-            contact_ids.update(tx.contacts_that_left(key, received - _TICK))
+        contact_ids = (
+            opt_out_contacts(tx, key, received)
+            if opt_out
+            else set(tx.find_contacts_by_address([key]).get(key, []))
+        )
         delivery = Delivery(
             message=message,
             key=key,
@@ -356,6 +358,15 @@ def _storable(text: str) -> str:
     """*text* with what no store can keep (NUL, lone surrogates) shown as U+FFFD, so every
     possible opt-out can be queued for a person to read."""
     return _UNSTORABLE.sub("\ufffd", text)
+
+
+def opt_out_contacts(tx: StoreTransaction, key: str, received: datetime) -> set[str]:
+    """The contacts an opt-out sent from address *key* reaches: those that have it now, and
+    those that had it when it was received (an edit at that very instant included: ties go to
+    the opt-out)."""
+    found = set(tx.find_contacts_by_address([key]).get(key, []))
+    found.update(tx.contacts_that_left(key, received - _TICK))
+    return found
 
 
 def record_last_word(tx: StoreTransaction, delivery: Delivery, *, opt_out: bool) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import attrs
 
@@ -26,7 +26,12 @@ from consentkit.review import (
 )
 from consentkit.service._arguments import check_actor, check_flag
 from consentkit.service._core import ServiceCore
-from consentkit.service._inbound import Delivery, opt_out_request, record_last_word
+from consentkit.service._inbound import (
+    Delivery,
+    opt_out_contacts,
+    opt_out_request,
+    record_last_word,
+)
 from consentkit.service._results import (
     Page,
     PairRef,
@@ -128,9 +133,7 @@ class ReviewMixin(ServiceCore):
         tx.lock_addresses([key])
         # Like a STOP delivered late: the contacts that had the address when it was received
         # (queued with the item, or since departed) and those that have it now.
-        candidates = set(item.contact_ids)
-        candidates.update(tx.find_contacts_by_address([key]).get(key, []))
-        candidates.update(tx.contacts_that_left(key, item.received_at - timedelta(microseconds=1)))
+        candidates = opt_out_contacts(tx, key, item.received_at) | set(item.contact_ids)
         present = candidates - set(tx.missing_contacts(sorted(candidates)))
         delivery = Delivery(
             message=InboundMessage(

@@ -1,13 +1,14 @@
-"""What both SQL stores check and derive of a :class:`~consentkit.storage.base.ChangeBatch`
-before they write it (the reason code is the batch's own :attr:`ChangeBatch.reason_code`)."""
+"""What the stores check and derive of a :class:`~consentkit.storage.base.ChangeBatch` before
+they write it (the reason code is the batch's own :attr:`ChangeBatch.reason_code`), and which of
+two suppressions is an address's last word."""
 
 from __future__ import annotations
 
 from consentkit.errors import ValidationError
-from consentkit.model import SubscriptionState
+from consentkit.model import SubscriptionState, Suppression
 from consentkit.storage.base import ChangeBatch
 
-__all__ = ["check_batch", "opt_out_record"]
+__all__ = ["check_batch", "opt_out_record", "replaces"]
 
 
 def check_batch(batch: ChangeBatch, account: str) -> None:
@@ -32,3 +33,12 @@ def opt_out_record(batch: ChangeBatch) -> tuple[str | None, str | None]:
     if batch.new_state is not SubscriptionState.UNSUBSCRIBED:
         return None, None
     return (None if batch.opted_out_by is None else batch.opted_out_by.value), batch.opted_out_via
+
+
+def replaces(new: Suppression, old: Suppression) -> bool:
+    """Whether *new* replaces *old* as the address's last word: it occurred later, or at the same
+    instant as an opt-out over a withdrawal (ties go to the opt-out).  The SQL stores say the
+    same in their upsert's WHERE clause."""
+    if new.occurred_at != old.occurred_at:
+        return new.occurred_at > old.occurred_at
+    return new.active and not old.active

@@ -1,4 +1,4 @@
-"""Time for the SQL stores: column encodings of instants, and the UTC hours of the roll-ups.
+"""Time for the stores: column encodings of instants, and the UTC hours of the roll-ups.
 
 The trend roll-ups count events per whole UTC hour since the Unix epoch (an integer "hour
 bucket"); an interval of time is read as the whole hours it covers from the roll-ups plus the

@@ -11,13 +11,13 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import attrs
 
 from consentkit.channels import Channel
-from consentkit.errors import ConflictError, StorageError, ValidationError
+from consentkit.errors import ConflictError, StorageError
 from consentkit.model import (
     ConsentEvent,
     Contact,
@@ -28,23 +28,18 @@ from consentkit.model import (
     transition_of,
 )
 from consentkit.review import ReviewDecision, ReviewItem
+from consentkit.storage._batch import check_batch, replaces
+from consentkit.storage._time import hour_bucket
 from consentkit.storage.base import ChangeBatch, InboundRecord, PairChange, SubscriptionFilter
 
 __all__ = ["InMemoryStore"]
 
 _MISSING: Any = object()
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_HOUR = timedelta(hours=1)
 _NESTED_TRANSACTION = (
     "a write transaction is already open on this store in this thread: a consentkit call was made "
     "from inside another one (e.g. from the iterable of ids it is consuming); make the calls one "
     "after the other"
 )
-
-
-def hour_bucket(instant: datetime) -> int:
-    """Whole hours since the Unix epoch, the roll-up granularity (UTC)."""
-    return int((instant - _EPOCH) // _HOUR)
 
 
 @attrs.define
@@ -65,14 +60,6 @@ class _Account:
     hour_deltas: dict[int, dict[tuple[Channel, SubscriptionState], int]] = attrs.Factory(
         lambda: defaultdict(lambda: defaultdict(int))
     )
-
-
-def _later_word(new: Suppression, old: Suppression) -> bool:
-    """Whether *new* replaces *old* as the address's last word: it occurred later, or at the same
-    instant as an opt-out over a withdrawal (ties go to the opt-out)."""
-    if new.occurred_at != old.occurred_at:
-        return new.occurred_at > old.occurred_at
-    return new.active and not old.active
 
 
 class _Transaction:
@@ -127,15 +114,7 @@ class _Transaction:
                     f"{version}, not {change.expected_version}: it changed concurrently; "
                     "re-read and retry"
                 )
-        if batch.account != self._account_id:
-            raise ValidationError(
-                "batch.account",
-                f"{batch.account!r} is not the account of this transaction ({self._account_id!r})",
-            )
-        if batch.new_state is SubscriptionState.NEVER_SUBSCRIBED:
-            raise ValidationError(
-                "batch.new_state", "a pair cannot be set back to never-subscribed"
-            )
+        check_batch(batch, self._account_id)
         bucket = hour_bucket(batch.occurred_at)
         deltas = self._data.hour_deltas[bucket]
         hour_events = self._data.hour_events[bucket]
@@ -280,7 +259,7 @@ class _Transaction:
         for suppression in suppressions:
             key = (suppression.address_key, suppression.channel)
             old = stored.get(key)
-            if old is None or _later_word(suppression, old):
+            if old is None or replaces(suppression, old):
                 self._undo.append(("suppression", key, _MISSING if old is None else old))
                 stored[key] = suppression
 

@@ -86,7 +86,7 @@ from consentkit.model import (
 )
 from consentkit.review import ReviewDecision, ReviewItem
 from consentkit.storage import _trend_counts
-from consentkit.storage._batch import check_batch, opt_out_record
+from consentkit.storage._batch import check_batch, opt_out_record, replaces
 from consentkit.storage._codec import STATES, evidence_document
 from consentkit.storage._rows import (
     EVENT_COLUMNS,
@@ -1316,11 +1316,7 @@ class _PostgresTransaction:
         for suppression in suppressions:
             key = (suppression.address_key, suppression.channel.key)
             kept = latest.get(key)
-            if kept is None or suppression.occurred_at > kept.occurred_at or (
-                suppression.occurred_at == kept.occurred_at
-                and suppression.active
-                and not kept.active
-            ):
+            if kept is None or replaces(suppression, kept):
                 latest[key] = suppression
         if not latest:
             return
