@@ -14,15 +14,13 @@ import multiprocessing
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from consentkit.channels import MMS, SMS
-from consentkit.inbound import InboundMessage
+from consentkit.channels import SMS
 from consentkit.model import (
-    Actor,
     Contact,
     Evidence,
     Justification,
@@ -35,13 +33,20 @@ from consentkit.storage.postgres import PostgresStore
 from consentkit.testing.replay import check_replay
 from tests.storage._pg_support import drop_schemas, new_schema, postgres_marks, require_dsn
 from tests.storage._pg_workers import ACCOUNT, CHANNELS, Outcome, contact_id, run_process
-from tests.storage._races import race
+from tests.storage._races import (
+    ADMIN,
+    EVIDENCE,
+    IMPORTER,
+    move_to_a_stopped_number,
+    phone,
+    race,
+    stop,
+    stop_racing_registration,
+    two_stops_on_a_shared_number,
+)
 
 pytestmark = postgres_marks
 
-ADMIN = Actor.admin(ACCOUNT, "alice")
-IMPORTER = Actor.system(ACCOUNT, "importer")
-EVIDENCE = Evidence("web_form", "Yes, text me about my orders.", "v2")
 PROCESSES = 3
 THREADS = 3
 ROUNDS = 150
@@ -191,39 +196,12 @@ def _race(first: Callable[[], object], second: Callable[[], object]) -> list[str
     return race(first, second)
 
 
-def _phone(round_: int, offset: int = 0) -> str:
-    """A phone number no earlier round used."""
-    return f"+1415{offset + round_:07d}"
-
-
-def _stop(service: ConsentService, phone: str, message_id: str) -> Callable[[], object]:
-    """A STOP texted from *phone* a moment ago, handled when called."""
-    received = datetime.now(UTC) - timedelta(seconds=1)
-    message = InboundMessage(ACCOUNT, SMS, phone, "STOP", message_id, received)
-    return lambda: service.handle_inbound(message)
-
-
 def test_stop_racing_the_registration_of_its_number_is_never_lost() -> None:
     """A STOP from a number and the registration of a new contact with that number race, 150
     rounds: the contact always ends unsubscribed, so a later import cannot subscribe it."""
     store, service = _fresh_service()
     try:
-        errors: list[str] = []
-        sendable: list[int] = []
-        for round_ in range(ROUNDS):
-            phone, cid = _phone(round_), f"new{round_:04d}"
-            register = functools.partial(
-                service.upsert_contacts, ADMIN, [Contact(ACCOUNT, cid, phone=phone)]
-            )
-            errors += _race(_stop(service, phone, f"SM-{round_}"), register)
-            service.opt_in(
-                IMPORTER, [cid], [SMS], evidence=EVIDENCE, source=Source.IMPORT, partial=True
-            )
-            if service.can_send(ADMIN, cid, SMS):
-                sendable.append(round_)
-        assert errors == []
-        assert sendable == [], f"{len(sendable)} of {ROUNDS} rounds subscribed a STOPped number"
-        check_replay(store, ACCOUNT)
+        assert stop_racing_registration(service, store, ROUNDS) == []
     finally:
         store.close()
 
@@ -234,29 +212,7 @@ def test_two_stops_from_a_shared_number_unsubscribe_each_contact_once() -> None:
     replays to the state."""
     store, service = _fresh_service()
     try:
-        errors: list[str] = []
-        wrong: list[str] = []
-        for round_ in range(ROUNDS):
-            phone = _phone(round_)
-            ids = [f"a{round_:04d}", f"b{round_:04d}"]
-            service.upsert_contacts(ADMIN, [Contact(ACCOUNT, cid, phone=phone) for cid in ids])
-            service.opt_in(ADMIN, ids, [SMS], evidence=EVIDENCE)
-            errors += _race(
-                _stop(service, phone, f"SM-{round_}-1"), _stop(service, phone, f"SM-{round_}-2")
-            )
-            for cid in ids:
-                if service.can_send(ADMIN, cid, SMS):
-                    wrong.append(f"{cid} is still sendable on SMS")
-                unsubscribes = Counter(
-                    e.channel
-                    for e in store.events(ACCOUNT, contact_id=cid)
-                    if e.new_state is SubscriptionState.UNSUBSCRIBED
-                )
-                if set(unsubscribes.values()) != {1}:
-                    wrong.append(f"{cid}: unsubscribe events per channel {dict(unsubscribes)}")
-        assert errors == []
-        assert wrong == []
-        check_replay(store, ACCOUNT)
+        assert two_stops_on_a_shared_number(service, store, ROUNDS) == []
     finally:
         store.close()
 
@@ -267,35 +223,10 @@ def test_moving_a_contact_to_a_stopped_number_racing_admin_changes() -> None:
     unsubscribed on the number's channels, and an import cannot subscribe it again."""
     store, service = _fresh_service()
     try:
-        errors: list[str] = []
-        sendable: list[str] = []
-        for round_ in range(ROUNDS):
-            cid, stopped = f"m{round_:04d}", _phone(round_, offset=500_000)
-            service.upsert_contacts(ADMIN, [Contact(ACCOUNT, cid, phone=_phone(round_))])
-            service.opt_in(ADMIN, [cid], [SMS], evidence=EVIDENCE)
-            _stop(service, stopped, f"SM-{round_}")()
-            move = functools.partial(
-                service.upsert_contacts, ADMIN, [Contact(ACCOUNT, cid, phone=stopped)]
-            )
-            admin: Callable[[], object]
-            if round_ % 2 == 0:
-                admin = functools.partial(
-                    service.opt_in, ADMIN, [cid], [SMS, MMS], evidence=EVIDENCE, partial=True
-                )
-            else:
-                admin = functools.partial(
-                    service.unsubscribe, ADMIN, [cid], [SMS], reason="complaint"
-                )
-            errors += _race(move, admin)
-            service.opt_in(
-                IMPORTER, [cid], [SMS, MMS], evidence=EVIDENCE, source=Source.IMPORT, partial=True
-            )
-            for ch in (SMS, MMS):
-                if service.can_send(ADMIN, cid, ch):
-                    sendable.append(f"round {round_}: {cid} on {ch.key}")
-        assert errors == []
-        assert sendable == []
-        check_replay(store, ACCOUNT)
+        problems = move_to_a_stopped_number(
+            service, store, ROUNDS, admin_changes=("opt_in", "unsubscribe")
+        )
+        assert problems == []
     finally:
         store.close()
 
@@ -311,10 +242,10 @@ def test_two_edits_of_a_contact_apply_the_suppression_of_the_number_it_ends_at()
         errors: list[str] = []
         wrong: list[str] = []
         for round_ in range(ROUNDS):
-            cid, stopped, other = f"e{round_:04d}", _phone(round_), _phone(round_, 500_000)
+            cid, stopped, other = f"e{round_:04d}", phone(round_), phone(round_, 500_000)
             service.upsert_contacts(ADMIN, [Contact(ACCOUNT, cid, phone=stopped)])
             service.opt_in(ADMIN, [cid], [SMS], evidence=EVIDENCE)
-            _stop(service, stopped, f"SM-{round_}")()
+            stop(service, stopped, f"SM-{round_}")()
             service.resubscribe(ADMIN, [cid], [SMS], justification=requested)
             errors += _race(
                 functools.partial(
@@ -345,13 +276,13 @@ def test_stop_racing_a_large_import_of_its_number_is_never_lost() -> None:
         for round_ in range(40):
             base = 1_000_000 + round_ * 300
             contacts = [
-                Contact(ACCOUNT, f"i{round_:03d}-{n:03d}", phone=_phone(n, base))
+                Contact(ACCOUNT, f"i{round_:03d}-{n:03d}", phone=phone(n, base))
                 for n in range(300)
             ]
             target = contacts[round_ * 7 % 300]
             assert target.phone is not None
             errors += _race(
-                _stop(service, target.phone, f"SM-{round_}"),
+                stop(service, target.phone, f"SM-{round_}"),
                 functools.partial(service.upsert_contacts, ADMIN, contacts),
             )
             service.opt_in(
