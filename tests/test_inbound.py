@@ -328,3 +328,27 @@ def test_any_text_is_handled_and_state_stays_the_replay(body: str) -> None:
     if result.outcome is not InboundOutcome.OPTED_OUT:
         assert service.state(ADMIN, "ann", SMS) is SUB
     check_replay(service.store, "acme")
+
+
+def test_a_providers_verdict_needs_the_provider_and_a_known_source() -> None:
+    with pytest.raises(ValidationError, match="provider"):
+        InboundMessage("acme", SMS, PHONE, "", "m1", T0, verdict="opt_out")
+    with pytest.raises(ValidationError, match="verdict"):
+        InboundMessage("acme", SMS, PHONE, "", "m1", T0, provider="twilio", verdict="maybe")
+    with pytest.raises(ValidationError, match="source"):
+        InboundMessage("acme", SMS, PHONE, "", "m1", T0, source=Source.IMPORT)
+    with pytest.raises(ValidationError, match="provider"):
+        InboundMessage("acme", SMS, PHONE, "", "m1", T0, provider="Twilio Inc")
+
+
+def test_a_providers_help_is_answered_by_the_provider() -> None:
+    service = make_service()
+    message = InboundMessage(
+        "acme", SMS, PHONE, "what is this", "m1", T0, provider="twilio", verdict="HELP"
+    )
+    result = service.handle_inbound(message)
+    assert (result.outcome, result.reply, result.changed) == (InboundOutcome.HELP, None, ())
+    # Without the verdict the same text is an ordinary message.
+    plain = service.handle_inbound(InboundMessage("acme", SMS, PHONE, "what is this", "m2", T0))
+    assert plain.outcome is InboundOutcome.NONE
+    assert InboundResult.from_json(result.to_json()) == result

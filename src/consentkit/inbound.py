@@ -17,13 +17,21 @@ import attrs
 
 from consentkit.channels import EMAIL, WHATSAPP, Channel, channel
 from consentkit.errors import ValidationError
-from consentkit.keywords import WHATSAPP_KEYWORDS, Classification, KeywordMatcher, KeywordSet
+from consentkit.keywords import (
+    WHATSAPP_KEYWORDS,
+    Classification,
+    KeywordMatch,
+    KeywordMatcher,
+    KeywordSet,
+)
 from consentkit.model import (
+    Source,
     _text,
     ensure_aware,
     enum_value,
     normalize_address,
     validate_id,
+    validate_reason_code,
     validate_text,
 )
 from consentkit.trends import validate_timezone
@@ -38,6 +46,7 @@ __all__ = [
     "KeywordProgramme",
     "OptOutScope",
     "PossibleOptOutAction",
+    "ProviderVerdict",
     "ReplyTemplates",
     "WeekdayCalendar",
 ]
@@ -74,6 +83,54 @@ def _received_at(value: object) -> datetime:
     return ensure_aware("received_at", value)
 
 
+class ProviderVerdict(enum.Enum):
+    """What the messaging provider already decided a message or event is.
+
+    Providers classify some traffic themselves: Twilio's Advanced Opt-Out (``OptOutType``),
+    Telnyx's ``autoresponse_type``, WhatsApp's ``user_preferences``, an email provider's
+    unsubscribe and complaint events, a send failure that says the recipient opted out.  Such a
+    verdict is honoured as the contact's own word and recorded; consentkit's matcher classifies
+    everything else.
+    """
+
+    OPT_OUT = "opt_out"
+    """The contact opted out (a STOP the provider recognised, an unsubscribe, a complaint)."""
+    OPT_IN = "opt_in"
+    """The contact took back their opt-out (START, a WhatsApp "resume", an email resubscribe)."""
+    HELP = "help"
+    """The contact asked for help."""
+
+
+_VERDICT_CLASSIFICATION = {
+    ProviderVerdict.OPT_OUT: Classification.OPT_OUT,
+    ProviderVerdict.OPT_IN: Classification.OPT_IN,
+    ProviderVerdict.HELP: Classification.HELP,
+}
+
+INBOUND_SOURCES = frozenset({Source.INBOUND_KEYWORD, Source.UNSUBSCRIBE_LINK, Source.CARRIER})
+"""The sources an inbound message may carry: a reply, an email unsubscribe (link or header, as
+an email provider reports it), or a carrier's or provider's report (a complaint, a send failure
+that says the recipient opted out)."""
+
+
+def _verdict(value: object) -> ProviderVerdict | None:
+    return None if value is None else enum_value(ProviderVerdict, "verdict", value)
+
+
+def _provider(value: object) -> str | None:
+    return validate_reason_code(value, "provider")
+
+
+def _source(value: object) -> Source:
+    source = enum_value(Source, "source", value)
+    if source not in INBOUND_SOURCES:
+        allowed = ", ".join(sorted(s.value for s in INBOUND_SOURCES))
+        raise ValidationError(
+            "source", f"{source.value!r} is not a source of inbound messages; use one of: {allowed}"
+        )
+    return source
+
+
 @attrs.frozen
 class InboundMessage:
     """A reply a contact sent, as delivered by the messaging provider's webhook.
@@ -85,6 +142,12 @@ class InboundMessage:
         body: the text, as received (any length; only its start is examined for keywords inside).
         message_id: the provider's message id: retried deliveries of one message share it.
         received_at: when the provider received it (aware).
+        provider: the provider that delivered it, as a code (``"twilio"``), if known.
+        verdict: what the provider already decided the message is, if it did (then
+            ``provider`` is required): it is honoured instead of consentkit's matcher.
+        source: where the message came from: a reply (``INBOUND_KEYWORD``, the default), an
+            email provider's unsubscribe event (``UNSUBSCRIBE_LINK``) or a carrier's or
+            provider's report (``CARRIER``: a complaint, an "opted out" send failure).
     """
 
     account: str = attrs.field(converter=_account)
@@ -93,10 +156,28 @@ class InboundMessage:
     body: str = attrs.field(converter=_body)
     message_id: str = attrs.field(converter=_message_id)
     received_at: datetime = attrs.field(converter=_received_at)
+    provider: str | None = attrs.field(default=None, converter=_provider)
+    verdict: ProviderVerdict | None = attrs.field(default=None, converter=_verdict)
+    source: Source = attrs.field(default=Source.INBOUND_KEYWORD, converter=_source)
 
     def __attrs_post_init__(self) -> None:
         normalised = normalize_address(self.channel, self.sender, "sender")
         object.__setattr__(self, "sender", normalised)
+        if self.verdict is not None and self.provider is None:
+            raise ValidationError(
+                "provider", "a provider's verdict must name the provider that gave it"
+            )
+
+    def classify(self, matcher: KeywordMatcher) -> KeywordMatch:
+        """What the message asks for: the provider's verdict where it gave one (with the
+        keyword *matcher* found, when the two agree), otherwise what *matcher* finds."""
+        match = matcher.classify(self.body)
+        if self.verdict is None:
+            return match
+        classification = _VERDICT_CLASSIFICATION[self.verdict]
+        if match.classification is classification:
+            return match
+        return KeywordMatch(classification, None)
 
 
 class PossibleOptOutAction(enum.Enum):
@@ -466,8 +547,15 @@ class InboundResult:
         received_at: when the message was received.
         batch_id: the batch id of the events written, if any.
         review_item: the id of the review item a possible opt-out was queued as, if any.
-        replayed: True when this message id had been handled before and this is the stored result
-            (send no second reply).  Not part of equality.
+        provider: the provider that delivered the message, if the message named one.
+        verdict: the provider's own classification, when it gave one (it was honoured, and
+            the provider sends its own answer: ``reply`` is None).
+        replayed: True when this message id had been handled before and this is the stored
+            result: nothing was written this time.  A webhook that answers in its response
+            (TwiML) must still answer with ``reply``: a provider retries because the first
+            response was lost, so the retry's answer is the only one that arrives.  A host that
+            sends replies itself through the provider's API sends none for a replayed result.
+            Not part of equality.
     """
 
     account: str
@@ -485,6 +573,8 @@ class InboundResult:
     received_at: datetime
     batch_id: str | None = None
     review_item: str | None = None
+    provider: str | None = None
+    verdict: ProviderVerdict | None = None
     replayed: bool = attrs.field(default=False, eq=False)
 
     def to_json(self) -> str:
@@ -513,6 +603,8 @@ class InboundResult:
             "received_at": self.received_at.isoformat(),
             "batch_id": self.batch_id,
             "review_item": self.review_item,
+            "provider": self.provider,
+            "verdict": None if self.verdict is None else self.verdict.value,
         }
 
     @classmethod
@@ -535,5 +627,7 @@ class InboundResult:
             received_at=datetime.fromisoformat(data["received_at"]),
             batch_id=data["batch_id"],
             review_item=data.get("review_item"),
+            provider=data.get("provider"),
+            verdict=None if data.get("verdict") is None else ProviderVerdict(data["verdict"]),
             replayed=replayed,
         )

@@ -78,8 +78,8 @@ class InboundMixin(ServiceCore):
             raise ValidationError("message", f"expected an InboundMessage, got {message!r}")
         message = self._known_channel(message)
         settings = self.settings_for(message.account).inbound
-        match = settings.matcher_for(message.channel).classify(message.body)
-        digest = hashlib.sha256(message.body.encode("utf-8", "surrogatepass")).hexdigest()
+        match = message.classify(settings.matcher_for(message.channel))
+        digest = _digest(message)
         last_conflict: ConflictError | None = None
         for _ in range(_INBOUND_ATTEMPTS):
             try:
@@ -159,8 +159,12 @@ class InboundMixin(ServiceCore):
                     honor_by=honor_by,
                     review_item=item,
                 )
-            reason = "stop_keyword" if classification is Classification.OPT_OUT else (
+            reason = (
                 "possible_opt_out"
+                if classification is Classification.POSSIBLE_OPT_OUT
+                else "stop_keyword"
+                if message.verdict is None
+                else "provider_opt_out"
             )
             changed, superseded = self._opt_out(tx, delivery, reason)
             outcome = (
@@ -172,7 +176,9 @@ class InboundMixin(ServiceCore):
             )
             return attrs.evolve(
                 delivery.result(match, outcome, changed),
-                reply=None if outcome is InboundOutcome.SUPERSEDED else settings.templates.opt_out,
+                reply=None
+                if outcome is InboundOutcome.SUPERSEDED or message.verdict is not None
+                else settings.templates.opt_out,
                 honor_by=honor_by,
             )
         if classification is Classification.OPT_IN:
@@ -186,11 +192,12 @@ class InboundMixin(ServiceCore):
             )
             return attrs.evolve(
                 delivery.result(match, outcome, changed),
-                reply=settings.templates.opt_in if changed else None,
+                reply=settings.templates.opt_in if changed and message.verdict is None else None,
             )
         if classification is Classification.HELP:
             return attrs.evolve(
-                delivery.result(match, InboundOutcome.HELP, []), reply=settings.templates.help
+                delivery.result(match, InboundOutcome.HELP, []),
+                reply=None if message.verdict is not None else settings.templates.help,
             )
         return delivery.result(match, InboundOutcome.NONE, [])
 
@@ -224,7 +231,7 @@ class InboundMixin(ServiceCore):
             request = delivery.request(
                 cid,
                 target=SubscriptionState.SUBSCRIBED,
-                reason="start_keyword",
+                reason="start_keyword" if delivery.message.verdict is None else "provider_opt_in",
                 # START undoes only the contact's own opt-out from this address, and only when
                 # nothing happened to the pair since the START was received.
                 keep=lambda sub: undone_by_start(sub, key, received),
@@ -317,7 +324,7 @@ class Delivery:
             actor=Actor.contact(self.message.account, contact_id),
             channels=self.channels,
             target=target,
-            source=Source.INBOUND_KEYWORD,
+            source=self.message.source,
             reason=reason,
             occurred_at=self.received,
             now=self.now,
@@ -348,6 +355,8 @@ class Delivery:
             honor_by=None,
             received_at=self.received,
             batch_id=self.batch_id if changed else None,
+            provider=message.provider,
+            verdict=message.verdict,
         )
 
 
@@ -378,7 +387,7 @@ def record_last_word(tx: StoreTransaction, delivery: Delivery, *, opt_out: bool)
                 address_key=delivery.key,
                 channel=ch,
                 occurred_at=delivery.received,
-                source=Source.INBOUND_KEYWORD,
+                source=delivery.message.source,
                 inbound_message_id=delivery.message.message_id,
                 active=opt_out,
             )
@@ -403,6 +412,16 @@ def opt_out_request(delivery: Delivery, contact_id: str, reason: str) -> ChangeR
         via=delivery.key,
         timing="last_change",
     )
+
+
+def _digest(message: InboundMessage) -> str:
+    """What identifies a message's content for redelivery checks: its text, and the provider's
+    verdict and source when there are any (a retry carries the same)."""
+    text = message.body
+    if message.verdict is not None or message.source is not Source.INBOUND_KEYWORD:
+        verdict = "" if message.verdict is None else message.verdict.value
+        text = f"{text}\x00{verdict}\x00{message.source.value}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def redelivered(record: InboundRecord, message: InboundMessage, digest: str) -> InboundResult:

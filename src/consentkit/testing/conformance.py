@@ -969,6 +969,52 @@ class StoreConformance:
     ) -> InboundMessage:
         return InboundMessage(ACCOUNT, ch, sender, body, message_id, at)
 
+    def test_a_providers_verdict_is_honoured_and_recorded(
+        self, service: ConsentService, store: Store, clock: FakeClock
+    ) -> None:
+        """A provider's own classification (Twilio's OptOutType, an email provider's unsubscribe
+        event, an "opted out" send failure) is the contact's word: it opts out or takes an
+        opt-out back whatever the text says, with its source; the provider answers it itself."""
+        service.opt_in(ADMIN, ["c1", "c2"], [SMS, EMAIL], evidence=EVIDENCE)
+        stop = InboundMessage(
+            ACCOUNT, SMS, "+14155550001", "cancel please", "tw-1", clock.now(),
+            provider="twilio", verdict="opt_out",
+        )
+        result = service.handle_inbound(stop)
+        assert (result.outcome, result.reply) == (InboundOutcome.OPTED_OUT, None)
+        assert (result.provider, result.verdict) == ("twilio", stop.verdict)
+        assert not service.can_send(ADMIN, "c1", SMS)
+        last = service.history(ADMIN, "c1", SMS)[-1]
+        assert (last.reason, last.source, last.actor.kind) == (
+            "provider_opt_out", Source.INBOUND_KEYWORD, ActorKind.CONTACT
+        )
+        # A retry is the same result, stored; the same id with another verdict is no retry.
+        assert service.handle_inbound(stop).replayed
+        with pytest.raises(ConflictError):
+            service.handle_inbound(attrs.evolve(stop, verdict="opt_in"))
+        # The provider's START undoes the contact's own STOP, as START does.
+        start = InboundMessage(
+            ACCOUNT, SMS, "+14155550001", "", "tw-2", clock.now(),
+            provider="twilio", verdict="opt_in",
+        )
+        assert service.handle_inbound(start).outcome is InboundOutcome.OPTED_IN
+        assert service.can_send(ADMIN, "c1", SMS)
+        # An email provider's spam report from c2's address, and one from an address nobody has:
+        # that one is a suppression, so a later registration of the address starts unsubscribed.
+        for sender, message_id in (("c2@example.com", "sg-1"), ("new@example.com", "sg-2")):
+            service.handle_inbound(
+                InboundMessage(
+                    ACCOUNT, EMAIL, sender, "", message_id, clock.now(),
+                    provider="sendgrid", verdict="opt_out", source="carrier",
+                )
+            )
+        assert not service.can_send(ADMIN, "c2", EMAIL)
+        assert service.history(ADMIN, "c2", EMAIL)[-1].source is Source.CARRIER
+        assert service.can_send(ADMIN, "c2", SMS)
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, "n1", email="new@example.com")])
+        assert service.state(ADMIN, "n1", EMAIL) is UNSUBSCRIBED
+        check_replay(store, ACCOUNT)
+
     def test_late_start_never_beats_a_later_stop(
         self, service: ConsentService, store: Store, clock: FakeClock
     ) -> None:
