@@ -11,6 +11,7 @@ import difflib
 import enum
 import re
 from collections.abc import Iterable, Mapping
+from typing import ClassVar
 
 import attrs
 
@@ -236,6 +237,8 @@ class UnknownChannelError(ValidationError):
         suggestion: the known key it is closest to, if any.
         known: every known key, sorted.
     """
+
+    code: ClassVar[str] = "unknown_channel"
 
     def __init__(
         self,

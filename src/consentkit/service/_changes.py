@@ -22,6 +22,7 @@ from consentkit.model import (
     SubscriptionState,
     Transition,
     ensure_aware,
+    enum_value,
     validate_reason_code,
 )
 from consentkit.service._arguments import check_actor, check_flag, contact_ids_of
@@ -223,8 +224,7 @@ class ChangesMixin(ServiceCore):
     ) -> ChangeResult:
         source, evidence, justification = asked.source, asked.evidence, asked.justification
         check_actor(actor)
-        if not isinstance(source, Source):
-            raise ValidationError("source", f"expected a Source, got {source!r}")
+        source = enum_value(Source, "source", source)
         if evidence is not None and not isinstance(evidence, Evidence):
             raise ValidationError(
                 "evidence", f"expected an Evidence or None, got {type(evidence).__name__}"

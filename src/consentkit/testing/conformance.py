@@ -702,7 +702,7 @@ class StoreConformance:
         service.unsubscribe(ADMIN, ["c1", "c2"], [SMS])
         service.unsubscribe(Actor.contact(ACCOUNT, "c3"), ["c3"], [SMS], source=Source.INBOX)
         before = list(store.events(ACCOUNT))
-        with pytest.raises(NotAuthorizedError, match="CONTACT_REQUEST"):
+        with pytest.raises(JustificationError, match="CONTACT_REQUEST"):
             service.resubscribe(ADMIN, ["c1", "c2", "c3"], [SMS], justification=JUSTIFICATION)
         assert list(store.events(ACCOUNT)) == before
         assert service.state(ADMIN, "c1", SMS) is UNSUBSCRIBED
