@@ -3,7 +3,10 @@
 The names most host apps need are importable from here; the modules hold the rest.
 """
 
+from __future__ import annotations
+
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from consentkit.channels import (
     EMAIL,
@@ -24,6 +27,8 @@ from consentkit.errors import (
     ConsentError,
     JustificationError,
     NotAuthorizedError,
+    PayloadError,
+    SignatureError,
     StorageError,
     UnknownContactError,
     ValidationError,
@@ -52,7 +57,11 @@ from consentkit.service import (
     PairRef,
     ReviewResolution,
 )
-from consentkit.storage import InMemoryStore, Store
+from consentkit.storage import LAZY_STORES, InMemoryStore, Store, open_store
+
+if TYPE_CHECKING:
+    from consentkit.storage.postgres import PostgresStore
+    from consentkit.storage.sqlite import SQLiteStore
 
 try:
     __version__ = version("consentkit")
@@ -89,13 +98,17 @@ __all__ = [
     "OptOutOrigin",
     "Page",
     "PairRef",
+    "PayloadError",
     "Policy",
+    "PostgresStore",
     "ProposedChange",
     "ResubscribeReason",
     "ReviewDecision",
     "ReviewItem",
     "ReviewKind",
     "ReviewResolution",
+    "SQLiteStore",
+    "SignatureError",
     "Source",
     "StorageError",
     "Store",
@@ -107,4 +120,15 @@ __all__ = [
     "ValidationError",
     "__version__",
     "channel",
+    "open_store",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The stores of :data:`consentkit.storage.LAZY_STORES`, imported when first asked for (so
+    ``import consentkit`` never needs psycopg)."""
+    if name in LAZY_STORES:
+        import consentkit.storage
+
+        return getattr(consentkit.storage, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
