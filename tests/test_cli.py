@@ -17,8 +17,10 @@ import pytest
 from consentkit import Actor, ConsentService, InMemoryStore, Source, SubscriptionState
 from consentkit.channels import EMAIL, SMS
 from consentkit.cli import COMMANDS, main
+from consentkit.documents import from_document
 from consentkit.model import ConsentEvent, Subscription
 from consentkit.serialization import EVENT_CSV_FIELDS, event_from_json, make_converter
+from consentkit.service import Page
 from consentkit.storage.base import Store
 from consentkit.storage.sqlite import SQLiteStore
 from consentkit.testing import FakeClock
@@ -181,10 +183,11 @@ def test_opt_in_unsubscribe_resubscribe_flow(people: CLI) -> None:
     assert "mistaken_unsubscribe: ticked by mistake" in history
     assert "reason complaint" in history
     assert len(history.splitlines()) == 4  # header + opt-in, unsubscribe, resubscribe
-    events = json.loads(people.ok("history", "ana", "--format", "json"))
-    converter = make_converter()
-    structured = [converter.structure(e, ConsentEvent) for e in events]
-    assert [e.channel for e in structured] == [SMS, EMAIL, SMS, EMAIL, SMS]
+    page = from_document(
+        json.loads(people.ok("history", "ana", "--format", "json")), Page[ConsentEvent]
+    )
+    assert [e.channel for e in page.items] == [SMS, EMAIL, SMS, EMAIL, SMS]
+    assert page.next_cursor is None
 
 
 def test_member_is_refused_with_the_service_message(people: CLI) -> None:
@@ -420,7 +423,7 @@ def test_injected_store_and_clock_and_store_is_closed(capsys: pytest.CaptureFixt
     capsys.readouterr()
     assert main([*run, "history", "ana", "--format", "json"],
                 store_factory=factory, clock=clock) == 0
-    (event,) = json.loads(capsys.readouterr().out)
+    (event,) = json.loads(capsys.readouterr().out)["items"]
     assert event["occurred_at"] == "2026-02-03T04:05:06+00:00"
     assert store.opened == store.closed == 4
     sub = store.get_subscription("default", "ana", SMS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +19,7 @@ from consentkit import (
     ActorKind,
     ConflictError,
     ConsentError,
+    ConsentEvent,
     ConsentService,
     Contact,
     Evidence,
@@ -25,6 +27,7 @@ from consentkit import (
     Justification,
     JustificationError,
     NotAuthorizedError,
+    PairRef,
     ResubscribeReason,
     Source,
     SubscriptionState,
@@ -32,7 +35,9 @@ from consentkit import (
     UnknownContactError,
     ValidationError,
 )
+from consentkit.channels import Channel
 from consentkit.model import Suppression
+from consentkit.storage.sqlite import SQLiteStore
 from consentkit.testing import FakeClock, check_replay
 from consentkit.testing.strategies import apply_request, change_requests
 
@@ -374,3 +379,121 @@ def test_list_contacts_pages_by_cursor(service: ConsentService) -> None:
         if cursor is None:
             break
     assert seen == [f"c{i}" for i in range(6)]
+
+
+# ---------------------------------------------------------------- new versions and history pages
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ConsentService]:
+    """Six registered contacts c0..c5 in account acme, on the in-memory and the SQLite store."""
+    store = InMemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "c.db")
+    service = ConsentService(store, clock=FakeClock(T0, tick=timedelta(seconds=1)))
+    service.upsert_contacts(
+        ADMIN, [Contact("acme", f"c{i}", phone=f"+1202555{i:04d}") for i in range(6)]
+    )
+    yield service
+    store.close()
+
+
+def _version(service: ConsentService, contact_id: str, ch: Channel) -> int:
+    sub = service.subscription(ADMIN, contact_id, ch)
+    assert sub is not None
+    return sub.version
+
+
+def test_change_results_carry_the_version_of_every_pair(any_store: ConsentService) -> None:
+    """Changed pairs come with their new version and unchanged ones with their current one,
+    exactly what a read of the pair says afterwards."""
+    service = any_store
+    opted = service.opt_in(ADMIN, ["c1", "c2"], [SMS, EMAIL], evidence=EVIDENCE)
+    assert opted.versions == {PairRef(c, ch): 1 for c in ("c1", "c2") for ch in (SMS, EMAIL)}
+    service.unsubscribe(ADMIN, ["c2"], [SMS])
+    result = service.unsubscribe(ADMIN, ["c1", "c2"], [SMS])
+    assert result.changed == (PairRef("c1", SMS),)
+    assert result.unchanged == (PairRef("c2", SMS),)
+    assert dict(result.versions) == {PairRef("c1", SMS): 2, PairRef("c2", SMS): 2}
+    for pair, version in result.versions.items():
+        assert _version(service, pair.contact_id, pair.channel) == version
+    again = service.resubscribe(ADMIN, ["c1", "c2"], [SMS], justification=REQUEST)
+    assert dict(again.versions) == {PairRef("c1", SMS): 3, PairRef("c2", SMS): 3}
+    assert list(again.versions) == list(again.changed)  # in the order of the pairs
+
+
+def test_without_details_no_versions_are_kept(any_store: ConsentService) -> None:
+    """details=False keeps counts only: no pairs and no versions."""
+    result = any_store.opt_in(ADMIN, ["c1", "c2"], [SMS], evidence=EVIDENCE, details=False)
+    assert result.changed_count == 2
+    assert result.changed == ()
+    assert dict(result.versions) == {}
+
+
+def test_the_toggle_version_is_the_next_expected_version(any_store: ConsentService) -> None:
+    """The inbox toggle chains on the versions it returns with no read in between; a version
+    that went stale raises ConflictError and changes nothing."""
+    service = any_store
+    pair = PairRef("c1", SMS)
+    on = service.set_subscribed(ADMIN, "c1", SMS, True, evidence=EVIDENCE, expected_version=0)
+    off = service.set_subscribed(ADMIN, "c1", SMS, False, expected_version=on.versions[pair])
+    assert off.changed == (pair,)
+    same = service.set_subscribed(ADMIN, "c1", SMS, False, expected_version=off.versions[pair])
+    assert same.unchanged == (pair,)
+    assert same.versions[pair] == off.versions[pair] == 2
+    back = service.set_subscribed(
+        ADMIN, "c1", SMS, True, justification=REQUEST, expected_version=same.versions[pair]
+    )
+    assert back.versions[pair] == 3 == _version(service, "c1", SMS)
+    with pytest.raises(ConflictError, match="at version 3, not 2"):
+        service.set_subscribed(ADMIN, "c1", SMS, False, expected_version=off.versions[pair])
+    assert service.state(ADMIN, "c1", SMS) is SUB
+    assert len(service.history(ADMIN, "c1", SMS)) == 3
+
+
+def test_history_pages_oldest_first_by_sequence(any_store: ConsentService) -> None:
+    """history_page walks a contact's events in append order, a page at a time, with nothing
+    skipped or repeated, the same events history() gives; a channel narrows it."""
+    service = any_store
+    service.opt_in(ADMIN, ["c1", "c2"], [SMS, EMAIL], evidence=EVIDENCE)
+    service.unsubscribe(ADMIN, ["c1", "c2"], [SMS, EMAIL])
+    service.resubscribe(ADMIN, ["c1"], [SMS, EMAIL], justification=REQUEST)
+    everything = service.history(ADMIN, "c1")
+    seen: list[ConsentEvent] = []
+    cursor = None
+    sizes = []
+    while True:
+        page = service.history_page(ADMIN, "c1", cursor=cursor, limit=3)
+        seen.extend(page.items)
+        sizes.append(len(page.items))
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == everything
+    assert sizes == [3, 3]  # 2 opt-ins, 2 unsubscribes, 2 resubscribes of c1; no empty page
+    sms = service.history_page(ADMIN, "c1", SMS, limit=100)
+    assert sms.items == tuple(service.history(ADMIN, "c1", SMS))
+    assert sms.next_cursor is None
+    assert all(e.contact_id == "c1" for e in seen)
+
+
+def test_history_page_refusals(any_store: ConsentService) -> None:
+    """Unknown contacts, other contacts' histories for a contact actor, bad cursors and limits
+    are refused with the service's errors; an empty history is an empty page."""
+    service = any_store
+    service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+    with pytest.raises(UnknownContactError):
+        service.history_page(ADMIN, "nobody")
+    assert service.history_page(ADMIN, "c3") == service.history_page(ADMIN, "c3", limit=1)
+    assert service.history_page(ADMIN, "c3").items == ()
+    own = Actor.contact("acme", "c1")
+    assert len(service.history_page(own, "c1").items) == 1
+    with pytest.raises(NotAuthorizedError):
+        service.history_page(own, "c2")
+    contacts_cursor = service.list_contacts(ADMIN, limit=1).next_cursor
+    for cursor in ("nonsense", contacts_cursor, 17):
+        with pytest.raises(ValidationError, match=r"^cursor: "):
+            service.history_page(ADMIN, "c1", cursor=cursor)  # type: ignore[arg-type]
+    for limit in (0, 10_001, True, "5"):
+        with pytest.raises(ValidationError, match=r"^limit: "):
+            service.history_page(ADMIN, "c1", limit=limit)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="channel"):
+        service.history_page(ADMIN, "c1", "smss")

@@ -583,8 +583,34 @@ class InboundResult:
         return _RESULT_ENCODER.encode(self._document())
 
     def to_document(self) -> dict[str, Any]:
-        """A JSON-compatible dict of this result, including ``replayed``."""
+        """A JSON-compatible dict of this result, including ``replayed``: the document
+        :func:`consentkit.documents.to_document` gives for it (see docs/json.md)."""
         return {**self._document(), "replayed": self.replayed}
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> InboundResult:
+        """Rebuild a result from :meth:`to_document` (``replayed`` is False when absent).
+
+        Raises:
+            ValidationError: *document* is not such a document (a key is missing or a value is
+                not what the document holds).
+        """
+        if not isinstance(document, Mapping):
+            raise ValidationError(
+                "document", f"expected an inbound result object, got {type(document).__name__}"
+            )
+        fields = dict(document)
+        replayed = fields.pop("replayed", False)
+        if not isinstance(replayed, bool):
+            raise ValidationError("replayed", f"expected true or false, got {replayed!r}")
+        try:
+            return cls.from_json(json.dumps(fields), replayed=replayed)
+        except ValidationError:
+            raise
+        except KeyError as e:
+            raise ValidationError("document", f"the key {e.args[0]!r} is missing") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ValidationError("document", f"is not a valid inbound result: {e}") from None
 
     def _document(self) -> dict[str, Any]:
         return {

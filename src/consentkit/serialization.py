@@ -29,7 +29,7 @@ import enum
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final, get_args, get_origin
+from typing import Any, Final, TypeVar, get_args, get_origin
 
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
@@ -55,7 +55,10 @@ __all__ = [
     "event_to_csv_row",
     "event_to_json",
     "make_converter",
+    "structure_checked",
 ]
+
+T = TypeVar("T")
 
 SERIALIZABLE_TYPES: Final = (
     Actor,
@@ -212,13 +215,23 @@ def event_from_json(converter: cattrs.Converter, text: str) -> ConsentEvent:
         document = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValidationError("event", f"is not JSON: {e}") from None
+    return structure_checked(converter, document, ConsentEvent, "event", "a valid consent event")
+
+
+def structure_checked(
+    converter: cattrs.Converter, document: object, kind: type[T], field: str, what: str
+) -> T:
+    """``converter.structure(document, kind)``, with a bad document refused as one
+    :class:`~consentkit.errors.ValidationError` naming *field* and every problem found (the
+    model's own messages where it gave one), e.g. ``event: is not a valid consent event: ...``.
+    """
     try:
-        return converter.structure(document, ConsentEvent)
+        return converter.structure(document, kind)
     except cattrs.BaseValidationError as e:
         details = "; ".join(
-            cattrs.transform_error(e, path="event", format_exception=_describe_error)
+            cattrs.transform_error(e, path=field, format_exception=_describe_error)
         )
-        raise ValidationError("event", f"is not a valid consent event: {details}") from e
+        raise ValidationError(field, f"is not {what}: {details}") from e
 
 
 def _describe_error(error: BaseException, type_: Any) -> str:

@@ -11,7 +11,9 @@ command group.  This module imports none of them until it is used, so importing 
 alone (as the demo does) loads nothing else of the command line.
 
 Exit codes: 0 success; 1 refused or invalid input (one line ``consentkit: error: ...`` on
-stderr); 2 usage errors (argparse); 130 interrupted.
+stderr); 2 usage errors (argparse); 130 interrupted.  ``--format json`` prints one public
+document of :mod:`consentkit.documents` on stdout, also for the commands that change data;
+``consentkit --version`` prints the version.
 
 Times given on the command line (``--received-at``, ``--as-of``) are ISO 8601 with a UTC offset;
 a time without one is refused, as everywhere in consentkit.

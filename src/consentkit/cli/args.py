@@ -27,8 +27,10 @@ __all__ = [
     "add_global_options",
     "add_ids",
     "add_paging",
+    "add_progress",
     "add_source",
     "channels_of",
+    "count_lines",
     "ids_of",
     "instant",
     "split_keys",
@@ -151,8 +153,32 @@ def add_format(parser: argparse.ArgumentParser) -> None:
         "--format",
         choices=["table", "text", "json"],
         default="table",
-        help="output format: table (also called text) or json (default table)",
+        help="output format: table (also called text) or json, the public JSON document of "
+        "the result (docs/json.md) on stdout (default table)",
     )
+
+
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """``--progress``: show the progress line on stderr also when it is not a terminal."""
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="show progress on stderr even when it is not a terminal (it is shown on a "
+        "terminal anyway); with a total when the input is a file",
+    )
+
+
+def count_lines(path: Path) -> int | None:
+    """The number of non-blank lines of the regular file *path* (the total of a progress line),
+    or None when it is not a regular file (stdin, a pipe: reading would consume it) or cannot
+    be read as UTF-8 (the real pass reports why)."""
+    if str(path) == "-" or not path.is_file():
+        return None
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return sum(1 for line in handle if line.strip())
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def add_paging(parser: argparse.ArgumentParser, default: int = 50) -> None:
@@ -221,16 +247,39 @@ def _read_ids_file(path: Path, stdin: TextIO) -> Iterator[str]:
 
 @attrs.frozen
 class Ids:
-    """The contact ids of a bulk command: typed ones, then the file's, streamed."""
+    """The contact ids of a bulk command: typed ones, then the file's, streamed.
+
+    Attributes:
+        items: the ids.
+        from_file: whether some come from ``--ids-file``.
+        typed: how many were typed as arguments.
+        file: the ``--ids-file`` path, if any.
+    """
 
     items: Iterable[str]
     from_file: bool
+    typed: int = 0
+    file: Path | None = None
+
+    def count(self) -> int | None:
+        """How many ids there are, when that is known without consuming them (typed ids and a
+        regular file, counted by lines); None otherwise."""
+        if self.file is None:
+            return self.typed
+        lines = count_lines(self.file)
+        return None if lines is None else self.typed + lines
 
 
 def ids_of(args: argparse.Namespace) -> Ids:
     """The contact ids of ``ID...`` and ``--ids-file`` (at least one of them is required)."""
     if not args.ids and args.ids_file is None:
         args.parser.error("give contact ids or --ids-file FILE")
+    typed = len(args.ids)
     if args.ids_file is None:
-        return Ids(list(args.ids), from_file=False)
-    return Ids(itertools.chain(args.ids, _read_ids_file(args.ids_file, sys.stdin)), True)
+        return Ids(list(args.ids), from_file=False, typed=typed)
+    return Ids(
+        itertools.chain(args.ids, _read_ids_file(args.ids_file, sys.stdin)),
+        True,
+        typed=typed,
+        file=args.ids_file,
+    )

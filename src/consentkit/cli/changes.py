@@ -1,4 +1,5 @@
-"""``consentkit opt-in|unsubscribe|resubscribe``: consent changes of many contacts at once."""
+"""``consentkit opt-in|unsubscribe|resubscribe|toggle``: consent changes of many contacts at once,
+and the inbox toggle of one pair."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from collections.abc import Callable, Iterable
 
 from consentkit.channels import Channel
 from consentkit.cli import render
-from consentkit.cli.args import add_channels, add_ids, add_source, channels_of, ids_of
+from consentkit.cli.args import (
+    add_channels,
+    add_format,
+    add_ids,
+    add_progress,
+    add_source,
+    channels_of,
+    ids_of,
+)
 from consentkit.cli.context import Context
 from consentkit.errors import ValidationError
 from consentkit.model import Evidence, Justification, ResubscribeReason
@@ -18,6 +27,8 @@ __all__ = [
     "opt_in_arguments",
     "resubscribe",
     "resubscribe_arguments",
+    "toggle",
+    "toggle_arguments",
     "unsubscribe",
     "unsubscribe_arguments",
 ]
@@ -26,24 +37,40 @@ Apply = Callable[[Iterable[str], list[Channel], bool], ChangeResult]
 """One bulk change: the ids, the channels, and whether to collect per-pair details."""
 
 
+def _bulk_arguments(parser: argparse.ArgumentParser) -> None:
+    add_ids(parser)
+    add_channels(parser)
+    add_progress(parser)
+    add_format(parser)
+
+
 def _bulk_change(ctx: Context, args: argparse.Namespace, label: str, apply: Apply) -> int:
     # Every channel is checked before any id is read or anything is written.
     channels = channels_of(ctx, args)
     ids = ids_of(args)
     if ids.from_file:
         # Per-pair details would grow with the file; the counts are enough for a bulk run.
-        with ctx.progress(label, "ids read") as progress:
+        with ctx.progress(label, "ids read", force=args.progress) as progress:
+            if progress.enabled:
+                progress.total = ids.count()
             result = apply(progress.track(ids.items), channels, False)
     else:
         result = apply(ids.items, channels, True)
-    ctx.print_lines(render.change_lines(label, result, channels))
+    if args.format == "json":
+        ctx.print(render.document_text(result))
+    else:
+        ctx.print_lines(render.change_lines(label, result, channels))
     return 0
 
 
 def opt_in_arguments(parser: argparse.ArgumentParser) -> None:
     """Ids, channels, the evidence of consent and the source."""
-    add_ids(parser)
-    add_channels(parser)
+    _bulk_arguments(parser)
+    _evidence_arguments(parser)
+    add_source(parser)
+
+
+def _evidence_arguments(parser: argparse.ArgumentParser) -> None:
     proof = parser.add_argument_group(
         "evidence",
         "proof of consent (GDPR Art. 7(1), TCPA), required for opt-ins by admins and processes",
@@ -63,7 +90,6 @@ def opt_in_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="REF",
         help="pointer to the raw proof (submission id, recording id)",
     )
-    add_source(parser)
 
 
 def _evidence_of(args: argparse.Namespace) -> Evidence | None:
@@ -108,8 +134,7 @@ def opt_in(ctx: Context, args: argparse.Namespace) -> int:
 
 def unsubscribe_arguments(parser: argparse.ArgumentParser) -> None:
     """Ids, channels, a reason code and the source."""
-    add_ids(parser)
-    add_channels(parser)
+    _bulk_arguments(parser)
     parser.add_argument(
         "--reason", metavar="CODE", help="a reason code kept with the change, e.g. customer_request"
     )
@@ -130,8 +155,7 @@ def unsubscribe(ctx: Context, args: argparse.Namespace) -> int:
 
 def resubscribe_arguments(parser: argparse.ArgumentParser) -> None:
     """Ids, channels, the justification (reason and note) and the source."""
-    add_ids(parser)
-    add_channels(parser)
+    _bulk_arguments(parser)
     parser.add_argument(
         "--reason",
         required=True,
@@ -164,3 +188,64 @@ def resubscribe(ctx: Context, args: argparse.Namespace) -> int:
             details=details,
         ),
     )
+
+
+def toggle_arguments(parser: argparse.ArgumentParser) -> None:
+    """The pair, on or off, the version seen, the justification or evidence and the source."""
+    parser.add_argument("contact", metavar="CONTACT", help="the contact id")
+    parser.add_argument("channel", metavar="CHANNEL", help="the channel, e.g. sms")
+    parser.add_argument(
+        "state",
+        choices=["on", "off"],
+        help="on: subscribe (an opt-in for a never-subscribed pair, which needs the evidence "
+        "options; a resubscription for an unsubscribed one, which needs --reason and --note); "
+        "off: unsubscribe",
+    )
+    parser.add_argument(
+        "--expected-version",
+        type=int,
+        metavar="N",
+        help="the version of the subscription you were looking at (status/subscribers --format "
+        "json show it; 0 when there is no record): the change is refused with exit code 1 if "
+        "someone changed the pair meanwhile. The new version is printed",
+    )
+    why = parser.add_argument_group(
+        "justification", "why an unsubscribed pair is turned back on (admins only)"
+    )
+    why.add_argument(
+        "--reason",
+        choices=[r.value for r in ResubscribeReason],
+        help="the contact asked to be resubscribed, or was unsubscribed by mistake",
+    )
+    why.add_argument("--note", metavar="TEXT", help="what happened (kept in the audit trail)")
+    _evidence_arguments(parser)
+    add_source(parser)
+    add_format(parser)
+
+
+def _justification_of(args: argparse.Namespace) -> Justification | None:
+    if args.reason is None and args.note is None:
+        return None  # the policy decides whether this change needs one
+    if args.reason is None or args.note is None:
+        raise ValidationError("justification", "give --reason and --note together")
+    return Justification(args.reason, args.note)
+
+
+def toggle(ctx: Context, args: argparse.Namespace) -> int:
+    """Set one pair on or off, refusing it when ``--expected-version`` is stale."""
+    ch = ctx.channel(args.channel)
+    result = ctx.svc.set_subscribed(
+        ctx.actor,
+        args.contact,
+        ch,
+        args.state == "on",
+        justification=_justification_of(args),
+        evidence=_evidence_of(args),
+        source=args.source,
+        expected_version=args.expected_version,
+    )
+    if args.format == "json":
+        ctx.print(render.document_text(result))
+    else:
+        ctx.print_lines(render.toggle_lines(result, args.contact, ch))
+    return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from consentkit import __version__
 from consentkit.cli import changes, contacts, demo, inbound, reads, review, trends
 from consentkit.cli.args import add_global_options
 from consentkit.cli.context import DEFAULT_READER, PROG, Command
@@ -75,6 +76,19 @@ COMMANDS: tuple[Command, ...] = (
         access="write",
     ),
     Command(
+        "toggle",
+        "the inbox toggle: turn one contact's consent on one channel on or off",
+        changes.toggle_arguments,
+        changes.toggle,
+        access="write",
+        description="Set one pair on or off, as the inbox toggle of a host app does. Turning "
+        "it on is an opt-in (give the evidence options) for a never-subscribed pair and a "
+        "resubscription (give --reason and --note) for an unsubscribed one. With "
+        "--expected-version N the change is refused (exit code 1) unless the pair is still at "
+        "version N; the pair's version after the change is printed, ready for the next "
+        "--expected-version.",
+    ),
+    Command(
         "status",
         "a contact's state and can-send on every channel",
         reads.status_arguments,
@@ -83,7 +97,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "history",
-        "the audit trail of one contact, oldest first",
+        "the audit trail of one contact, oldest first, a page at a time",
         reads.history_arguments,
         reads.history,
         access="read",
@@ -168,6 +182,10 @@ channels:
   sms, mms, rcs, whatsapp, email, voice and push are built in; any other key is refused
   unless registered with --custom-channel KEY (or CONSENTKIT_CUSTOM_CHANNELS=KEY,...).
 
+output:
+  --format json prints the public JSON document of the result on stdout (docs/json.md),
+  for the commands that change data too; errors and warnings stay on stderr.
+
 exit codes:
   0 success, 1 refused or invalid input (one line on stderr), 2 usage error.
 
@@ -175,6 +193,7 @@ examples:
   consentkit demo
   consentkit --as admin:alice contacts add ana --phone +14155550100 --email ana@example.com
   consentkit --as admin:alice unsubscribe ana ben --channel sms,whatsapp
+  consentkit --as admin:alice toggle ana sms off --expected-version 1 --format json
   consentkit subscribers --channel sms --state unsubscribed
   consentkit inbound --channel sms --from +14155550100 --message-id SM123 STOP
   consentkit review list
@@ -206,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Per-channel contact consent: look at and change it from the command line.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {__version__}", help="print the version"
     )
     add_global_options(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)

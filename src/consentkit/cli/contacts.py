@@ -9,10 +9,11 @@ from pathlib import Path
 
 from consentkit.channels import Channel
 from consentkit.cli import render
-from consentkit.cli.args import add_format, add_paging
+from consentkit.cli.args import add_format, add_paging, add_progress
 from consentkit.cli.context import Context
 from consentkit.errors import ValidationError
 from consentkit.model import Contact
+from consentkit.service import ContactsResult
 
 __all__ = [
     "contacts_add",
@@ -50,6 +51,7 @@ def contacts_add_arguments(parser: argparse.ArgumentParser) -> None:
         "telegram=42); repeatable",
     )
     _add_replace_addresses(parser, "the ones given")
+    add_format(parser)
 
 
 def _handles_of(ctx: Context, items: list[str]) -> dict[Channel, str]:
@@ -62,8 +64,14 @@ def _handles_of(ctx: Context, items: list[str]) -> dict[Channel, str]:
     return handles
 
 
-def _report_contacts(ctx: Context, result_lines: list[str], unreachable: list[str]) -> None:
-    ctx.print_lines(result_lines)
+def _report_contacts(
+    ctx: Context, args: argparse.Namespace, result: ContactsResult, done: str
+) -> None:
+    if args.format == "json":
+        ctx.print(render.document_text(result))
+    else:
+        ctx.print_lines([done, *render.suppressed_lines(result)])
+    unreachable = render.unreachable_lines(result)
     if unreachable:
         ctx.warn(unreachable)
 
@@ -86,9 +94,7 @@ def contacts_add(ctx: Context, args: argparse.Namespace) -> int:
         done = f"updated contact {contact.id} (its addresses were replaced)"
     else:
         done = f"updated contact {contact.id} (the addresses given were set, the others kept)"
-    _report_contacts(
-        ctx, [done, *render.suppressed_lines(result)], render.unreachable_lines(result)
-    )
+    _report_contacts(ctx, args, result, done)
     return 0
 
 
@@ -98,6 +104,8 @@ def contacts_import_arguments(parser: argparse.ArgumentParser) -> None:
         "file", type=Path, metavar="FILE.csv", help="CSV with a header row: id,phone,email"
     )
     _add_replace_addresses(parser, "the file's (a column or cell left out removes that address)")
+    add_progress(parser)
+    add_format(parser)
 
 
 def _read_contacts_csv(path: Path, account: str) -> Iterator[Contact]:
@@ -133,9 +141,24 @@ def _read_contacts_csv(path: Path, account: str) -> Iterator[Contact]:
             raise ValidationError(str(path), "is not UTF-8 text") from None
 
 
+def _count_rows(path: Path) -> int | None:
+    """The number of data rows of a CSV file (the total of the progress line), or None when it
+    is not a regular file (reading a pipe would consume it) or cannot be parsed: the import
+    itself then reports the problem."""
+    if not path.is_file():
+        return None
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            return max(0, sum(1 for row in csv.reader(handle) if row) - 1)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+
+
 def contacts_import(ctx: Context, args: argparse.Namespace) -> int:
     """Register or update every contact of a CSV file, all or nothing."""
-    with ctx.progress("import", "rows") as progress:
+    with ctx.progress("import", "rows", force=args.progress) as progress:
+        if progress.enabled:
+            progress.total = _count_rows(args.file)
         result = ctx.svc.upsert_contacts(
             ctx.actor,
             progress.track(_read_contacts_csv(args.file, ctx.actor.account)),
@@ -145,9 +168,7 @@ def contacts_import(ctx: Context, args: argparse.Namespace) -> int:
         f"imported {result.created + result.updated:,} contacts: {result.created:,} created, "
         f"{result.updated:,} updated"
     )
-    _report_contacts(
-        ctx, [done, *render.suppressed_lines(result)], render.unreachable_lines(result)
-    )
+    _report_contacts(ctx, args, result, done)
     return 0
 
 
@@ -161,11 +182,7 @@ def contacts_list(ctx: Context, args: argparse.Namespace) -> int:
     """One page of the account's contacts, by id."""
     page = ctx.svc.list_contacts(ctx.actor, cursor=args.cursor, limit=args.limit)
     if args.format == "json":
-        ctx.print(
-            render.json_text(
-                render.page_document(ctx.converter, page.items, Contact, page.next_cursor)
-            )
-        )
+        ctx.print(render.document_text(page))
         return 0
     ctx.print_lines(render.contacts_table(page.items))
     ctx.print_lines(render.next_page_lines(page.next_cursor))

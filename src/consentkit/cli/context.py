@@ -85,32 +85,45 @@ def open_sqlite_store(path: Path, *, create: bool) -> Store:
 
 
 class Progress:
-    """A progress line on stderr, shown only when stderr is a terminal (quiet when piped).
+    """A progress line on stderr, shown when stderr is a terminal or when asked for
+    (``--progress``), quiet otherwise.
 
     Use as a context manager around the work and wrap the stream of items with :meth:`track`.
+    When the number of items is known, set :attr:`total` (before the work starts) and the line
+    shows it with a percentage: ``import: 1,200 of 5,000 rows (24%)``.  Counting costs a pass
+    over the input, so do it only when :attr:`enabled`.
     """
 
-    def __init__(self, stream: TextIO, label: str, unit: str) -> None:
+    def __init__(self, stream: TextIO, label: str, unit: str, *, force: bool = False) -> None:
         self._stream = stream
         self._label = label
         self._unit = unit
         self.count = 0
-        self._enabled = _isatty(stream)
+        self.total: int | None = None
+        self.enabled = force or _isatty(stream)
         self._last = 0.0
 
     def track(self, items: Iterable[T]) -> Iterator[T]:
         """Yield *items* unchanged, counting them."""
         for item in items:
             self.count += 1
-            if self._enabled:
+            if self.enabled:
                 now = time.monotonic()
                 if now - self._last >= _PROGRESS_INTERVAL:
                     self._last = now
                     self._write()
             yield item
 
+    def line(self) -> str:
+        """The progress line as it is now, e.g. ``import: 1,200 of 5,000 rows (24%)``."""
+        total = self.total
+        if total is None:
+            return f"{self._label}: {self.count:,} {self._unit}"
+        percent = 100 if total <= 0 else min(100, self.count * 100 // total)
+        return f"{self._label}: {self.count:,} of {total:,} {self._unit} ({percent}%)"
+
     def _write(self, end: str = "") -> None:
-        self._stream.write(f"\r{self._label}: {self.count:,} {self._unit}{end}")
+        self._stream.write(f"\r{self.line()}{end}")
         self._stream.flush()
 
     def __enter__(self) -> Progress:
@@ -123,7 +136,7 @@ class Progress:
         tb: TracebackType | None,
     ) -> None:
         # Always end the line, so an error message that follows starts on a line of its own.
-        if self._enabled:
+        if self.enabled:
             self._write("\n")
 
 
@@ -143,7 +156,8 @@ class Context:
         actor: who acts (``--as``, or the read-only default for reads).
         out: where results go (stdout).
         err: where progress and warnings go (stderr).
-        converter: the JSON converter for ``--format json`` and exports.
+        converter: the converter of ``export`` (``--format json`` prints the public documents
+            of :mod:`consentkit.documents`).
         clock: the clock the service uses.
         store_factory: how stores are opened (the demo opens its own).
     """
@@ -178,9 +192,10 @@ class Context:
         for number, line in enumerate(lines):
             self.err.write(f"{PROG}: warning: {line}\n" if number == 0 else f"{line}\n")
 
-    def progress(self, label: str, unit: str) -> Progress:
-        """A progress line for a long operation (see :class:`Progress`)."""
-        return Progress(self.err, label, unit)
+    def progress(self, label: str, unit: str, *, force: bool = False) -> Progress:
+        """A progress line for a long operation (see :class:`Progress`); *force* shows it also
+        when stderr is not a terminal (``--progress``)."""
+        return Progress(self.err, label, unit, force=force)
 
     def channel(self, key: str | Channel, option: str = "channel") -> Channel:
         """The known channel *key* names, refused (naming *option*) when the service does not

@@ -89,7 +89,7 @@ def inbound(ctx: Context, args: argparse.Namespace) -> int:
     )
     result = ctx.svc.handle_inbound(message)
     if args.format == "json":
-        ctx.print(render.json_text(render.inbound_document(result)))
+        ctx.print(render.document_text(result))
     else:
         ctx.print_lines(render.inbound_lines(result))
     return 0

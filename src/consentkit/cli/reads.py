@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TextIO
 
 from consentkit.cli import render
-from consentkit.cli.args import add_format, add_paging
+from consentkit.cli.args import add_format, add_paging, add_progress
 from consentkit.cli.context import Context
-from consentkit.model import ConsentEvent, Source, Subscription, SubscriptionState
+from consentkit.model import ConsentEvent, Source, SubscriptionState
 from consentkit.serialization import EVENT_CSV_FIELDS, event_to_csv_row, event_to_json
 
 __all__ = [
@@ -63,11 +63,7 @@ def subscribers(ctx: Context, args: argparse.Namespace) -> int:
         limit=args.limit,
     )
     if args.format == "json":
-        ctx.print(
-            render.json_text(
-                render.page_document(ctx.converter, page.items, Subscription, page.next_cursor)
-            )
-        )
+        ctx.print(render.document_text(page))
         return 0
     ctx.print_lines(render.subscriptions_table(page.items))
     ctx.print_lines(render.next_page_lines(page.next_cursor))
@@ -96,32 +92,31 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
     # refused) is shown, but nothing can be sent there.
     rows += [(ch, recorded[ch], None) for ch in sorted(set(recorded) - set(known))]
     if args.format == "json":
-        ctx.print(render.json_text(render.status_document(ctx.converter, contact, rows)))
+        ctx.print(render.json_text(render.status_document(contact, rows)))
     else:
         ctx.print_lines(render.status_lines(contact, rows))
     return 0
 
 
 def history_arguments(parser: argparse.ArgumentParser) -> None:
-    """The contact id, an optional channel and the format."""
+    """The contact id, an optional channel, paging and the format."""
     parser.add_argument("id", metavar="ID", help="the contact id")
     parser.add_argument("--channel", metavar="C", help="only this channel")
+    add_paging(parser, default=100)
     add_format(parser)
 
 
 def history(ctx: Context, args: argparse.Namespace) -> int:
-    """A contact's audit trail, oldest first."""
-    svc = ctx.svc
+    """One page of a contact's audit trail, oldest first."""
     only = None if args.channel is None else ctx.channel(args.channel)
-    # history() of an unknown id is simply empty; say so instead of printing an empty table.
-    svc.get_contact(ctx.actor, args.id)
-    events = svc.history(ctx.actor, args.id, only)
+    page = ctx.svc.history_page(
+        ctx.actor, args.id, only, cursor=args.cursor, limit=args.limit
+    )
     if args.format == "json":
-        ctx.print(
-            render.json_text([ctx.converter.unstructure(e, ConsentEvent) for e in events])
-        )
-    else:
-        ctx.print_lines(render.history_table(events))
+        ctx.print(render.document_text(page))
+        return 0
+    ctx.print_lines(render.history_table(page.items))
+    ctx.print_lines(render.next_page_lines(page.next_cursor))
     return 0
 
 
@@ -145,6 +140,7 @@ def export_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SEQ",
         help="only events after this sequence number (to resume)",
     )
+    add_progress(parser)
 
 
 def _write_events(ctx: Context, fmt: str, events: Iterable[ConsentEvent], out: TextIO) -> None:
@@ -178,7 +174,7 @@ def _write_atomically(
 def export(ctx: Context, args: argparse.Namespace) -> int:
     """The account's audit log, streamed to stdout or a file."""
     events = ctx.svc.audit_log(ctx.actor, after=args.after)
-    with ctx.progress("export", "events") as progress:
+    with ctx.progress("export", "events", force=args.progress) as progress:
         if args.output is None:
             _write_events(ctx, args.format, progress.track(events), ctx.out)
         else:

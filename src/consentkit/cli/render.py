@@ -1,6 +1,7 @@
 """Everything the command line prints: text tables and lines for people, JSON documents for
-programs.  Functions here build text and documents and print nothing; they import no other module
-of the CLI, so the demo shares them without importing the command line.
+programs (the public documents of :mod:`consentkit.documents`).  Functions here build text and
+documents and print nothing; they import no other module of the CLI, so the demo shares them
+without importing the command line.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from consentkit.documents import to_document
 from consentkit.inbound import InboundOutcome, InboundResult
 from consentkit.model import ConsentEvent, Contact, Subscription, SubscriptionState
 from consentkit.review import ReviewDecision
-from consentkit.trends import Change, SpikeCheck, SpikeWindow, TrendReport, sparkline
+from consentkit.trends import Change, SpikeWindow, TrendReport, sparkline
 
 if TYPE_CHECKING:
-    import cattrs
-
     from consentkit.channels import Channel
     from consentkit.review import ReviewItem
     from consentkit.service import ChangeResult, ContactsResult, PairRef, ReviewResolution
@@ -30,17 +30,15 @@ __all__ = [
     "change_lines",
     "contacts_table",
     "cut",
+    "document_text",
     "escape",
     "event_details",
     "history_table",
-    "inbound_document",
     "inbound_lines",
     "json_text",
     "next_page_lines",
     "one_line",
-    "page_document",
     "resolution_lines",
-    "review_document",
     "review_lines",
     "spike_lines",
     "status_document",
@@ -48,8 +46,8 @@ __all__ = [
     "subscriptions_table",
     "suppressed_lines",
     "table_lines",
+    "toggle_lines",
     "trend_lines",
-    "trends_document",
     "trends_heading",
     "unreachable_lines",
     "when",
@@ -111,6 +109,12 @@ def json_text(document: Any) -> str:
     return json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True)
 
 
+def document_text(value: object) -> str:
+    """The public JSON document of *value* (:func:`consentkit.documents.to_document`) as the CLI
+    prints it."""
+    return json_text(to_document(value))
+
+
 def when(instant: datetime) -> str:
     """An instant to the second, with its UTC offset."""
     return instant.isoformat(timespec="seconds")
@@ -119,16 +123,6 @@ def when(instant: datetime) -> str:
 def next_page_lines(cursor: str | None) -> list[str]:
     """The line that tells how to get the next page, if there is one."""
     return [] if cursor is None else [f"(more: add --cursor {cursor})"]
-
-
-def page_document(
-    converter: cattrs.Converter, items: Iterable[Any], kind: type, cursor: str | None
-) -> dict[str, Any]:
-    """One page of a listing as JSON: the items and the next cursor."""
-    return {
-        "items": [converter.unstructure(item, kind) for item in items],
-        "next_cursor": cursor,
-    }
 
 
 # ---------------------------------------------------------------------- changes and contacts
@@ -162,6 +156,17 @@ def change_lines(verb: str, result: ChangeResult, channels: Sequence[Channel]) -
     if len(result.skipped) > MAX_PAIRS_SHOWN:
         lines.append(f"  {'skipped':<10} ... and {len(result.skipped) - MAX_PAIRS_SHOWN:,} more")
     return lines
+
+
+def toggle_lines(result: ChangeResult, contact_id: str, ch: Channel) -> list[str]:
+    """What the inbox toggle did to one pair, with the pair's version to pass as the next
+    ``--expected-version``."""
+    pair = next(iter(result.versions), None)
+    version = "" if pair is None else f" (version {result.versions[pair]})"
+    state = result.new_state.value
+    if result.changed_count:
+        return [f"toggle {contact_id} {ch.key}: now {state}{version}"]
+    return [f"toggle {contact_id} {ch.key}: already {state}, nothing changed{version}"]
 
 
 def suppressed_lines(result: ContactsResult) -> list[str]:
@@ -259,18 +264,17 @@ def status_lines(contact: Contact, rows: Sequence[StatusRow]) -> list[str]:
     ]
 
 
-def status_document(
-    converter: cattrs.Converter, contact: Contact, rows: Sequence[StatusRow]
-) -> dict[str, Any]:
-    """``status`` as JSON: the contact and, per channel, state, can-send and subscription."""
+def status_document(contact: Contact, rows: Sequence[StatusRow]) -> dict[str, Any]:
+    """``status`` as JSON: the contact's document and, per channel, its state, can-send and the
+    subscription's document (null when never subscribed)."""
     return {
-        "contact": converter.unstructure(contact, Contact),
+        "contact": to_document(contact),
         "channels": [
             {
                 "channel": ch.key,
                 "state": (SubscriptionState.NEVER_SUBSCRIBED if sub is None else sub.state).value,
                 "can_send": bool(can_send),
-                "subscription": None if sub is None else converter.unstructure(sub, Subscription),
+                "subscription": None if sub is None else to_document(sub),
             }
             for ch, sub, can_send in rows
         ],
@@ -384,13 +388,6 @@ def inbound_lines(result: InboundResult) -> list[str]:
     return lines
 
 
-def inbound_document(result: InboundResult) -> dict[str, Any]:
-    """``inbound`` as JSON: the stored result plus whether this was a redelivery."""
-    document: dict[str, Any] = json.loads(result.to_json())
-    document["replayed"] = result.replayed
-    return document
-
-
 # ---------------------------------------------------------------------- trends
 
 _WINDOW_TEXT = {SpikeWindow.LAST_7_DAYS: "last 7 days", SpikeWindow.MONTH_TO_DATE: "month to date"}
@@ -449,75 +446,6 @@ def trend_lines(report: TrendReport) -> list[str]:
     return table_lines(headers, rows, right={2, 3, 4, 5})
 
 
-def _change_document(moved: Change) -> dict[str, Any]:
-    return {
-        "previous": moved.previous,
-        "current": moved.current,
-        "absolute": moved.absolute,
-        "percent": moved.percent,
-        "direction": moved.direction.value,
-        "note": moved.note,
-    }
-
-
-def _spike_document(check: SpikeCheck) -> dict[str, Any]:
-    return {
-        "channel": check.channel.key,
-        "window": check.window.value,
-        "observed": check.observed,
-        "baseline_mean": check.baseline_mean,
-        "baseline_stdev": check.baseline_stdev,
-        "threshold": check.threshold,
-        "z_score": check.z_score,
-        "history_periods": check.history_periods,
-        "baseline_periods": check.baseline_periods,
-        "flagged": check.flagged,
-        "reason": check.reason,
-    }
-
-
-def _series_document(report: TrendReport) -> list[dict[str, Any]]:
-    every = sorted(
-        {trend.channel for trend in report.channels}
-        | {ch for point in report.series for ch, _ in point.totals}
-    )
-    return [
-        {
-            "month": point.month,
-            "at": point.at.isoformat(),
-            "totals": {
-                ch.key: {
-                    "subscribed": point.totals_of(ch).subscribed,
-                    "unsubscribed": point.totals_of(ch).unsubscribed,
-                }
-                for ch in every
-            },
-        }
-        for point in report.series
-    ]
-
-
-def trends_document(account: str, report: TrendReport) -> dict[str, Any]:
-    """The trend report as JSON: instants, per-channel changes, the monthly series and every
-    spike check."""
-    return {
-        "account": account,
-        "as_of": report.as_of.isoformat(),
-        "compared_with": report.compared_with.isoformat(),
-        "timezone": report.timezone,
-        "channels": [
-            {
-                "channel": trend.channel.key,
-                "subscribed": _change_document(trend.subscribed),
-                "unsubscribed": _change_document(trend.unsubscribed),
-            }
-            for trend in report.channels
-        ],
-        "series": _series_document(report),
-        "spikes": [_spike_document(check) for check in report.spikes],
-    }
-
-
 # ---------------------------------------------------------------------- the review queue
 
 
@@ -562,35 +490,6 @@ def review_lines(items: Sequence[ReviewItem], now: datetime, *, decided: bool) -
             "honour-by deadline; decide now with consentkit review resolve ITEM_ID"
         )
     return lines
-
-
-def _review_item_document(item: ReviewItem, now: datetime) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "kind": item.kind.value,
-        "channel": item.channel.key,
-        "message_id": item.message_id,
-        "sender": item.sender,
-        "text": item.text,
-        "contact_ids": list(item.contact_ids),
-        "received_at": item.received_at.isoformat(),
-        "honor_by": item.honor_by.isoformat(),
-        "overdue": item.is_overdue(now),
-        "decision": None if item.decision is None else item.decision.value,
-        "decided_by": item.decided_by,
-        "decided_at": None if item.decided_at is None else item.decided_at.isoformat(),
-        "note": item.note,
-    }
-
-
-def review_document(
-    items: Sequence[ReviewItem], now: datetime, cursor: str | None
-) -> dict[str, Any]:
-    """One page of the review queue as JSON (each item with ``overdue`` as of *now*)."""
-    return {
-        "items": [_review_item_document(item, now) for item in items],
-        "next_cursor": cursor,
-    }
 
 
 def resolution_lines(resolution: ReviewResolution) -> list[str]:

@@ -34,10 +34,10 @@ def review_list(ctx: Context, args: argparse.Namespace) -> int:
     page = ctx.svc.review_items(
         ctx.actor, include_decided=args.include_decided, cursor=args.cursor, limit=args.limit
     )
-    now = ctx.clock.now()
     if args.format == "json":
-        ctx.print(render.json_text(render.review_document(page.items, now, page.next_cursor)))
+        ctx.print(render.document_text(page))
         return 0
+    now = ctx.clock.now()
     ctx.print_lines(render.review_lines(page.items, now, decided=args.include_decided))
     ctx.print_lines(render.next_page_lines(page.next_cursor))
     return 0
@@ -70,10 +70,14 @@ def review_resolve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TEXT",
         help="why you decided so (kept with the decision)",
     )
+    add_format(parser)
 
 
 def review_resolve(ctx: Context, args: argparse.Namespace) -> int:
     """Record a decision on one item and print what it changed."""
     resolution = ctx.svc.decide_review(ctx.actor, args.item_id, args.decision, note=args.note)
-    ctx.print_lines(render.resolution_lines(resolution))
+    if args.format == "json":
+        ctx.print(render.document_text(resolution))
+    else:
+        ctx.print_lines(render.resolution_lines(resolution))
     return 0

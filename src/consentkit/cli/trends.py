@@ -40,7 +40,7 @@ def trends(ctx: Context, args: argparse.Namespace) -> int:
     as_of = None if args.as_of is None else instant("as_of", "--as-of", args.as_of)
     report = ctx.svc.trends(ctx.actor, as_of=as_of, months=args.months)
     if args.format == "json":
-        ctx.print(render.json_text(render.trends_document(ctx.actor.account, report)))
+        ctx.print(render.document_text(report))
         return 0
     ctx.print(render.trends_heading(ctx.actor.account, report))
     ctx.print_lines([*render.trend_lines(report), "", *render.spike_lines(report)])

@@ -155,6 +155,8 @@ class ChangeRun:
         }
         self.changed: list[PairRef] = []
         self.unchanged: list[PairRef] = []
+        # The version of every pair listed in changed or unchanged, after the call.
+        self.versions: dict[PairRef, int] = {}
         self.skipped: list[SkippedPair] = []
         self.refused: list[RefusedPair] = []
         self.changed_count = 0
@@ -178,7 +180,12 @@ class ChangeRun:
             self._tx.write_changes(self._batch, writes)
             self.changed_count += len(writes)
             if self._request.details:
-                self.changed.extend(PairRef(w.contact_id, w.channel) for w in writes)
+                versions = self.versions
+                for w in writes:
+                    pair = PairRef(w.contact_id, w.channel)
+                    self.changed.append(pair)
+                    # write_changes stores every pair at expected_version + 1 (or raises).
+                    versions[pair] = w.expected_version + 1
 
     def _admit(self, chunk: list[str]) -> list[str]:
         """Refuse a contact acting for another, and unknown contacts (or report them)."""
@@ -291,12 +298,8 @@ class ChangeRun:
         if error is not None:
             self._refuse(cid, ch, error)
             return
-        if state is request.target:
-            self.unchanged_count += 1
-            if request.details:
-                self.unchanged.append(PairRef(cid, ch))
-            if state is SubscriptionState.UNSUBSCRIBED:
-                notes.append((cid, ch))
+        if sub is not None and state is request.target:
+            self._unchanged(cid, ch, sub, notes)
             return
         occurred_at = self._batch.occurred_at
         if sub is not None and occurred_at < sub.updated_at:
@@ -307,6 +310,18 @@ class ChangeRun:
                 "the order they happened",
             )
         writes.append(PairChange(cid, ch, state, 0 if sub is None else sub.version))
+
+    def _unchanged(
+        self, cid: str, ch: Channel, sub: Subscription, notes: list[tuple[str, Channel]]
+    ) -> None:
+        """Count a pair already in the target state (no event), keeping its version."""
+        self.unchanged_count += 1
+        if self._request.details:
+            pair = PairRef(cid, ch)
+            self.unchanged.append(pair)
+            self.versions[pair] = sub.version
+        if sub.state is SubscriptionState.UNSUBSCRIBED:
+            notes.append((cid, ch))
 
     def _refuse(self, cid: str, ch: Channel, error: ConsentError) -> None:
         if not self._request.partial:
@@ -327,6 +342,8 @@ class ChangeRun:
             refused=tuple(self.refused),
             changed_count=self.changed_count,
             unchanged_count=self.unchanged_count,
+            # Changed pairs first, then unchanged ones, as the result lists them.
+            versions={pair: self.versions[pair] for pair in (*self.changed, *self.unchanged)},
         )
 
 

@@ -147,6 +147,40 @@ class ReadsMixin(ServiceCore):
             raise UnknownContactError(account, [contact_id])
         return events
 
+    def history_page(
+        self,
+        actor: Actor,
+        contact_id: str,
+        channel_: Channel | str | None = None,
+        *,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[ConsentEvent]:
+        """The audit events of one contact (optionally one channel), oldest first, a page at a
+        time: pass the page's ``next_cursor`` as *cursor* for the next one.
+
+        A page is read as at most ``limit + 1`` events after the cursor's sequence number, so a
+        long history is never loaded at once.  Events recorded after a page was read appear on
+        a later page (the cursor is a position in the append order, not a snapshot).
+
+        Raises:
+            UnknownContactError: there is no such contact.
+            NotAuthorizedError: a contact actor asks for another contact's history.
+            ValidationError: a bad *cursor* or *limit* (1 to 10,000).
+        """
+        account = self._contact_scope(actor, contact_id)
+        ch = None if channel_ is None else self.channels.resolve(channel_)
+        limit = check_limit(limit)
+        after = _sequence_of(decode_cursor(cursor))
+        events = list(
+            self.store.events(
+                account, contact_id=contact_id, channel=ch, after=after, limit=limit + 1
+            )
+        )
+        if not events and self.store.get_contact(account, contact_id) is None:
+            raise UnknownContactError(account, [contact_id])
+        return page_of(events, limit, lambda event: str(event.sequence))
+
     def audit_log(
         self, actor: Actor, *, after: int | None = None, page_size: int = 1000
     ) -> Iterator[ConsentEvent]:
@@ -178,3 +212,14 @@ class ReadsMixin(ServiceCore):
             if len(page) < page_size:
                 return
             position = page[-1].sequence
+
+
+def _sequence_of(key: str | None) -> int | None:
+    """The event sequence number a history cursor holds."""
+    if key is None:
+        return None
+    if key.isascii() and key.isdigit() and len(key) <= 19 and int(key) < 2**63:
+        return int(key)
+    raise ValidationError(
+        "cursor", "is not a cursor returned by this listing; start again without one"
+    )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 from typing import Generic, NamedTuple, TypeVar
 
 import attrs
@@ -28,9 +29,6 @@ T = TypeVar("T")
 
 _MAX_LIMIT = 10_000
 _CURSOR_PREFIX = "ck1:"
-
-
-
 
 
 class PairRef(NamedTuple):
@@ -75,6 +73,22 @@ class RefusedPair:
     error: ConsentError = attrs.field(eq=False)
 
 
+def _versions(
+    value: Mapping[PairRef, int] | Iterable[tuple[PairRef, int]],
+) -> Mapping[PairRef, int]:
+    pairs = value.items() if isinstance(value, Mapping) else value
+    try:
+        frozen = {PairRef(*pair): version for pair, version in pairs}
+    except (TypeError, ValueError):
+        raise ValidationError(
+            "versions", "expected a mapping {PairRef(contact_id, channel): version}"
+        ) from None
+    for version in frozen.values():
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValidationError("versions", f"versions are integers >= 1, got {version!r}")
+    return MappingProxyType(frozen)
+
+
 @attrs.frozen
 class ChangeResult:
     """What a consent change did.
@@ -89,6 +103,11 @@ class ChangeResult:
             raises and changes nothing).
         changed_count: number of changed pairs (also when ``details=False``).
         unchanged_count: number of unchanged pairs.
+        versions: the version of every pair of ``changed`` and ``unchanged`` once the call
+            committed (a read-only mapping: the changed pairs first, then the unchanged ones, in
+            the order of those lists).  Pass
+            ``versions[PairRef(contact_id, channel)]`` as the next ``expected_version`` of the
+            inbox toggle: no second read is needed.  Empty when ``details=False``.
     """
 
     batch_id: str
@@ -99,6 +118,10 @@ class ChangeResult:
     refused: tuple[RefusedPair, ...] = ()
     changed_count: int = 0
     unchanged_count: int = 0
+    # Excluded from the hash (a mapping is not hashable); equality compares it.
+    versions: Mapping[PairRef, int] = attrs.field(
+        factory=dict, converter=_versions, hash=False
+    )
 
 
 @attrs.frozen
