@@ -20,6 +20,8 @@ from consentkit import (
     ConsentEvent,
     Contact,
     ContactsResult,
+    Evidence,
+    Justification,
     JustificationError,
     NotAuthorizedError,
     PairRef,
@@ -43,7 +45,13 @@ from consentkit.inbound import InboundOutcome, InboundResult
 from consentkit.keywords import Classification
 from consentkit.model import ActorKind, OptOutOrigin, Source
 from consentkit.service import Page, RefusedPair, SkippedPair
-from consentkit.testing.strategies import aware_datetimes, channels, contact_ids
+from consentkit.testing.strategies import (
+    aware_datetimes,
+    channels,
+    contact_ids,
+    evidence,
+    justifications,
+)
 from consentkit.trends import (
     ChannelTotals,
     SeriesPoint,
@@ -244,7 +252,9 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     ConsentEvent: events(),
     Contact: contacts_with_handles(),
     ContactsResult: contacts_results(),
+    Evidence: evidence(),
     InboundResult: inbound_results(),
+    Justification: justifications(),
     ReviewItem: review_items(),
     ReviewResolution: review_resolutions(),
     Subscription: subscriptions(),
@@ -468,3 +478,12 @@ def test_document_converters_are_independent() -> None:
     sub = Subscription(ACCOUNT, "ana", SMS, SUB, 1, NOW, ActorKind.ADMIN, Source.CLI)
     assert to_document(sub, converter=mine)["channel"] == "SMS"
     assert to_document(sub)["channel"] == "sms"
+
+
+def test_enum_fields_read_their_names_and_values_in_any_case() -> None:
+    """Documents a host builds by hand may spell an enum as its name (the error messages do)."""
+    for spelling in ("CONTACT_REQUEST", "contact_request", "Contact_Request"):
+        read = from_document({"reason": spelling, "note": "asked"}, Justification)
+        assert read.reason.value == "contact_request"
+    with pytest.raises(ValidationError):
+        from_document({"reason": "because", "note": "asked"}, Justification)

@@ -29,6 +29,14 @@ from consentkit import (
 )
 from consentkit.channels import UnknownChannelError
 from consentkit.errors import PayloadError, SignatureError
+from consentkit.unsubscribe import (
+    ExpiredTokenError,
+    InvalidTokenError,
+    MalformedTokenError,
+    TokenMismatchError,
+    TokenSignatureError,
+    UnknownTokenKeyError,
+)
 
 EXPECTED = {
     ConsentError: ("consent_error", 400),
@@ -41,6 +49,12 @@ EXPECTED = {
     ConflictError: ("conflict", 409),
     StorageError: ("storage_unavailable", 503),
     UnknownChannelError: ("unknown_channel", 422),
+    InvalidTokenError: ("invalid_token", 400),
+    MalformedTokenError: ("malformed_token", 400),
+    UnknownTokenKeyError: ("unknown_token_key", 400),
+    TokenSignatureError: ("invalid_token_signature", 400),
+    ExpiredTokenError: ("expired_token", 410),
+    TokenMismatchError: ("token_mismatch", 400),
 }
 ADMIN = Actor.admin("acme", "alice")
 
@@ -109,8 +123,8 @@ def test_enum_inputs_take_their_names_and_values_in_any_case() -> None:
     service = ConsentService(InMemoryStore())
     service.upsert_contacts(ADMIN, [Contact("acme", "c1", phone="+14155550100")])
     service.opt_in(ADMIN, ["c1"], [SMS], evidence=Evidence("web_form", "Text me", "v1"))
-    service.unsubscribe(ADMIN, ["c1"], [SMS], source="API")  # type: ignore[arg-type]
+    service.unsubscribe(ADMIN, ["c1"], [SMS], source="API")
     assert service.history(ADMIN, "c1")[-1].source is Source.API
     assert service.state(ADMIN, "c1", SMS) is SubscriptionState.UNSUBSCRIBED
     with pytest.raises(ValidationError, match="source"):
-        service.unsubscribe(ADMIN, ["c1"], [SMS], source="apii")  # type: ignore[arg-type]
+        service.unsubscribe(ADMIN, ["c1"], [SMS], source="apii")

@@ -12,8 +12,9 @@ The documented types are :data:`DOCUMENT_TYPES`: :class:`~consentkit.service.Cha
 :class:`~consentkit.service.ContactsResult`, :class:`~consentkit.service.ReviewResolution`,
 :class:`~consentkit.service.Page`, :class:`~consentkit.model.Subscription`,
 :class:`~consentkit.model.ConsentEvent`, :class:`~consentkit.model.Contact`,
-:class:`~consentkit.inbound.InboundResult`, :class:`~consentkit.trends.TrendReport` and
-:class:`~consentkit.review.ReviewItem`.  Their keys are stable and listed in docs/json.md; in all
+:class:`~consentkit.inbound.InboundResult`, :class:`~consentkit.trends.TrendReport`,
+:class:`~consentkit.review.ReviewItem`, and the inputs :class:`~consentkit.model.Evidence` and
+:class:`~consentkit.model.Justification`.  Their keys are stable and listed in docs/json.md; in all
 of them:
 
 * datetimes are ISO 8601 strings with their UTC offset (``"2026-03-01T12:00:00+00:00"``);
@@ -50,7 +51,15 @@ from consentkit import errors
 from consentkit.channels import Channel, channel
 from consentkit.errors import ConsentError, ValidationError
 from consentkit.inbound import InboundResult
-from consentkit.model import ConsentEvent, Contact, Subscription, ensure_aware, validate_id
+from consentkit.model import (
+    ConsentEvent,
+    Contact,
+    Evidence,
+    Justification,
+    Subscription,
+    ensure_aware,
+    validate_id,
+)
 from consentkit.review import ReviewItem
 from consentkit.serialization import make_converter, structure_checked
 from consentkit.service import ChangeResult, ContactsResult, Page, PairRef, ReviewResolution
@@ -65,7 +74,9 @@ DOCUMENT_TYPES: Final = (
     ConsentEvent,
     Contact,
     ContactsResult,
+    Evidence,
     InboundResult,
+    Justification,
     Page,
     ReviewItem,
     ReviewResolution,
@@ -73,7 +84,8 @@ DOCUMENT_TYPES: Final = (
     TrendReport,
 )
 """The types with a public JSON document (a :class:`~consentkit.service.Page` of any other one
-of them too)."""
+of them too).  :class:`~consentkit.model.Evidence` and :class:`~consentkit.model.Justification`
+are inputs: a host reads them from its own requests with :func:`from_document`."""
 
 _ERROR_TYPES: Final[dict[str, type[ConsentError]]] = {
     name: getattr(errors, name) for name in errors.__all__

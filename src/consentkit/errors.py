@@ -25,6 +25,12 @@ ConflictError             ``conflict``                409
 StorageError              ``storage_unavailable``     503
 ========================  ==========================  ======
 
+The one-click unsubscribe token errors of :mod:`consentkit.unsubscribe` have codes of their own:
+``InvalidTokenError`` (a ValidationError, ``invalid_token``, 400) and its subclasses
+``MalformedTokenError`` (``malformed_token``), ``UnknownTokenKeyError`` (``unknown_token_key``),
+``TokenSignatureError`` (``invalid_token_signature``) and ``TokenMismatchError``
+(``token_mismatch``), all 400, and ``ExpiredTokenError`` (``expired_token``, 410).
+
 Codes never change once released; a new subclass gets a code of its own.
 """
 

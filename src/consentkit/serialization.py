@@ -11,6 +11,7 @@ The JSON shapes are:
 * channels: their key (``"sms"``); custom keys come back as handle-addressed channels, exactly as
   :func:`consentkit.channels.channel` makes them;
 * enums (states, sources, actor kinds, resubscribe reasons): their value (``"unsubscribed"``);
+  read back from the value or the name in any case (``"UNSUBSCRIBED"``), as every input is;
 * actor roles: a sorted list;
 * ``Contact.handles``: an object ``{channel_key: handle}``;
 * everything else: an object with one key per attribute.
@@ -46,6 +47,7 @@ from consentkit.model import (
     Subscription,
     Suppression,
     ensure_aware,
+    enum_value,
 )
 
 __all__ = [
@@ -153,6 +155,15 @@ def _unstructure_enum_set(value: frozenset[enum.Enum]) -> list[Any]:
     return sorted(member.value for member in value)
 
 
+def _is_enum(type_: Any) -> bool:
+    return isinstance(type_, type) and issubclass(type_, enum.Enum)
+
+
+def _structure_enum(value: object, type_: type[enum.Enum]) -> enum.Enum:
+    # The one rule for enum inputs: a member's value or name, in any case.
+    return enum_value(type_, type_.__name__, value)
+
+
 def _unstructure_handles(value: tuple[tuple[Channel, str], ...]) -> dict[str, str]:
     return {ch.key: handle for ch, handle in value}
 
@@ -180,6 +191,7 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(Channel, _structure_channel)
     converter.register_unstructure_hook_func(_is_string_set, _unstructure_roles)
     converter.register_unstructure_hook_func(_is_enum_set, _unstructure_enum_set)
+    converter.register_structure_hook_func(_is_enum, _structure_enum)
     converter.register_unstructure_hook(
         Contact,
         make_dict_unstructure_fn(

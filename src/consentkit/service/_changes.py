@@ -50,7 +50,7 @@ class Asked:
 
     target: SubscriptionState
     op: Transition | None
-    source: Source
+    source: Source | str
     justification: Justification | None = None
     evidence: Evidence | None = None
     reason: str | None = None
@@ -70,7 +70,7 @@ class ChangesMixin(ServiceCore):
         channels: Iterable[Channel | str] | Channel | str,
         *,
         evidence: Evidence | None,
-        source: Source = Source.API,
+        source: Source | str = Source.API,
         occurred_at: datetime | None = None,
         partial: bool = False,
         details: bool = True,
@@ -102,7 +102,7 @@ class ChangesMixin(ServiceCore):
         contact_ids: Iterable[str] | str,
         channels: Iterable[Channel | str] | Channel | str,
         *,
-        source: Source = Source.CONTACTS_PAGE,
+        source: Source | str = Source.CONTACTS_PAGE,
         reason: str | None = None,
         occurred_at: datetime | None = None,
         partial: bool = False,
@@ -139,7 +139,7 @@ class ChangesMixin(ServiceCore):
         channels: Iterable[Channel | str] | Channel | str,
         *,
         justification: Justification | None,
-        source: Source = Source.CONTACTS_PAGE,
+        source: Source | str = Source.CONTACTS_PAGE,
         occurred_at: datetime | None = None,
         partial: bool = False,
         details: bool = True,
@@ -178,7 +178,7 @@ class ChangesMixin(ServiceCore):
         *,
         justification: Justification | None = None,
         evidence: Evidence | None = None,
-        source: Source = Source.INBOX,
+        source: Source | str = Source.INBOX,
         expected_version: int | None = None,
         occurred_at: datetime | None = None,
     ) -> ChangeResult:

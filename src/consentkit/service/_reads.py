@@ -18,6 +18,7 @@ from consentkit.model import (
     Source,
     Subscription,
     SubscriptionState,
+    enum_value,
     validate_id,
     validate_reason_code,
 )
@@ -106,9 +107,9 @@ class ReadsMixin(ServiceCore):
         self,
         actor: Actor,
         channel_: Channel | str,
-        state: SubscriptionState = SubscriptionState.UNSUBSCRIBED,
+        state: SubscriptionState | str = SubscriptionState.UNSUBSCRIBED,
         *,
-        source: Source | None = None,
+        source: Source | str | None = None,
         reason: str | None = None,
         cursor: str | None = None,
         limit: int = 100,
@@ -117,16 +118,15 @@ class ReadsMixin(ServiceCore):
         optionally only those whose last change came from *source* or carried *reason*, ordered
         by contact id, a page at a time."""
         account = self._account_scope(actor, "list the consent of other contacts")
-        if state is SubscriptionState.NEVER_SUBSCRIBED or not isinstance(
-            state, SubscriptionState
-        ):
+        state = enum_value(SubscriptionState, "state", state)
+        if state is SubscriptionState.NEVER_SUBSCRIBED:
             raise ValidationError(
                 "state",
                 "list SUBSCRIBED or UNSUBSCRIBED pairs; never-subscribed pairs have no record "
                 "(list contacts instead)",
             )
-        if source is not None and not isinstance(source, Source):
-            raise ValidationError("source", f"expected a Source, got {source!r}")
+        if source is not None:
+            source = enum_value(Source, "source", source)
         where = SubscriptionFilter(
             self.channels.resolve(channel_), state, source, validate_reason_code(reason)
         )
