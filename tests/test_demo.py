@@ -53,6 +53,11 @@ def test_tour_shows_every_capability() -> None:
         "can_send(dev,   sms) = False -> do not send (unsubscribed)",
         "history(dev): 5 events",
         "contact_request: dev called support",
+        "SignatureError, code 'invalid_signature', HTTP 403",  # a forged webhook
+        "(actor contact:hal, source carrier, reason provider_opt_out)",  # a spam report
+        "a second POST -> 200 already_unsubscribed, no event written",  # one-click
+        '"channel": "whatsapp", "version": 2}',  # a result's JSON document with its versions
+        "A resubscription without a justification -> HTTP 422:",
         "Done. The temporary database has been deleted.",
     ]
     for fact in expected:

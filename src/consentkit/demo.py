@@ -21,8 +21,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
-import attrs
-
+from consentkit._demo_context import (
+    ACCOUNT,
+    IMPORTED,
+    PEOPLE,
+    WRAP,
+    DemoCheckError,
+    DemoContext,
+)
 from consentkit.channels import EMAIL, MMS, RCS, SMS, WHATSAPP, Channel
 from consentkit.cli.render import (
     event_details,
@@ -33,6 +39,7 @@ from consentkit.cli.render import (
     trend_lines,
 )
 from consentkit.clock import Clock, SystemClock
+from consentkit.demo_host import HOST_STEPS
 from consentkit.errors import ConsentError, ValidationError
 from consentkit.inbound import InboundMessage, InboundOutcome, InboundResult
 from consentkit.model import (
@@ -46,86 +53,11 @@ from consentkit.model import (
     SubscriptionState,
 )
 from consentkit.review import ReviewDecision
-from consentkit.service import ChangeResult, ConsentService
+from consentkit.service import ConsentService
 from consentkit.storage.base import Store
 from consentkit.trends import Direction, SpikeWindow
 
 __all__ = ["STEPS", "DemoCheckError", "DemoContext", "run_demo"]
-
-ACCOUNT = "demo"
-PEOPLE = (
-    ("ana", "+14155550101", "ana@example.com"),
-    ("ben", "+14155550102", "ben@example.com"),
-    ("chloe", "+14155550103", "chloe@example.com"),
-    ("dev", "+14155550104", "dev@example.com"),
-    ("emma", "+14155550105", "emma@example.com"),
-)
-IMPORTED = (("fay", "+14155550106", "fay@example.com"), ("gus", "+14155550107", None))
-ADMIN = Actor.admin(ACCOUNT, "alice")
-MEMBER = Actor.member(ACCOUNT, "mia")
-_INDENT = "   "
-_WRAP = 92  # long reasons are wrapped to fit a terminal with the indentation
-
-
-class DemoCheckError(AssertionError):
-    """The service did not behave as the tour says it does."""
-
-
-@attrs.define
-class DemoContext:
-    """What the steps share.
-
-    Attributes:
-        service: the consent service on the tour's fresh database.
-        out: where the narrative goes.
-        admin: alice, an admin of the demo account.
-        member: mia, a member (not an admin).
-    """
-
-    service: ConsentService
-    out: TextIO
-    admin: Actor = ADMIN
-    member: Actor = MEMBER
-
-    def say(self, text: str = "") -> None:
-        """Print one line of the current step (indented under its title)."""
-        self.out.write(f"{_INDENT}{text}".rstrip() + "\n")
-
-    def check(self, condition: bool, claim: str) -> None:
-        """Stop the tour if *claim* is not true."""
-        if not condition:
-            raise DemoCheckError(claim)
-
-    def refused(self, action: Callable[[], object]) -> ConsentError:
-        """Run *action*, which must be refused, and return the error."""
-        try:
-            action()
-        except ConsentError as error:
-            return error
-        raise DemoCheckError("the service accepted a request the tour expects it to refuse")
-
-    def say_refusal(self, error: ConsentError) -> None:
-        """Print a refusal the way a host app would show it."""
-        self.say(f"-> refused ({type(error).__name__}): {error}")
-
-    def state(self, contact_id: str, ch: Channel) -> SubscriptionState:
-        """The state of one pair, as the admin sees it."""
-        return self.service.state(self.admin, contact_id, ch)
-
-    def say_result(self, result: ChangeResult) -> None:
-        """Print what a change did, pair by pair."""
-        verb = result.new_state.value
-        self.say(
-            f"-> {result.changed_count} changed, {result.unchanged_count} already {verb}"
-            + (f", {len(result.skipped)} skipped" if result.skipped else "")
-        )
-        for pair in result.changed:
-            self.say(f"     changed    {pair.contact_id:<6} {pair.channel.key}")
-        for pair in result.unchanged:
-            self.say(f"     unchanged  {pair.contact_id:<6} {pair.channel.key} (no event written)")
-        for skip in result.skipped:
-            self.say(f"     skipped    {skip.contact_id:<6} {skip.channel.key}: {skip.reason}")
-
 
 def _subscription_line(sub: Subscription) -> str:
     reason = f", reason {sub.reason}" if sub.reason else ""
@@ -245,7 +177,7 @@ def step_misspelled_channel_refused(ctx: DemoContext) -> None:
     error = ctx.refused(
         lambda: ctx.service.unsubscribe(ctx.admin, ["ana"], "smss", source=Source.CONTACTS_PAGE)
     )
-    lines = textwrap.wrap(f"-> refused ({type(error).__name__}): {error}", _WRAP)
+    lines = textwrap.wrap(f"-> refused ({type(error).__name__}): {error}", WRAP)
     _say_lines(ctx, lines[:1], indent="")
     _say_lines(ctx, lines[1:], indent="   ")
     state = ctx.state("ana", SMS)
@@ -642,7 +574,7 @@ def step_subscriber_trends(ctx: DemoContext) -> None:
     ctx.say()
     ctx.say("Unsubscribe spikes, each channel against its own previous 8 weeks and 6 months:")
     for line in spike_lines(report):
-        _say_lines(ctx, textwrap.wrap(line, _WRAP, subsequent_indent="  "))
+        _say_lines(ctx, textwrap.wrap(line, WRAP, subsequent_indent="  "))
     flagged = {(check.channel, check.window) for check in report.flagged_spikes}
     ctx.check((SMS, SpikeWindow.LAST_7_DAYS) in flagged, "the STOP burst is flagged on sms")
     ctx.check(all(ch != EMAIL for ch, _ in flagged), "email's ordinary week is not flagged")
@@ -652,7 +584,7 @@ def step_subscriber_trends(ctx: DemoContext) -> None:
         if check.channel == EMAIL and check.window is SpikeWindow.LAST_7_DAYS
     )
     ctx.say("For comparison, email in the last 7 days (not flagged):")
-    _say_lines(ctx, textwrap.wrap(quiet.reason, _WRAP, subsequent_indent="  "))
+    _say_lines(ctx, textwrap.wrap(quiet.reason, WRAP, subsequent_indent="  "))
 
 
 STEPS: list[Callable[[DemoContext], None]] = [
@@ -672,8 +604,9 @@ STEPS: list[Callable[[DemoContext], None]] = [
     step_can_send_before_sending,
     step_history_of_one_contact,
     step_subscriber_trends,
+    *HOST_STEPS,
 ]
-"""The tour, in the order of the seed document."""
+"""The tour, in the order of the seed document, then what a host app's endpoints do."""
 
 
 def _title(step: Callable[[DemoContext], None]) -> str:
