@@ -80,7 +80,7 @@ def step_provider_webhooks(ctx: DemoContext) -> None:
         [
             {
                 "email": _HAL_EMAIL,
-                "timestamp": 1780326000,
+                "timestamp": int(ctx.service.clock.now().timestamp()),
                 "event": "spamreport",
                 "sg_event_id": "sg-hal-1",
                 "sg_message_id": "m1",
