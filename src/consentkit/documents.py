@@ -45,7 +45,6 @@ from collections.abc import Mapping
 from typing import Any, Final, TypeVar, get_args, get_origin
 
 import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from consentkit import errors
 from consentkit.channels import Channel, channel
@@ -61,7 +60,7 @@ from consentkit.model import (
     validate_id,
 )
 from consentkit.review import ReviewItem
-from consentkit.serialization import make_converter, structure_checked
+from consentkit.serialization import make_converter, register_field_hooks, structure_checked
 from consentkit.service import ChangeResult, ContactsResult, Page, PairRef, ReviewResolution
 from consentkit.trends import ChannelTotals, SeriesPoint, TrendReport
 
@@ -121,8 +120,9 @@ def _versions_document(versions: Mapping[PairRef, int]) -> list[dict[str, Any]]:
 def _versions_of(value: object, _: object) -> dict[PairRef, int]:
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, list | tuple):
         raise ValidationError(
-            "versions", f"expected a list of {{contact_id, channel, version}} objects, got "
-            f"{type(value).__name__}"
+            "versions",
+            f"expected a list of {{contact_id, channel, version}} objects, got "
+            f"{type(value).__name__}",
         )
     return {_pair_of(item): _key(item, "version", "versions") for item in value}
 
@@ -197,29 +197,9 @@ def make_document_converter() -> cattrs.Converter:
     converter.register_structure_hook_func(_is_error, _error_of)
     converter.register_unstructure_hook(InboundResult, _inbound_document)
     converter.register_structure_hook(InboundResult, _inbound_of)
-    converter.register_unstructure_hook(
-        ChangeResult,
-        make_dict_unstructure_fn(
-            ChangeResult, converter, versions=override(unstruct_hook=_versions_document)
-        ),
-    )
-    converter.register_structure_hook(
-        ChangeResult,
-        make_dict_structure_fn(
-            ChangeResult, converter, versions=override(struct_hook=_versions_of)
-        ),
-    )
-    converter.register_unstructure_hook(
-        SeriesPoint,
-        make_dict_unstructure_fn(
-            SeriesPoint, converter, totals=override(unstruct_hook=_totals_document(converter))
-        ),
-    )
-    converter.register_structure_hook(
-        SeriesPoint,
-        make_dict_structure_fn(
-            SeriesPoint, converter, totals=override(struct_hook=_totals_of(converter))
-        ),
+    register_field_hooks(converter, ChangeResult, "versions", _versions_document, _versions_of)
+    register_field_hooks(
+        converter, SeriesPoint, "totals", _totals_document(converter), _totals_of(converter)
     )
     return converter
 
@@ -248,8 +228,7 @@ def _converter(converter: object) -> cattrs.Converter:
     if not isinstance(converter, cattrs.Converter):
         raise ValidationError(
             "converter",
-            f"expected a converter from make_document_converter(), got "
-            f"{type(converter).__name__}",
+            f"expected a converter from make_document_converter(), got {type(converter).__name__}",
         )
     return converter
 
@@ -292,9 +271,7 @@ def _check_kind(kind: object) -> str:
         return str(getattr(origin, "__name__", origin))
     (item,) = get_args(kind) or (None,)
     if item is None or item not in DOCUMENT_TYPES or item is Page:
-        raise ValidationError(
-            "kind", "name the type of the page's items, e.g. Page[Subscription]"
-        )
+        raise ValidationError("kind", "name the type of the page's items, e.g. Page[Subscription]")
     return f"page of {item.__name__}"
 
 
@@ -319,7 +296,5 @@ def from_document(
     what = _check_kind(kind)
     chosen = _converter(converter)
     if not isinstance(document, Mapping):
-        raise ValidationError(
-            "document", f"expected a JSON object, got {type(document).__name__}"
-        )
+        raise ValidationError("document", f"expected a JSON object, got {type(document).__name__}")
     return structure_checked(chosen, document, kind, "document", f"a valid {what}")

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Final, TypeVar, get_args, get_origin
 
@@ -57,6 +57,7 @@ __all__ = [
     "event_to_csv_row",
     "event_to_json",
     "make_converter",
+    "register_field_hooks",
     "structure_checked",
 ]
 
@@ -192,19 +193,23 @@ def make_converter() -> cattrs.Converter:
     converter.register_unstructure_hook_func(_is_string_set, _unstructure_roles)
     converter.register_unstructure_hook_func(_is_enum_set, _unstructure_enum_set)
     converter.register_structure_hook_func(_is_enum, _structure_enum)
-    converter.register_unstructure_hook(
-        Contact,
-        make_dict_unstructure_fn(
-            Contact, converter, handles=override(unstruct_hook=_unstructure_handles)
-        ),
-    )
-    converter.register_structure_hook(
-        Contact,
-        make_dict_structure_fn(
-            Contact, converter, handles=override(struct_hook=_structure_handles)
-        ),
-    )
+    register_field_hooks(converter, Contact, "handles", _unstructure_handles, _structure_handles)
     return converter
+
+
+def register_field_hooks(
+    converter: cattrs.Converter,
+    cls: type,
+    field: str,
+    unstructure: Callable[[Any], Any],
+    structure: Callable[[Any, Any], Any],
+) -> None:
+    """Make *converter* read and write *cls* as an object of its attributes, *field* through the
+    hooks given (every other attribute through the converter's own)."""
+    writes: dict[str, Any] = {field: override(unstruct_hook=unstructure)}
+    reads: dict[str, Any] = {field: override(struct_hook=structure)}
+    converter.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, converter, **writes))
+    converter.register_structure_hook(cls, make_dict_structure_fn(cls, converter, **reads))
 
 
 def event_to_json(converter: cattrs.Converter, event: ConsentEvent) -> str:
@@ -240,9 +245,7 @@ def structure_checked(
     try:
         return converter.structure(document, kind)
     except cattrs.BaseValidationError as e:
-        details = "; ".join(
-            cattrs.transform_error(e, path=field, format_exception=_describe_error)
-        )
+        details = "; ".join(cattrs.transform_error(e, path=field, format_exception=_describe_error))
         raise ValidationError(field, f"is not {what}: {details}") from e
 
 
