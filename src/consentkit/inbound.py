@@ -99,9 +99,14 @@ class ProviderVerdict(enum.Enum):
     """The contact took back their opt-out (START, a WhatsApp "resume", an email resubscribe)."""
     HELP = "help"
     """The contact asked for help."""
+    COMPLAINT = "complaint"
+    """The contact reported a message as spam (an email provider's or carrier's complaint
+    feed): an opt-out recorded as the system's (:attr:`~consentkit.model.OptOutOrigin.SYSTEM`),
+    which no keyword or provider opt-in undoes; only an admin with the contact's request can."""
 
 
 _VERDICT_CLASSIFICATION = {
+    ProviderVerdict.COMPLAINT: Classification.OPT_OUT,
     ProviderVerdict.OPT_OUT: Classification.OPT_OUT,
     ProviderVerdict.OPT_IN: Classification.OPT_IN,
     ProviderVerdict.HELP: Classification.HELP,

@@ -22,11 +22,13 @@ from consentkit.inbound import (
     InboundOutcome,
     InboundResult,
     PossibleOptOutAction,
+    ProviderVerdict,
 )
 from consentkit.keywords import Classification, KeywordMatch
 from consentkit.model import (
     Actor,
     Evidence,
+    OptOutOrigin,
     Source,
     Subscription,
     SubscriptionState,
@@ -164,6 +166,8 @@ class InboundMixin(ServiceCore):
                 if classification is Classification.POSSIBLE_OPT_OUT
                 else "stop_keyword"
                 if message.verdict is None
+                else "provider_complaint"
+                if message.verdict is ProviderVerdict.COMPLAINT
                 else "provider_opt_out"
             )
             changed, superseded = self._opt_out(tx, delivery, reason)
@@ -411,6 +415,10 @@ def opt_out_request(delivery: Delivery, contact_id: str, reason: str) -> ChangeR
         op=Transition.UNSUBSCRIBE,
         via=delivery.key,
         timing="last_change",
+        # A complaint is recorded as the system's opt-out, which no START undoes.
+        origin=OptOutOrigin.SYSTEM
+        if delivery.message.verdict is ProviderVerdict.COMPLAINT
+        else None,
     )
 
 

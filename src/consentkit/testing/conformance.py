@@ -1015,6 +1015,29 @@ class StoreConformance:
         assert service.state(ADMIN, "n1", EMAIL) is UNSUBSCRIBED
         check_replay(store, ACCOUNT)
 
+    def test_a_complaint_is_an_opt_out_no_provider_opt_in_undoes(
+        self, service: ConsentService, store: Store, clock: FakeClock
+    ) -> None:
+        """A spam complaint reported by the provider unsubscribes as the system's opt-out: the
+        provider's later opt-in from the same address (a preference page) does not undo it."""
+        service.opt_in(ADMIN, ["c3"], [EMAIL], evidence=EVIDENCE)
+        complaint = InboundMessage(
+            ACCOUNT, EMAIL, "c3@example.com", "", "sg-c1", clock.now(),
+            provider="sendgrid", verdict="complaint", source="carrier",
+        )
+        assert service.handle_inbound(complaint).outcome is InboundOutcome.OPTED_OUT
+        sub = service.subscription(ADMIN, "c3", EMAIL)
+        assert sub is not None
+        assert (sub.state, sub.opted_out_by) == (UNSUBSCRIBED, frozenset({OptOutOrigin.SYSTEM}))
+        assert service.history(ADMIN, "c3", EMAIL)[-1].reason == "provider_complaint"
+        resume = InboundMessage(
+            ACCOUNT, EMAIL, "c3@example.com", "", "sg-c2", clock.now(),
+            provider="sendgrid", verdict="opt_in", source="unsubscribe_link",
+        )
+        assert service.handle_inbound(resume).outcome is InboundOutcome.NOTHING_TO_UNDO
+        assert not service.can_send(ADMIN, "c3", EMAIL)
+        check_replay(store, ACCOUNT)
+
     def test_late_start_never_beats_a_later_stop(
         self, service: ConsentService, store: Store, clock: FakeClock
     ) -> None:
