@@ -94,10 +94,30 @@ def test_not_a_string_is_refused() -> None:
         open_store(42)  # type: ignore[arg-type]
 
 
-def test_a_password_is_never_shown() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://app:s3cret@db/consent",
+        "mysql://db/consent?password=s3cret",
+        "postgresql://app:s3cret@[::1/db",
+        "mysql://app:s3cret@[::1/db",
+        "postgresql://app:s3cret@db:99999/consent",
+    ],
+)
+def test_a_password_is_never_shown(url: str) -> None:
     with pytest.raises(ValidationError) as refused:
-        open_store("mysql://app:s3cret@db/consent")
+        open_store(url)
+    assert refused.value.field == "url"
     assert "s3cret" not in str(refused.value)
+
+
+def test_a_nul_in_the_file_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as refused:
+        open_store(f"sqlite:///{tmp_path}/a%00b.db")
+    assert refused.value.field == "url"
+    with pytest.raises(ValidationError) as direct:
+        SQLiteStore(tmp_path / "a\x00b.db")
+    assert direct.value.field == "path"
 
 
 def test_postgres_without_psycopg_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

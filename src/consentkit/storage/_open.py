@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from consentkit.errors import StorageError, ValidationError
 from consentkit.storage.base import Store
@@ -61,13 +61,27 @@ def open_store(url: str, **options: Any) -> Store:
     )
 
 
+def _split(url: str) -> SplitResult:
+    """*url* split into its parts, or a ValidationError naming ``url``."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port out of range or not a number raises here
+    except ValueError as error:
+        raise ValidationError(
+            "url", f"{_shown(url)} is not a valid URL ({error}): check the host and port"
+        ) from None
+    return parts
+
+
 def _shown(url: str) -> str:
-    """*url* for a message, without a password."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return repr(urlunsplit(parts._replace(netloc=netloc)))[:200]
-    return repr(url)[:200]
+    """*url* for a message: its scheme, host and path, never a user, password or query (which
+    may hold one)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return repr(f"{url.partition(':')[0][:20]}:...")
+    return repr(urlunsplit((parts.scheme, host, parts.path, "", ""))[:200])
 
 
 def _query_options(
@@ -102,7 +116,7 @@ def _query_options(
 def _sqlite(url: str, options: dict[str, Any]) -> Store:
     from consentkit.storage.sqlite import SQLiteStore
 
-    parts = urlsplit(url)
+    parts = _split(url)
     if not url.lower().startswith("sqlite:///") or parts.netloc:
         raise ValidationError(
             "url",
@@ -110,6 +124,8 @@ def _sqlite(url: str, options: dict[str, Any]) -> Store:
             "sqlite:////absolute/path.db",
         )
     path = unquote(parts.path[1:])  # sqlite:///x.db -> "x.db"; sqlite:////x.db -> "/x.db"
+    if "\x00" in path:
+        raise ValidationError("url", "the file name holds a NUL character (%00)")
     chosen, rest = _query_options(
         parse_qsl(parts.query), _SQLITE_OPTIONS, _SQLITE_KEYWORDS, options
     )
@@ -128,7 +144,7 @@ def _postgres(url: str, options: dict[str, Any]) -> Store:
         raise StorageError(
             f"a PostgreSQL store needs psycopg ({missing}): pip install 'consentkit[postgres]'"
         ) from None
-    parts = urlsplit(url)
+    parts = _split(url)
     chosen, rest = _query_options(
         parse_qsl(parts.query), _POSTGRES_OPTIONS, _POSTGRES_KEYWORDS, options
     )

@@ -1377,6 +1377,8 @@ class SQLiteStore:
         raw = os.fspath(path)
         if not isinstance(raw, str):
             raise ValidationError("path", "give the database file as a str or a path")
+        if "\x00" in raw:
+            raise ValidationError("path", "the file name holds a NUL character")
         if raw in ("", ":memory:") or raw.startswith("file::memory:"):
             raise ValidationError(
                 "path",
