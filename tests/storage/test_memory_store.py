@@ -1,9 +1,37 @@
 """The in-memory store passes the public conformance suite."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from consentkit.storage import InMemoryStore, Store, StoreTransaction
+from consentkit.storage.base import StagingTransaction
 from consentkit.testing import StoreConformance
+
+_STAGING = frozenset({"stage_contacts", "staged_situations", "staged_pairs", "apply_staged"})
+
+
+class _PerPairTransaction:
+    """A transaction without the staging methods, as a third-party store's may be."""
+
+    def __init__(self, tx: StoreTransaction) -> None:
+        self._tx = tx
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _STAGING:
+            raise AttributeError(name)
+        return getattr(self._tx, name)
+
+
+class PerPairMemoryStore(InMemoryStore):
+    """The in-memory store with transactions that cannot stage: the service changes pairs one
+    by one through lock_subscriptions and write_changes."""
+
+    @contextmanager
+    def transaction(self, account: str) -> Iterator[Any]:
+        with super().transaction(account) as tx:
+            yield _PerPairTransaction(tx)
 
 
 class TestInMemoryStoreConformance(StoreConformance):
@@ -12,6 +40,22 @@ class TestInMemoryStoreConformance(StoreConformance):
     def make_store(self, directory: Path) -> InMemoryStore:
         """A fresh in-memory store (the directory is not used)."""
         return InMemoryStore()
+
+
+class TestPerPairPathConformance(StoreConformance):
+    """The same contract through the service's per-pair path (a store that cannot stage)."""
+
+    def make_store(self, directory: Path) -> InMemoryStore:
+        return PerPairMemoryStore()
+
+
+def test_the_two_paths_are_taken() -> None:
+    """The plain store's transactions stage; the wrapper's do not."""
+    with InMemoryStore().transaction("acme") as tx:
+        assert isinstance(tx, StagingTransaction)
+    with PerPairMemoryStore().transaction("acme") as wrapped:
+        assert isinstance(wrapped, StoreTransaction)
+        assert not isinstance(wrapped, StagingTransaction)
 
 
 def test_store_and_its_transactions_satisfy_the_protocols() -> None:

@@ -39,6 +39,9 @@ from consentkit.service._results import ChangeResult, PairRef, RefusedPair, Skip
 from consentkit.storage.base import (
     ChangeBatch,
     PairChange,
+    Situation,
+    SituationKey,
+    StagingTransaction,
     StoreTransaction,
 )
 
@@ -105,9 +108,7 @@ _ORIGIN_OF_KIND: Final = {
     ActorKind.SYSTEM: OptOutOrigin.SYSTEM,
 }
 
-_DecisionKey = tuple[
-    Channel, SubscriptionState, ActorKind | None, Source | None, frozenset[OptOutOrigin]
-]
+_DecisionKey = SituationKey
 _NO_ORIGINS: frozenset[OptOutOrigin] = frozenset()
 
 
@@ -161,12 +162,24 @@ class ChangeRun:
         self.refused: list[RefusedPair] = []
         self.changed_count = 0
         self.unchanged_count = 0
+        # Set-based when the store can and no pair needs a look at its own record (a keep rule,
+        # an expected version): then the policy decides per situation inside the database.
+        self._staging: StagingTransaction | None = (
+            tx
+            if request.keep is None
+            and request.expected_version is None
+            and isinstance(tx, StagingTransaction)
+            else None
+        )
 
     # ---------------------------------------------------------------- steps
 
     def chunk(self, chunk: list[str]) -> None:
         """Admit, settle, decide and write one chunk of contact ids."""
         chunk = self._admit(chunk)
+        if self._staging is not None and chunk:
+            self._staged_chunk(self._staging, chunk)
+            return
         current = self._tx.lock_subscriptions(chunk, self._request.channels)
         self._settle_time(current)
         writes: list[PairChange] = []
@@ -186,6 +199,97 @@ class ChangeRun:
                     self.changed.append(pair)
                     # write_changes stores every pair at expected_version + 1 (or raises).
                     versions[pair] = w.expected_version + 1
+
+    def _staged_chunk(self, tx: StagingTransaction, chunk: list[str]) -> None:
+        """One chunk, set-based: the policy decides each situation of the chunk's pairs once,
+        and the store writes every admitted pair with set-based statements."""
+        channels = self._request.channels
+        tx.stage_contacts(chunk)
+        situations = tx.staged_situations(channels)
+        latest = [s.latest for s in situations if s.latest is not None]
+        if latest:
+            self._settle_latest(max(latest))
+        plan = _Plan()
+        for situation in situations:
+            plan.add(situation, *self._decide_situation(situation.key))
+        if plan.refused:
+            self._refuse_staged(tx, plan.refused)
+        occurred_at = self._batch.occurred_at
+        late = [s.key for s in plan.writes if s.latest is not None and s.latest > occurred_at]
+        if late:
+            [pair] = tx.staged_pairs(channels, late, changed_after=occurred_at, limit=1)
+            raise _out_of_order(occurred_at, pair.contact_id, pair.channel, None)
+        self._report_staged(tx, plan)
+        write_keys = [s.key for s in plan.writes]
+        if not write_keys and not plan.notes:
+            return
+        written = tx.apply_staged(self._batch, channels, write_keys, plan.notes)
+        expected = sum(s.pairs for s in plan.writes)
+        if written != expected:
+            raise ConflictError(
+                f"{expected} pairs were to change but {written} did: they changed concurrently; "
+                "re-read and retry"
+            )
+        self.changed_count += written
+
+    def _report_staged(self, tx: StagingTransaction, plan: _Plan) -> None:
+        """Count the unchanged pairs, and list the skipped ones (and with ``details`` the
+        changed and unchanged ones with their versions after the call)."""
+        channels = self._request.channels
+        if plan.skipped:
+            self.skipped.extend(
+                SkippedPair(p.contact_id, p.channel, _SKIPPED_UNSUBSCRIBED)
+                for p in tx.staged_pairs(channels, plan.skipped)
+            )
+        self.unchanged_count += sum(s.pairs for s in plan.unchanged)
+        if not self._request.details:
+            return
+        listed = (
+            (self.unchanged, [s.key for s in plan.unchanged], 0),
+            (self.changed, [s.key for s in plan.writes], 1),
+        )
+        for into, keys, step in listed:
+            for pair in tx.staged_pairs(channels, keys) if keys else ():
+                ref = PairRef(pair.contact_id, pair.channel)
+                into.append(ref)
+                self.versions[ref] = pair.version + step
+
+    def _decide_situation(self, key: SituationKey) -> tuple[str, ConsentError | None]:
+        """What to do with the pairs of one situation: ``"write"``, ``"unchanged"`` or
+        ``"skip"``, or the error that refuses them (the rules of :meth:`_decide_pair`)."""
+        request = self._request
+        ch, state = key[0], key[1]
+        never = SubscriptionState.NEVER_SUBSCRIBED
+        if (
+            request.op is Transition.OPT_IN
+            and state is SubscriptionState.UNSUBSCRIBED
+            and not self._own_request
+        ):
+            error = self._decision(self._never_keys[ch], never)
+            return ("skip", None) if error is None else ("refuse", error)
+        error = self._decision(key, state)
+        if request.op is Transition.RESUBSCRIBE and state is never and not isinstance(
+            error, NotAuthorizedError
+        ):
+            error = _NEVER_SUBSCRIBED_RESUBSCRIBE
+        if error is not None:
+            return "refuse", error
+        if state is request.target:
+            return "unchanged", None
+        return "write", None
+
+    def _refuse_staged(
+        self, tx: StagingTransaction, refused: list[tuple[SituationKey, ConsentError]]
+    ) -> None:
+        """Refuse the pairs of the refused situations: raise for the first of them in staging
+        order, or (``partial``) report each."""
+        channels = self._request.channels
+        errors = dict(refused)
+        if not self._request.partial:
+            [first] = tx.staged_pairs(channels, list(errors), limit=1)
+            self._refuse(first.contact_id, first.channel, errors[first.key])
+        for pair in tx.staged_pairs(channels, list(errors)):
+            self._refuse(pair.contact_id, pair.channel, errors[pair.key])
 
     def _admit(self, chunk: list[str]) -> list[str]:
         """Refuse a contact acting for another, and unknown contacts (or report them)."""
@@ -209,10 +313,14 @@ class ChangeRun:
 
     def _settle_time(self, current: Mapping[tuple[str, Channel], Subscription]) -> None:
         """Move the change past the pairs' last change where the timing allows it."""
+        if current:
+            self._settle_latest(max(sub.updated_at for sub in current.values()))
+
+    def _settle_latest(self, latest: datetime) -> None:
+        """Move the change past *latest*, the pairs' last change, where the timing allows it."""
         timing = self._request.timing
-        if timing == "exact" or not current:
+        if timing == "exact":
             return
-        latest = max(sub.updated_at for sub in current.values())
         batch = self._batch
         if latest <= batch.occurred_at:
             return
@@ -290,11 +398,7 @@ class ChangeRun:
             error, NotAuthorizedError
         ):
             # Authorization errors come first so a member hears "ask an admin".
-            error = ValidationError(
-                "contact_ids",
-                f"{cid!r} was never subscribed to {ch.key}, so there is nothing to resubscribe: "
-                "record an opt-in with evidence instead",
-            )
+            error = _NEVER_SUBSCRIBED_RESUBSCRIBE
         if error is not None:
             self._refuse(cid, ch, error)
             return
@@ -303,12 +407,7 @@ class ChangeRun:
             return
         occurred_at = self._batch.occurred_at
         if sub is not None and occurred_at < sub.updated_at:
-            raise ValidationError(
-                "occurred_at",
-                f"{occurred_at.isoformat()} is before the last recorded change of {cid!r} on "
-                f"{ch.key} ({sub.updated_at.isoformat()}); events of a pair must be recorded in "
-                "the order they happened",
-            )
+            raise _out_of_order(occurred_at, cid, ch, sub.updated_at)
         writes.append(PairChange(cid, ch, state, 0 if sub is None else sub.version))
 
     def _unchanged(
@@ -345,6 +444,48 @@ class ChangeRun:
             # Changed pairs first, then unchanged ones, as the result lists them.
             versions={pair: self.versions[pair] for pair in (*self.changed, *self.unchanged)},
         )
+
+
+@attrs.define
+class _Plan:
+    """What one staged chunk does with each of its situations."""
+
+    writes: list[Situation] = attrs.Factory(list)
+    notes: list[SituationKey] = attrs.Factory(list)
+    refused: list[tuple[SituationKey, ConsentError]] = attrs.Factory(list)
+    skipped: list[SituationKey] = attrs.Factory(list)
+    unchanged: list[Situation] = attrs.Factory(list)
+
+    def add(self, situation: Situation, action: str, error: ConsentError | None) -> None:
+        key = situation.key
+        if error is not None:
+            self.refused.append((key, error))
+        elif action == "skip":
+            self.skipped.append(key)
+        elif action == "unchanged":
+            self.unchanged.append(situation)
+            if key[1] is SubscriptionState.UNSUBSCRIBED:
+                self.notes.append(key)
+        else:
+            self.writes.append(situation)
+
+
+_NEVER_SUBSCRIBED_RESUBSCRIBE = ValidationError(
+    "contact_ids",
+    "was never subscribed, so there is nothing to resubscribe: record an opt-in with evidence "
+    "instead",
+)
+
+
+def _out_of_order(
+    occurred_at: datetime, cid: str, ch: Channel, updated_at: datetime | None
+) -> ValidationError:
+    when = "" if updated_at is None else f" ({updated_at.isoformat()})"
+    return ValidationError(
+        "occurred_at",
+        f"{occurred_at.isoformat()} is before the last recorded change of {cid!r} on "
+        f"{ch.key}{when}; events of a pair must be recorded in the order they happened",
+    )
 
 
 _SKIPPED_UNSUBSCRIBED = (

@@ -31,6 +31,7 @@ import attrs
 from consentkit.channels import Channel
 from consentkit.model import (
     Actor,
+    ActorKind,
     ConsentEvent,
     Contact,
     Evidence,
@@ -49,6 +50,10 @@ __all__ = [
     "ChangeBatch",
     "InboundRecord",
     "PairChange",
+    "Situation",
+    "SituationKey",
+    "StagedPair",
+    "StagingTransaction",
     "Store",
     "StoreTransaction",
     "SubscriptionFilter",
@@ -120,6 +125,44 @@ class PairChange(NamedTuple):
     channel: Channel
     previous_state: SubscriptionState
     expected_version: int
+
+
+SituationKey = tuple[
+    Channel, SubscriptionState, ActorKind | None, Source | None, frozenset[OptOutOrigin]
+]
+"""What the policy decides a pair by: its channel, state, last changer, last source and who
+opted it out (``(channel, NEVER_SUBSCRIBED, None, None, frozenset())`` for a pair with no
+record)."""
+
+
+class Situation(NamedTuple):
+    """The staged pairs of one :data:`SituationKey` (see :class:`StagingTransaction`).
+
+    Attributes:
+        key: the situation.
+        pairs: how many staged pairs are in it.
+        latest: the latest ``updated_at`` among them (None for never-subscribed pairs).
+    """
+
+    key: SituationKey
+    pairs: int
+    latest: datetime | None
+
+
+class StagedPair(NamedTuple):
+    """One staged pair, as :meth:`StagingTransaction.staged_pairs` lists it.
+
+    Attributes:
+        contact_id: the contact.
+        channel: the channel.
+        version: its version (0 for no record).
+        key: its situation.
+    """
+
+    contact_id: str
+    channel: Channel
+    version: int
+    key: SituationKey
 
 
 @attrs.frozen
@@ -284,6 +327,57 @@ class StoreTransaction(Protocol):
         same (address key, channel) only if it occurred later, or at the same instant as an
         opt-out (active) over a withdrawal (inactive): ties go to the opt-out.  Anything else is
         ignored, so a late delivery never overrides a later word."""
+        ...
+
+
+@runtime_checkable
+class StagingTransaction(StoreTransaction, Protocol):
+    """A transaction that can change many pairs set-based (optional: the service uses it for bulk
+    changes when a store's transactions have these methods, and the per-pair methods otherwise).
+
+    The service stages one chunk of contact ids (at most :data:`CHUNK_SIZE`, all registered,
+    without repeats), reads the distinct situations of ``staged ids x channels`` with one
+    grouped query, asks the policy once per situation, and writes every pair of the admitted
+    situations with set-based statements: no Python object per pair.  Pairs are ordered by the
+    position of their contact id in the staged chunk, then by the position of their channel in
+    *channels*.
+    """
+
+    def stage_contacts(self, contact_ids: Sequence[str]) -> None:
+        """Make *contact_ids* (registered, distinct, in order) the staged chunk, replacing any
+        chunk staged before in this transaction."""
+        ...
+
+    def staged_situations(self, channels: Sequence[Channel]) -> list[Situation]:
+        """The situations of the staged ``contact ids x channels``, with their numbers of pairs, locked
+        until the end of the transaction as :meth:`lock_subscriptions` locks them (absent pairs
+        too).  The numbers add up to ``len(staged) * len(channels)``."""
+        ...
+
+    def staged_pairs(
+        self,
+        channels: Sequence[Channel],
+        keys: Sequence[SituationKey],
+        *,
+        changed_after: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[StagedPair]:
+        """The staged pairs in the situations *keys* (only those whose ``updated_at`` is later
+        than *changed_after*, when given), in staging order, at most *limit*."""
+        ...
+
+    def apply_staged(
+        self,
+        batch: ChangeBatch,
+        channels: Sequence[Channel],
+        writes: Sequence[SituationKey],
+        notes: Sequence[SituationKey],
+    ) -> int:
+        """Change every staged pair of the situations *writes* as :meth:`write_changes` would
+        (state ``batch.new_state`` at version + 1, the opt-out record, one event each in staging
+        order with the pair's current state as its previous state, the roll-ups), and record an
+        opt-out request on every staged pair of the situations *notes* as :meth:`note_opt_outs`
+        does.  Returns the number of pairs written."""
         ...
 
 

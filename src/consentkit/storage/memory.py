@@ -29,6 +29,7 @@ from consentkit.model import (
 )
 from consentkit.review import ReviewDecision, ReviewItem
 from consentkit.storage._batch import check_batch, replaces
+from consentkit.storage._staging import PairwiseStaging
 from consentkit.storage._time import hour_bucket
 from consentkit.storage.base import ChangeBatch, InboundRecord, PairChange, SubscriptionFilter
 
@@ -62,8 +63,9 @@ class _Account:
     )
 
 
-class _Transaction:
-    """Applies writes directly and keeps an undo log, under the store's lock."""
+class _Transaction(PairwiseStaging):
+    """Applies writes directly and keeps an undo log, under the store's lock; bulk changes are
+    staged over the per-pair methods (:class:`~consentkit.storage._staging.PairwiseStaging`)."""
 
     def __init__(self, store: InMemoryStore, account: str) -> None:
         self._store = store
