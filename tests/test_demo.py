@@ -54,7 +54,7 @@ def test_tour_shows_every_capability() -> None:
         "history(dev): 5 events",
         "contact_request: dev called support",
         "SignatureError, code 'invalid_signature', HTTP 403",  # a forged webhook
-        "(actor contact:hal, source carrier, reason provider_opt_out)",  # a spam report
+        "(actor contact:hal, source carrier, reason provider_complaint)",  # a spam report
         "a second POST -> 200 already_unsubscribed, no event written",  # one-click
         '"channel": "whatsapp", "version": 2}',  # a result's JSON document with its versions
         "A resubscription without a justification -> HTTP 422:",

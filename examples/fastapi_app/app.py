@@ -30,7 +30,7 @@ from consentkit import (
 from consentkit.documents import from_document, to_document
 from consentkit.errors import PayloadError
 from consentkit.inbound import InboundMessage
-from consentkit.providers import sendgrid, twilio, whatsapp
+from consentkit.providers import ParsedBatch, sendgrid, twilio, whatsapp
 from consentkit.unsubscribe import Keyring, OneClickUnsubscribe, UnsubscribeLinks
 
 __all__ = ["HostConfig", "create_app"]
@@ -83,6 +83,11 @@ def create_app(service: ConsentService, config: HostConfig) -> FastAPI:  # noqa:
     def handle_all(messages: tuple[InboundMessage, ...]) -> list[dict[str, Any]]:
         return [to_document(service.handle_inbound(m)) for m in messages]
 
+    def handle_batch(batch: ParsedBatch) -> dict[str, Any]:
+        # The readable events apply and the answer is 200, so the provider does not retry the
+        # batch forever for an event no retry can fix; a real host logs batch.rejected.
+        return {"results": handle_all(batch.messages), "rejected": [r.path for r in batch.rejected]}
+
     # ------------------------------------------------------------------ provider webhooks
 
     @app.post("/webhooks/twilio")
@@ -114,15 +119,15 @@ def create_app(service: ConsentService, config: HostConfig) -> FastAPI:  # noqa:
         return Response(query.get("hub.challenge", ""), media_type="text/plain")
 
     @app.post("/webhooks/whatsapp")
-    async def whatsapp_inbound(request: Request) -> list[dict[str, Any]]:
+    async def whatsapp_inbound(request: Request) -> dict[str, Any]:
         body = await request.body()
         whatsapp.verify_signature(body, request.headers, config.whatsapp_app_secret)
-        return handle_all(whatsapp.parse(body, config.whatsapp_numbers.__getitem__))
+        return handle_batch(whatsapp.parse_batch(body, config.whatsapp_numbers.__getitem__))
 
     @app.post("/webhooks/sendgrid/{account}")
-    async def sendgrid_events(account: str, request: Request) -> list[dict[str, Any]]:
+    async def sendgrid_events(account: str, request: Request) -> dict[str, Any]:
         _basic_auth(request, config.sendgrid_password)
-        return handle_all(sendgrid.parse(await request.body(), account))
+        return handle_batch(sendgrid.parse_batch(await request.body(), account))
 
     # ------------------------------------------------------------------ one-click unsubscribe
 
@@ -161,6 +166,7 @@ def create_app(service: ConsentService, config: HostConfig) -> FastAPI:  # noqa:
                 body["contact_ids"],
                 body["channels"],
                 evidence=evidence,
+                details=True,  # a page's selection: list the pairs and their versions
             )
         )
 
@@ -168,7 +174,9 @@ def create_app(service: ConsentService, config: HostConfig) -> FastAPI:  # noqa:
     async def unsubscribe(account: str, request: Request) -> Any:
         body = await _json(request)
         return to_document(
-            service.unsubscribe(actor(request, account), body["contact_ids"], body["channels"])
+            service.unsubscribe(
+                actor(request, account), body["contact_ids"], body["channels"], details=True
+            )
         )
 
     @app.post("/accounts/{account}/resubscribe")
@@ -180,6 +188,7 @@ def create_app(service: ConsentService, config: HostConfig) -> FastAPI:  # noqa:
                 body["contact_ids"],
                 body["channels"],
                 justification=_justification(body),
+                details=True,
             )
         )
 

@@ -216,8 +216,26 @@ def test_whatsapp_subscription_check_and_signed_webhooks(
     assert state(service, WHATSAPP) is SUB
     done = whatsapp_post(client, stop)
     assert done.status_code == 200, done.text
-    assert [r["outcome"] for r in done.json()] == ["opted_out"]
+    assert [r["outcome"] for r in done.json()["results"]] == ["opted_out"]
+    assert done.json()["rejected"] == []
     assert (state(service, WHATSAPP), state(service, SMS)) == (UNSUB, SUB)
+
+
+def test_whatsapp_an_unreadable_event_does_not_hold_back_the_others(
+    client: TestClient, service: ConsentService
+) -> None:
+    """A webhook with one event consentkit cannot read applies the others, names the bad one
+    and answers 200, so Meta does not retry it forever."""
+    message = {"from": ANN[1:], "timestamp": "1780326000", "type": "text", "text": {"body": "x"}}
+    payload = whatsapp_payload(
+        {"messages": [{**message, "id": "wamid.bad", "from": "abc"},
+                      {**message, "id": "wamid.2", "text": {"body": "STOP"}}]}
+    )
+    done = whatsapp_post(client, payload)
+    assert done.status_code == 200, done.text
+    assert [r["outcome"] for r in done.json()["results"]] == ["opted_out"]
+    assert done.json()["rejected"] == ["entry[0].changes[0].value.messages[0]"]
+    assert state(service, WHATSAPP) is UNSUB
 
 
 def test_sendgrid_unsubscribe_event_behind_basic_auth(
@@ -235,10 +253,16 @@ def test_sendgrid_unsubscribe_event_behind_basic_auth(
     ]
     wrong = client.post(f"/webhooks/sendgrid/{ACCOUNT}", json=events, auth=("sg", "nope"))
     assert (wrong.status_code, wrong.json()["code"]) == (403, "not_authorized")
-    done = client.post(f"/webhooks/sendgrid/{ACCOUNT}", json=events, auth=("sg", "sg-pass"))
+    unreadable = {**events[0], "email": '"john doe"@example.com', "sg_event_id": "ev-2"}
+    done = client.post(
+        f"/webhooks/sendgrid/{ACCOUNT}", json=[unreadable, *events], auth=("sg", "sg-pass")
+    )
     assert done.status_code == 200, done.text
+    assert (len(done.json()["results"]), done.json()["rejected"]) == (1, ["body[0]"])
     assert state(service, EMAIL) is UNSUB
     assert service.history(ADMIN, "ann", EMAIL)[-1].source is Source.UNSUBSCRIBE_LINK
+    no_batch = client.post(f"/webhooks/sendgrid/{ACCOUNT}", json={}, auth=("sg", "sg-pass"))
+    assert (no_batch.status_code, no_batch.json()["code"]) == (400, "invalid_payload")
 
 
 def test_one_click_unsubscribe(client: TestClient, service: ConsentService) -> None:

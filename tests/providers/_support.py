@@ -16,12 +16,14 @@ from consentkit import (
     ConsentService,
     Contact,
     Evidence,
+    OptOutOrigin,
     Source,
     Store,
     SubscriptionState,
 )
 from consentkit.channels import AddressKind
-from consentkit.inbound import InboundMessage, InboundOutcome
+from consentkit.inbound import InboundMessage, InboundOutcome, ProviderVerdict
+from consentkit.providers import ParsedBatch
 from consentkit.testing import FakeClock, check_replay
 
 ACCOUNT = "acme"
@@ -84,6 +86,34 @@ def check_opt_out(
     fresh.upsert_contacts(ADMIN, [_contact("newcomer", message)])
     assert fresh.state(ADMIN, "newcomer", message.channel) is SubscriptionState.UNSUBSCRIBED
     check_replay(fresh.store, ACCOUNT)
+
+
+def check_complaint(open_service: ServiceFactory, message: InboundMessage) -> None:
+    """The message is a spam complaint: an opt-out (source CARRIER, reason provider_complaint)
+    recorded as the system's, which a later provider opt-in from the same address (a preference
+    page's resubscribe) does not undo; otherwise it behaves like :func:`check_opt_out`."""
+    assert (message.verdict, message.source) == (ProviderVerdict.COMPLAINT, Source.CARRIER)
+    check_opt_out(open_service, message, Source.CARRIER, "provider_complaint")
+    service = subscribed(open_service, message)
+    service.handle_inbound(message)
+    sub = service.subscription(ADMIN, "known", message.channel)
+    assert sub is not None
+    assert sub.opted_out_by == frozenset({OptOutOrigin.SYSTEM})
+    resubscribe = attrs.evolve(
+        message, message_id=f"{message.message_id}:back", verdict=ProviderVerdict.OPT_IN,
+        source=Source.UNSUBSCRIBE_LINK, received_at=message.received_at + timedelta(seconds=30),
+    )
+    assert service.handle_inbound(resubscribe).outcome is InboundOutcome.NOTHING_TO_UNDO
+    assert service.state(ADMIN, "known", message.channel) is SubscriptionState.UNSUBSCRIBED
+    check_replay(service.store, ACCOUNT)
+
+
+def check_batch(batch: ParsedBatch, ids: list[str], rejected: dict[str, str]) -> None:
+    """*batch* has the messages of *ids*, in order, and rejected exactly the events of
+    *rejected* (path -> the field its error names)."""
+    assert [m.message_id for m in batch.messages] == ids
+    assert {r.path: getattr(r.error, "field", None) for r in batch.rejected} == rejected
+    assert [r.path for r in batch.rejected] == list(rejected)
 
 
 def check_opt_in(open_service: ServiceFactory, message: InboundMessage) -> None:

@@ -18,6 +18,7 @@ from tests.providers._support import (
     ACCOUNT,
     Recorder,
     ServiceFactory,
+    check_complaint,
     check_opt_out,
     with_value,
     without,
@@ -70,21 +71,23 @@ def body(payload: dict[str, Any]) -> bytes:
 
 
 def test_the_sample_complaint_parses(open_service: ServiceFactory) -> None:
-    """complained is a CARRIER opt-out of the recipient, keyed by id and timestamp."""
+    """complained is a complaint of the recipient (CARRIER, the system's opt-out), keyed by id
+    and timestamp."""
     seen = Recorder()
     (message,) = mailgun.parse(body(COMPLAINED), seen)
     assert seen == ["alice@example.com"]
     assert message == InboundMessage(
         ACCOUNT, EMAIL, "alice@example.com", "", "mailgun:-Agny091SquKnsrW2NEKUA:1521233123.501324",
         datetime.fromtimestamp(1521233123.501324, UTC), provider="mailgun",
-        verdict=ProviderVerdict.OPT_OUT, source=Source.CARRIER,
+        verdict=ProviderVerdict.COMPLAINT, source=Source.CARRIER,
     )
-    check_opt_out(open_service, message, Source.CARRIER)
+    check_complaint(open_service, message)
 
 
 def test_an_unsubscribe_link_click(open_service: ServiceFactory) -> None:
     """unsubscribed is an opt-out with source UNSUBSCRIBE_LINK; other events give nothing."""
     (message,) = mailgun.parse(body(UNSUBSCRIBED), ACCOUNT)
+    assert message.verdict is ProviderVerdict.OPT_OUT
     check_opt_out(open_service, message, Source.UNSUBSCRIBE_LINK)
     for event in ("delivered", "failed", "opened", "clicked"):
         assert mailgun.parse(body(with_value(COMPLAINED, "event-data.event", event)), ACCOUNT) == ()

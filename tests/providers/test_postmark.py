@@ -12,7 +12,13 @@ import pytest
 from consentkit import EMAIL, PayloadError, Source
 from consentkit.inbound import InboundMessage, ProviderVerdict
 from consentkit.providers import postmark
-from tests.providers._support import ACCOUNT, ServiceFactory, check_opt_in, check_opt_out
+from tests.providers._support import (
+    ACCOUNT,
+    ServiceFactory,
+    check_complaint,
+    check_opt_in,
+    check_opt_out,
+)
 
 # The example of Postmark's subscription change webhook page.
 DOCUMENTED: dict[str, Any] = {
@@ -42,19 +48,21 @@ def test_the_documented_hard_bounce_is_ignored() -> None:
 
 
 def test_a_spam_complaint_opts_out(open_service: ServiceFactory) -> None:
-    """SpamComplaint is a CARRIER opt-out of the Recipient, dated ChangedAt."""
+    """SpamComplaint is a complaint of the Recipient (CARRIER, the system's opt-out), dated
+    ChangedAt; the Recipient's later reactivation does not undo it."""
     (message,) = parsed(SuppressionReason="SpamComplaint")
     assert message == InboundMessage(
         ACCOUNT, EMAIL, "bounced-address@wildbit.com", "",
         "postmark:bounced-address@wildbit.com:2020-02-01T10:53:34.416071Z:suppressed", AT,
-        provider="postmark", verdict=ProviderVerdict.OPT_OUT, source=Source.CARRIER,
+        provider="postmark", verdict=ProviderVerdict.COMPLAINT, source=Source.CARRIER,
     )
-    check_opt_out(open_service, message, Source.CARRIER)
+    check_complaint(open_service, message)
 
 
 def test_the_recipients_own_unsubscribe_and_reactivation(open_service: ServiceFactory) -> None:
     """A manual suppression by the Recipient (the unsubscribe link) is an UNSUBSCRIBE_LINK
-    opt-out; the Recipient's reactivation takes it back."""
+    opt-out; the Recipient's reactivation (the whole stream's suppression removed: Postmark has
+    no groups or topics inside a stream) takes it back."""
     (message,) = parsed(SuppressionReason="ManualSuppression", MessageID=None)
     check_opt_out(open_service, message, Source.UNSUBSCRIBE_LINK)
     (back,) = parsed(SuppressionReason="ManualSuppression", SuppressSending=False)

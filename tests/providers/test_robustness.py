@@ -102,6 +102,10 @@ _JSON_PARSERS: list[tuple[Callable[[bytes, str], object], Any]] = [
     (whatsapp.parse, test_whatsapp.FAILED),
     (whatsapp.parse, test_whatsapp.BUTTON),
     (sendgrid.parse, test_sendgrid.EVENTS),
+    (sendgrid.parse_batch, test_sendgrid.EVENTS),
+    (whatsapp.parse_batch, test_whatsapp.STOP),
+    (whatsapp.parse_batch, test_whatsapp.FAILED),
+    (telnyx.parse_batch, test_telnyx.BLOCKED),
     (mailgun.parse, test_mailgun.COMPLAINED),
     (postmark.parse, {**test_postmark.DOCUMENTED, "SuppressionReason": "SpamComplaint"}),
 ]
@@ -109,6 +113,8 @@ _SNS_PARSERS: list[tuple[Callable[[bytes, str], object], Any]] = [
     (aws.parse_message, test_aws.PAYLOAD),
     (ses.parse, test_ses.COMPLAINT),
     (ses.parse, test_ses.SUBSCRIPTION),
+    (ses.parse_batch, test_ses.COMPLAINT),
+    (ses.parse_batch, test_ses.SUBSCRIPTION),
 ]
 _FORM_PARSERS: list[tuple[Callable[[Any, str], object], dict[str, Any]]] = [
     (lambda p, a: twilio.parse_message(p, a, received_at=NOW), test_twilio.INBOUND),

@@ -1,4 +1,5 @@
-"""Amazon SES: complaints and whole-list unsubscribes through SNS; bounces ignored."""
+"""Amazon SES: complaints (by feedback type) and whole-list unsubscribes through SNS; bounces
+ignored; several recipients read one by one."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import pytest
 
 from consentkit import EMAIL, PayloadError, Source
 from consentkit.inbound import InboundMessage, ProviderVerdict
-from consentkit.providers import ses
+from consentkit.providers import ParsedBatch, ses
 from tests.providers._sns import notification
 from tests.providers._support import (
     ACCOUNT,
     Recorder,
     ServiceFactory,
+    check_batch,
+    check_complaint,
     check_opt_out,
     with_value,
     without,
@@ -78,7 +81,8 @@ BOUNCE: dict[str, Any] = {
 
 
 def test_the_documented_complaint_opts_out(open_service: ServiceFactory) -> None:
-    """Each complained recipient is a CARRIER opt-out keyed by the feedback id."""
+    """Each complained recipient is a complaint (CARRIER, the system's opt-out) keyed by the
+    feedback id."""
     seen = Recorder()
     (message,) = ses.parse(notification(COMPLAINT), seen)
     assert seen == ["recipient@example.com"]
@@ -86,9 +90,35 @@ def test_the_documented_complaint_opts_out(open_service: ServiceFactory) -> None
         ACCOUNT, EMAIL, "recipient@example.com", "",
         "ses:01000157c44f053b-61b59c11-9236-11e6-8f96-7be8aexample-000000:recipient@example.com",
         datetime(2017, 8, 5, 0, 41, 2, 669000, tzinfo=UTC),
-        provider="ses", verdict=ProviderVerdict.OPT_OUT, source=Source.CARRIER,
+        provider="ses", verdict=ProviderVerdict.COMPLAINT, source=Source.CARRIER,
     )
-    check_opt_out(open_service, message, Source.CARRIER)
+    check_complaint(open_service, message)
+    assert ses.parse_batch(notification(COMPLAINT), ACCOUNT) == ParsedBatch((message,), ())
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        *(with_value(COMPLAINT, "complaint.complaintFeedbackType", feedback)
+          for feedback in ("abuse", "fraud", "virus", "other", " Abuse", None)),
+        without(COMPLAINT, "complaint.complaintFeedbackType"),
+    ],
+    ids=["abuse", "fraud", "virus", "other", "case", "null", "absent"],
+)
+def test_complaint_feedback_types_that_opt_out(record: dict[str, Any]) -> None:
+    """RFC 5965's abuse, fraud, virus and other (in any case), or no feedback type at all (many
+    feedback loops send none), are complaints."""
+    (message,) = ses.parse(notification(record), ACCOUNT)
+    assert message.verdict is ProviderVerdict.COMPLAINT
+
+
+@pytest.mark.parametrize("feedback", ["not-spam", "auth-failure", "opt-out", "", "spam"])
+def test_other_complaint_feedback_types_are_ignored(feedback: str) -> None:
+    """not-spam (the reporter says the message is NOT spam), RFC 6591's auth-failure and any
+    other value are no opt-outs."""
+    record = with_value(COMPLAINT, "complaint.complaintFeedbackType", feedback)
+    assert ses.parse(notification(record), ACCOUNT) == ()
+    assert ses.parse_batch(notification(record), ACCOUNT) == ParsedBatch((), ())
 
 
 def test_identity_notifications_and_several_recipients() -> None:
@@ -100,6 +130,52 @@ def test_identity_notifications_and_several_recipients() -> None:
     assert [m.sender for m in ses.parse(notification(record), ACCOUNT)] == [
         "a@example.com", "b@example.com"
     ]
+
+
+QUOTED = '"john doe"@example.com'  # valid per RFC 5321, refused by consentkit's email check
+
+
+def test_one_unreadable_recipient_does_not_block_the_others() -> None:
+    """parse_batch returns the complaint's readable recipients and names each unreadable one;
+    parse refuses the notification and says that parse_batch applies the others."""
+    record = with_value(COMPLAINT, "complaint.complainedRecipients", [
+        {"emailAddress": "a@example.com"}, {"emailAddress": QUOTED}, "b@example.com",
+        {"emailAddress": "c@example.com"},
+    ])
+    feedback = "ses:01000157c44f053b-61b59c11-9236-11e6-8f96-7be8aexample-000000"
+    listed = "Message.complaint.complainedRecipients"
+    check_batch(
+        ses.parse_batch(notification(record), ACCOUNT),
+        [f"{feedback}:a@example.com", f"{feedback}:c@example.com"],
+        {f"{listed}[1]": f"{listed}[1].emailAddress", f"{listed}[2]": f"{listed}[2]"},
+    )
+    with pytest.raises(PayloadError, match="parse_batch applies") as caught:
+        ses.parse(notification(record), ACCOUNT)
+    assert caught.value.field == f"{listed}[1].emailAddress"
+    unsubscribe = with_value(SUBSCRIPTION, "mail.destination", ["a@example.com", QUOTED, 7])
+    check_batch(
+        ses.parse_batch(notification(unsubscribe), ACCOUNT),
+        [f"ses:{SUBSCRIPTION['mail']['messageId']}:2022-01-12T01:00:17.910Z:a@example.com"],
+        {"Message.mail.destination[1]": "Message.mail.destination[1]",
+         "Message.mail.destination[2]": "Message.mail.destination[2]"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        (without(COMPLAINT, "complaint.feedbackId"), "Message.complaint.feedbackId"),
+        (with_value(COMPLAINT, "complaint.complainedRecipients", {}),
+         "Message.complaint.complainedRecipients"),
+        (with_value(COMPLAINT, "complaint.complaintFeedbackType", 5),
+         "Message.complaint.complaintFeedbackType"),
+    ],
+)
+def test_a_record_without_its_own_fields_still_raises(record: dict[str, Any], field: str) -> None:
+    """The record's own fields are the batch's frame: without them parse_batch raises too."""
+    with pytest.raises(PayloadError) as caught:
+        ses.parse_batch(notification(record), ACCOUNT)
+    assert caught.value.field == field
 
 
 def test_the_documented_unsubscribe_opts_out(open_service: ServiceFactory) -> None:

@@ -14,11 +14,12 @@ from nacl.signing import SigningKey
 from consentkit import MMS, SMS, PayloadError, SignatureError, Source
 from consentkit.errors import ValidationError
 from consentkit.inbound import InboundMessage, ProviderVerdict
-from consentkit.providers import telnyx
+from consentkit.providers import ParsedBatch, telnyx
 from tests.providers._support import (
     ACCOUNT,
     Recorder,
     ServiceFactory,
+    check_batch,
     check_opt_in,
     check_opt_out,
     check_unchanged,
@@ -149,6 +150,35 @@ def test_a_40300_failure_opts_the_recipient_out(open_service: ServiceFactory) ->
     )
     assert message.received_at == datetime(2019, 12, 9, 21, 32, 14, 148000, tzinfo=UTC)
     check_opt_out(open_service, message, Source.CARRIER)
+
+
+def test_one_unreadable_recipient_does_not_block_the_others() -> None:
+    """A blocked group message: parse_batch returns the recipients it can read and names the
+    others; parse refuses the webhook and says so.  A received message is a single event."""
+    recipients = [{"phone_number": "+18665550001"}, {"phone_number": "not a number"},
+                  {"phone_number": "+18665550002"}, "+18665550003"]
+    payload = with_value(BLOCKED, "data.payload.to", recipients)
+    event = "telnyx:40385f64-5717-4562-b3fc-2c963f66afa6:40300"
+    check_batch(
+        telnyx.parse_batch(body(payload), ACCOUNT),
+        [f"{event}:+18665550001", f"{event}:+18665550002"],
+        {"data.payload.to[1]": "data.payload.to[1].phone_number",
+         "data.payload.to[3]": "data.payload.to[3]"},
+    )
+    with pytest.raises(PayloadError, match="parse_batch applies") as caught:
+        telnyx.parse(body(payload), ACCOUNT)
+    assert caught.value.field == "data.payload.to[1].phone_number"
+    assert telnyx.parse_batch(body(RECEIVED), ACCOUNT) == ParsedBatch(
+        telnyx.parse(body(RECEIVED), ACCOUNT), ()
+    )
+    untimed = without(without(payload, "data.payload.completed_at"), "data.occurred_at")
+    for frame in (without(payload, "data.payload.id"), without(payload, "data.payload.from"),
+                  untimed):
+        with pytest.raises(PayloadError):
+            telnyx.parse_batch(body(frame), ACCOUNT)
+    with pytest.raises(PayloadError) as caught:
+        telnyx.parse_batch(body(without(RECEIVED, "data.payload.from")), ACCOUNT)
+    assert caught.value.field == "data.payload.from"
 
 
 @pytest.mark.parametrize(

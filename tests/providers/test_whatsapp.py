@@ -13,12 +13,13 @@ import pytest
 from consentkit import WHATSAPP, PayloadError, SignatureError, Source
 from consentkit.errors import ValidationError
 from consentkit.inbound import InboundMessage, InboundOutcome, ProviderVerdict
-from consentkit.providers import whatsapp
+from consentkit.providers import ParsedBatch, whatsapp
 from tests.providers._support import (
     ACCOUNT,
     ADMIN,
     Recorder,
     ServiceFactory,
+    check_batch,
     check_opt_in,
     check_opt_out,
     subscribed,
@@ -179,6 +180,86 @@ def test_batches_and_what_is_ignored() -> None:
     category = with_value(STOP, "entry.0.changes.0.value.user_preferences.0.category", "other")
     for payload in (delivered, other, category):
         assert whatsapp.parse(body(payload), unknown) == ()
+
+
+def _value(payload: dict[str, Any]) -> dict[str, Any]:
+    value: dict[str, Any] = payload["entry"][0]["changes"][0]["value"]
+    return value
+
+
+def test_one_unreadable_event_does_not_block_the_batch() -> None:
+    """parse_batch returns every readable message, preference and failure and names each
+    unreadable event, change or entry; parse refuses the whole webhook and says so."""
+    message = _value(TEXT)["messages"][0]
+    preference = _value(STOP)["user_preferences"][0]
+    failure = _value(FAILED)["statuses"][0]
+    value = {
+        "messaging_product": "whatsapp", "metadata": METADATA,
+        "messages": [{**message, "id": "wamid.bad", "from": "abc"}, message],
+        "user_preferences": [{**preference, "value": "maybe"}, preference],
+        "statuses": [failure, {**failure, "id": None}],
+    }
+    other_number = {"value": {"metadata": {"phone_number_id": "999"}, "messages": [message]}}
+    payload = {
+        "object": "whatsapp_business_account",
+        "entry": [
+            {"id": "1", "changes": [{"field": "messages", "value": value}, {"field": "x"},
+                                    other_number]},
+            "not an entry",
+            {"id": "2", "changes": {"not": "a list"}},
+        ],
+    }
+    found = whatsapp.parse_batch(body(payload), {"106540352242922": ACCOUNT}.__getitem__)
+    change = "entry[0].changes[0].value"
+    check_batch(
+        found,
+        [f"whatsapp:{message['id']}",
+         "whatsapp:preference:16505551234:1731705721:stop",
+         f"whatsapp:{failure['id']}:131050"],
+        {
+            f"{change}.messages[0]": f"{change}.messages[0].from",
+            f"{change}.user_preferences[0]": f"{change}.user_preferences[0].value",
+            f"{change}.statuses[1]": f"{change}.statuses[1].id",
+            "entry[0].changes[1]": "entry[0].changes[1].value",
+            "entry[0].changes[2].value.messages[0]":
+                "entry[0].changes[2].value.metadata.phone_number_id",
+            "entry[1]": "entry[1]",
+            "entry[2]": "entry[2].changes",
+        },
+    )
+    assert [m.verdict for m in found.messages] == [
+        None, ProviderVerdict.OPT_OUT, ProviderVerdict.OPT_OUT
+    ]
+    with pytest.raises(PayloadError, match="parse_batch applies") as caught:
+        whatsapp.parse(body(payload), ACCOUNT)
+    assert caught.value.field == f"{change}.messages[0].from"
+
+
+def test_a_list_of_events_that_is_no_list_is_rejected_alone() -> None:
+    """A change whose messages are no list loses those only; its statuses still count."""
+    value = {**_value(FAILED), "messages": {"id": "x"}}
+    found = whatsapp.parse_batch(body(webhook(value)), ACCOUNT)
+    change = "entry[0].changes[0].value"
+    check_batch(found, [whatsapp.parse(body(FAILED), ACCOUNT)[0].message_id],
+                {f"{change}.messages": f"{change}.messages"})
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (with_value(TEXT, "object", "page"), "object"),
+        (with_value(TEXT, "entry", {"id": "x"}), "entry"),
+        ([TEXT], "body"),
+    ],
+)
+def test_a_body_that_is_no_webhook_still_raises(payload: Any, field: str) -> None:
+    """Another object type, an entry that is no list, a body that is no object: no batch."""
+    with pytest.raises(PayloadError) as caught:
+        whatsapp.parse_batch(json.dumps(payload), ACCOUNT)
+    assert caught.value.field == field
+    assert whatsapp.parse_batch(body(TEXT), ACCOUNT) == ParsedBatch(
+        whatsapp.parse(body(TEXT), ACCOUNT), ()
+    )
 
 
 @pytest.mark.parametrize(

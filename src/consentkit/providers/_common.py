@@ -1,5 +1,5 @@
 """The pieces every provider module shares: reading a payload field by field, times, ids,
-addresses, signatures and account resolution.
+addresses, signatures, account resolution, and batches read event by event.
 
 Everything here is pure: no I/O, no clock (the caller passes ``now``), no global state.  Every
 failure is a :class:`~consentkit.errors.PayloadError` that names the offending field, or a
@@ -16,12 +16,13 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from typing import Literal, TypeAlias
 
 import attrs
 
 from consentkit.channels import Channel
-from consentkit.errors import PayloadError, SignatureError, ValidationError
+from consentkit.errors import ConsentError, PayloadError, SignatureError, ValidationError
 from consentkit.inbound import InboundMessage, ProviderVerdict
 from consentkit.model import MAX_ID_LENGTH, Source, ensure_aware, normalize_phone
 
@@ -110,6 +111,12 @@ class Node:
         value = self.value.get(key)
         return () if value is None else as_nodes(value, self.name(key))
 
+    def items(self, key: str) -> tuple[tuple[str, object], ...]:
+        """``(path, item)`` of each item of the list value of *key*, unchecked (see
+        :func:`items`); an absent or null key is an empty list."""
+        value = self.value.get(key)
+        return () if value is None else items(value, self.name(key))
+
 
 def _string(value: object, field: str) -> str:
     if not isinstance(value, str):
@@ -130,6 +137,18 @@ def as_nodes(value: object, field: str) -> tuple[Node, ...]:
     if not isinstance(value, list):
         raise PayloadError(field, f"expected a list, got {type(value).__name__}")
     return tuple(as_node(item, f"{field}[{index}]") for index, item in enumerate(value))
+
+
+def items(value: object, field: str) -> tuple[tuple[str, object], ...]:
+    """``(path, item)`` of each item of the list *value* named *field* (``field[i]``), the items
+    not yet checked, so that a batch can read each one on its own.
+
+    Raises:
+        PayloadError: naming *field*: *value* is not a list.
+    """
+    if not isinstance(value, list):
+        raise PayloadError(field, f"expected a list, got {type(value).__name__}")
+    return tuple((f"{field}[{index}]", item) for index, item in enumerate(value))
 
 
 def form(params: object) -> Node:
@@ -298,6 +317,106 @@ class Event:
         except ValidationError as error:
             field = self.sender_field if error.field == "sender" else error.field
             raise PayloadError(field, str(error).partition(": ")[2]) from None
+
+
+# ------------------------------------------------------------------------------------ batches
+
+
+@attrs.frozen
+class RejectedEvent:
+    """One event of a batch that consentkit could not read, left out of :class:`ParsedBatch`.
+
+    Attributes:
+        path: where the event sits in the payload (``"body[3]"``,
+            ``"entry[0].changes[1].value.messages[0]"``).
+        error: why it was left out, a :class:`~consentkit.errors.PayloadError` whose ``field``
+            names the exact field (a missing id, or an address consentkit cannot represent, such
+            as the quoted local part of ``"john doe"@example.com``).
+    """
+
+    path: str
+    error: ConsentError
+
+
+@attrs.frozen
+class ParsedBatch:
+    """What a provider module's ``parse_batch`` read from one request of several events.
+
+    Attributes:
+        messages: the events that were read, in payload order, ready for
+            :meth:`~consentkit.service.ConsentService.handle_inbound`.
+        rejected: the events that could not be read, each with its place in the payload and
+            its error.  An event whose address consentkit cannot represent can match no contact
+            (no contact can be registered with such an address), so leaving it out changes
+            nothing; log these and answer the provider with success, or it retries the whole
+            batch forever.
+    """
+
+    messages: tuple[InboundMessage, ...]
+    rejected: tuple[RejectedEvent, ...]
+
+
+class BatchReader:
+    """Collects a batch event by event: :meth:`event` scopes the reading of one event (or of a
+    container of events), so that a PayloadError inside it rejects that event only."""
+
+    def __init__(self) -> None:
+        self._messages: list[InboundMessage] = []
+        self._rejected: list[RejectedEvent] = []
+
+    def event(self, path: str) -> _EventScope:
+        """A ``with`` block reading the event at *path*: a PayloadError raised inside it is
+        recorded as a :class:`RejectedEvent` and the batch goes on; other errors propagate."""
+        return _EventScope(self._rejected, path)
+
+    def add(self, message: InboundMessage) -> None:
+        """Add a message read from the batch."""
+        self._messages.append(message)
+
+    def result(self) -> ParsedBatch:
+        """The batch read so far."""
+        return ParsedBatch(tuple(self._messages), tuple(self._rejected))
+
+
+class _EventScope:
+    def __init__(self, rejected: list[RejectedEvent], path: str) -> None:
+        self._rejected = rejected
+        self._path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if isinstance(error, PayloadError):
+            self._rejected.append(RejectedEvent(self._path, error))
+            return True
+        return False
+
+
+def strict(batch: ParsedBatch) -> tuple[InboundMessage, ...]:
+    """The messages of *batch* when every event was read (what a module's ``parse`` returns).
+
+    Raises:
+        PayloadError: naming the field of the first rejected event, and saying that
+            ``parse_batch`` applies the batch's readable events.
+    """
+    if not batch.rejected:
+        return batch.messages
+    first = batch.rejected[0]
+    error = first.error
+    field = error.field if isinstance(error, ValidationError) else first.path
+    reason = str(error).partition(": ")[2] if isinstance(error, ValidationError) else str(error)
+    raise PayloadError(
+        field,
+        f"{reason} (parse refuses the whole batch for it; parse_batch applies the batch's "
+        f"{len(batch.messages)} readable event(s) and reports the {len(batch.rejected)} "
+        "unreadable one(s) as rejected)",
+    )
 
 
 # ---------------------------------------------------------------------------------- signatures

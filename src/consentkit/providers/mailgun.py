@@ -3,9 +3,11 @@
 A webhook posts JSON with ``signature`` (``timestamp``, ``token``, ``signature``) and
 ``event-data`` (``event``, ``recipient``, ``id``, ``timestamp`` in Unix seconds with a fraction).
 
-* ``unsubscribed`` (the recipient clicked the unsubscribe link): source ``UNSUBSCRIBE_LINK``.
+* ``unsubscribed`` (the recipient clicked the unsubscribe link): source ``UNSUBSCRIBE_LINK``,
+  the contact's own opt-out.
 * ``complained`` (the recipient pressed "spam"; the mailbox provider's feedback loop told
-  Mailgun): an opt-out reported by the provider, source ``CARRIER``.
+  Mailgun): a complaint, :attr:`~consentkit.inbound.ProviderVerdict.COMPLAINT` with source
+  ``CARRIER``, recorded as the system's opt-out, which no keyword or provider opt-in undoes.
 * Every other event gives nothing.  Mailgun's ``id`` is unique only within a day, so the key is
   the id and the event's timestamp together.
 
@@ -46,11 +48,14 @@ from consentkit.providers._common import (
 __all__ = ["parse", "verify_signature"]
 
 PROVIDER = "mailgun"
-_SOURCES = {"unsubscribed": Source.UNSUBSCRIBE_LINK, "complained": Source.CARRIER}
+_EVENTS = {
+    "unsubscribed": (ProviderVerdict.OPT_OUT, Source.UNSUBSCRIBE_LINK),
+    "complained": (ProviderVerdict.COMPLAINT, Source.CARRIER),
+}
 
 
 def parse(body: bytes | str, account: AccountResolver) -> tuple[InboundMessage, ...]:
-    """The opt-out one Mailgun webhook reports, or ``()`` for any other event.
+    """The opt-out or complaint one Mailgun webhook reports, or ``()`` for any other event.
 
     Args:
         body: the raw request body (JSON).
@@ -61,9 +66,10 @@ def parse(body: bytes | str, account: AccountResolver) -> tuple[InboundMessage, 
             ``recipient``, ``id`` or ``timestamp``, or they are malformed.
     """
     data = json_node(body).node("event-data")
-    source = _SOURCES.get(data.maybe_text("event") or "")
-    if source is None:
+    kind = _EVENTS.get(data.maybe_text("event") or "")
+    if kind is None:
         return ()
+    verdict, source = kind
     recipient = data.ident("recipient")
     return (
         Event(
@@ -74,7 +80,7 @@ def parse(body: bytes | str, account: AccountResolver) -> tuple[InboundMessage, 
             message_id=message_id(PROVIDER, data.ident("id"), str(data.raw("timestamp"))),
             received_at=instant(data.raw("timestamp"), data.name("timestamp")),
             provider=PROVIDER,
-            verdict=ProviderVerdict.OPT_OUT,
+            verdict=verdict,
             source=source,
         ).message(),
     )

@@ -7,16 +7,24 @@ address was suppressed; false: reactivated), ``SuppressionReason`` (``HardBounce
 ``Customer``: the sender, through Postmark's UI or API; ``Admin``: Postmark staff), ``ChangedAt``
 (ISO 8601) and ``MessageID`` (null, or all zeros, for changes without a message).
 
-* ``SpamComplaint``: an opt-out reported by the provider, source ``CARRIER``.
+* ``SpamComplaint``: a complaint, :attr:`~consentkit.inbound.ProviderVerdict.COMPLAINT` with
+  source ``CARRIER``, recorded as the system's opt-out, which no keyword or provider opt-in
+  undoes (a later reactivation included).
 * ``ManualSuppression`` with ``Origin`` ``Recipient`` (the recipient used the unsubscribe link):
-  source ``UNSUBSCRIBE_LINK``.
+  source ``UNSUBSCRIBE_LINK``, the contact's own opt-out.
 * ``HardBounce`` is ignored: it says the address does not work, not that its owner withdrew
   consent; treating it as an opt-out would record an unsubscribe nobody asked for.
 * A suppression or reactivation by the ``Customer`` or an ``Admin`` is ignored: it is the
   sender's act, not the contact's; the host records its own unsubscribes as an admin (with
   :meth:`~consentkit.service.ConsentService.unsubscribe`), and a resubscribe needs the
-  justification only an admin can give.  A reactivation with ``Origin`` ``Recipient`` is the
-  contact taking their own unsubscribe back.
+  justification only an admin can give.  A reactivation with ``Origin`` ``Recipient`` (the
+  "re-subscribe" of the page Postmark shows after an unsubscribe) is the contact taking their own
+  unsubscribe back, and is kept as an opt-in: unlike SendGrid's group resubscribe, it is no
+  per-list or per-topic preference.  Postmark has no groups or topics inside a Message Stream;
+  its suppression list is per stream and a reactivation removes the address's whole-stream
+  suppression, the same unit its unsubscribe created, so the opt-in undoes exactly what the
+  opt-out recorded.  With several Broadcast streams per account, a reactivation in one stream
+  would undo an unsubscribe from another: point one stream's Subscription Change webhook here.
 * Other record types (``Bounce``, ``Delivery``...) give nothing.
 
 Postmark does not sign webhooks: protect the endpoint with the basic-auth credentials Postmark
@@ -26,6 +34,7 @@ events name no sending identity every event carries, so a resolver gets the ``Re
 Sources:
   https://postmarkapp.com/developer/webhooks/subscription-change-webhook
   https://postmarkapp.com/developer/webhooks/webhooks-overview (basic auth, no signature)
+  https://postmarkapp.com/support/article/1208-how-to-add-an-unsubscribe-link (re-subscribe)
 """
 
 from __future__ import annotations
@@ -68,7 +77,7 @@ def parse(body: bytes | str, account: AccountResolver) -> tuple[InboundMessage, 
     origin = record.maybe_text("Origin")
     reason = record.maybe_text("SuppressionReason")
     if suppress and reason == "SpamComplaint":
-        verdict, source = ProviderVerdict.OPT_OUT, Source.CARRIER
+        verdict, source = ProviderVerdict.COMPLAINT, Source.CARRIER
     elif origin == "Recipient" and (reason == "ManualSuppression" or not suppress):
         verdict = ProviderVerdict.OPT_OUT if suppress else ProviderVerdict.OPT_IN
         source = Source.UNSUBSCRIBE_LINK

@@ -7,6 +7,12 @@
 * ``message.finalized`` whose ``errors`` carry code 40300 ("Blocked due to STOP message": the
   recipient opted out of the messaging profile) is an opt-out reported by Telnyx (``CARRIER``)
   for each ``to[]`` number.  Every other event type gives ``()``.
+* A finalized message of several recipients (a group MMS) is a batch: :func:`parse_batch` reads
+  each ``to[]`` number on its own and reports the ones it cannot read (a number that is no phone
+  number consentkit can represent) as rejected while returning the others; :func:`parse`
+  refuses the whole webhook for one.  The event's own fields (type, id, the sending number, the
+  time) are the batch's frame, and a ``message.received`` is a single event: a webhook without
+  them, or a malformed received message, raises PayloadError from both.
 * Telnyx signs ``f"{telnyx-timestamp}|{raw body}"`` with Ed25519; the account's public key
   (base64, Mission Control > Keys & Credentials) verifies it.  Checking needs PyNaCl, the
   ``ed25519`` extra (``pip install 'consentkit[ed25519]'``), imported only when verifying.
@@ -33,8 +39,11 @@ from consentkit.model import Source
 from consentkit.providers._common import (
     DEFAULT_TOLERANCE,
     AccountResolver,
+    BatchReader,
     Event,
     Node,
+    ParsedBatch,
+    as_node,
     check_fresh,
     decode_signature,
     header,
@@ -44,9 +53,10 @@ from consentkit.providers._common import (
     phone,
     raw_body,
     resolve_account,
+    strict,
 )
 
-__all__ = ["parse", "verify_signature"]
+__all__ = ["parse", "parse_batch", "verify_signature"]
 
 PROVIDER = "telnyx"
 BLOCKED_BY_STOP = "40300"
@@ -59,8 +69,9 @@ _VERDICTS = {
 }
 
 
-def parse(body: bytes | str, account: AccountResolver) -> tuple[InboundMessage, ...]:
-    """The messages and opt-outs of one Telnyx messaging webhook.
+def parse_batch(body: bytes | str, account: AccountResolver) -> ParsedBatch:
+    """The messages and opt-outs of one Telnyx messaging webhook, and the recipients of a
+    finalized message that could not be read (``data.payload.to[i]``).
 
     Args:
         body: the raw request body (JSON).
@@ -68,15 +79,27 @@ def parse(body: bytes | str, account: AccountResolver) -> tuple[InboundMessage, 
             ``to`` number of a received message, the ``from`` number of a finalized one).
 
     Raises:
-        PayloadError: the body is not JSON, or a field the event needs is missing or malformed.
+        PayloadError: the body is not JSON, or a field of the event itself (not of one
+            recipient) is missing or malformed.
     """
     data = json_node(body).node("data")
     event_type = data.text("event_type")
+    batch = BatchReader()
     if event_type == "message.received":
-        return (_received(data, account),)
-    if event_type == "message.finalized":
-        return _blocked(data, account)
-    return ()
+        batch.add(_received(data, account))
+    elif event_type == "message.finalized":
+        _blocked(batch, data, account)
+    return batch.result()
+
+
+def parse(body: bytes | str, account: AccountResolver) -> tuple[InboundMessage, ...]:
+    """The messages of :func:`parse_batch`, or PayloadError for the first recipient it rejects
+    (strict: one unreadable recipient refuses the whole webhook).
+
+    Raises:
+        PayloadError: the body is not JSON, or a field the event needs is missing or malformed.
+    """
+    return strict(parse_batch(body, account))
 
 
 def _received(data: Node, account: AccountResolver) -> InboundMessage:
@@ -108,32 +131,33 @@ def _time(payload: Node, data: Node, key: str) -> datetime:
     return instant(data.raw("occurred_at"), data.name("occurred_at"))
 
 
-def _blocked(data: Node, account: AccountResolver) -> tuple[InboundMessage, ...]:
+def _blocked(batch: BatchReader, data: Node, account: AccountResolver) -> None:
     payload = data.node("payload")
     codes = {str(error.get("code")) for error in payload.nodes("errors")}
     if BLOCKED_BY_STOP not in codes:
-        return ()
+        return
     sent_from = payload.node("from").ident("phone_number")
     owner = resolve_account(account, sent_from, "data.payload.from.phone_number")
     is_mms = (payload.maybe_text("type") or "").upper() == "MMS"
     at = _time(payload, data, "completed_at")
-    messages = []
-    for recipient in payload.nodes("to"):
-        number = phone(recipient.ident("phone_number"), recipient.name("phone_number"))
-        messages.append(
-            Event(
-                account=owner,
-                channel=MMS if is_mms else SMS,
-                sender=number,
-                sender_field=recipient.name("phone_number"),
-                message_id=message_id(PROVIDER, payload.ident("id"), BLOCKED_BY_STOP, number),
-                received_at=at,
-                provider=PROVIDER,
-                verdict=ProviderVerdict.OPT_OUT,
-                source=Source.CARRIER,
-            ).message()
-        )
-    return tuple(messages)
+    event_id = payload.ident("id")
+    for path, item in payload.items("to"):
+        with batch.event(path):
+            recipient = as_node(item, path)
+            number = phone(recipient.ident("phone_number"), recipient.name("phone_number"))
+            batch.add(
+                Event(
+                    account=owner,
+                    channel=MMS if is_mms else SMS,
+                    sender=number,
+                    sender_field=recipient.name("phone_number"),
+                    message_id=message_id(PROVIDER, event_id, BLOCKED_BY_STOP, number),
+                    received_at=at,
+                    provider=PROVIDER,
+                    verdict=ProviderVerdict.OPT_OUT,
+                    source=Source.CARRIER,
+                ).message()
+            )
 
 
 def verify_signature(

@@ -14,6 +14,13 @@ A webhook batches ``entry[].changes[]``; each change's ``value`` carries ``metad
   messages from the business): an opt-out reported by WhatsApp (``CARRIER``) for
   ``recipient_id``.  Other statuses give nothing.
 
+One webhook may batch several changes, each with several events.  :func:`parse_batch` reads each
+event (and each entry and change) on its own and reports the ones it cannot read (a missing
+field, an unknown ``phone_number_id``, a user id that is no phone number) as rejected while
+returning the others; :func:`parse` is the strict variant, refusing the whole webhook for one.
+A webhook endpoint uses :func:`parse_batch`: Meta retries a failed webhook, with the same bad
+event, for days, and its valid opt-outs are applied only once the webhook succeeds.
+
 ``X-Hub-Signature-256`` is ``sha256=`` + hex HMAC-SHA256 of the raw body under the app secret.
 
 Sources:
@@ -25,7 +32,8 @@ Sources:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeAlias
 
 from consentkit.channels import WHATSAPP
 from consentkit.errors import PayloadError, SignatureError
@@ -33,8 +41,11 @@ from consentkit.inbound import InboundMessage, ProviderVerdict
 from consentkit.model import Source
 from consentkit.providers._common import (
     AccountResolver,
+    BatchReader,
     Event,
     Node,
+    ParsedBatch,
+    as_node,
     decode_signature,
     header,
     hmac_digest,
@@ -46,9 +57,10 @@ from consentkit.providers._common import (
     require_equal,
     resolve_account,
     secret_bytes,
+    strict,
 )
 
-__all__ = ["parse", "verify_signature"]
+__all__ = ["parse", "parse_batch", "verify_signature"]
 
 PROVIDER = "whatsapp"
 MARKETING_STOPPED = 131050
@@ -57,29 +69,46 @@ MARKETING_STOPPED = 131050
 _PREFERENCES = {"stop": ProviderVerdict.OPT_OUT, "resume": ProviderVerdict.OPT_IN}
 
 
-def parse(body: bytes | str, account: AccountResolver) -> tuple[InboundMessage, ...]:
-    """Every message, preference change and opted-out failure of one webhook, in order.
+def parse_batch(body: bytes | str, account: AccountResolver) -> ParsedBatch:
+    """Every message, preference change and opted-out failure of one webhook, in order, and the
+    events that could not be read.
 
     Args:
         body: the raw request body (JSON).
         account: the account, or a resolver called with ``metadata.phone_number_id`` of each
             change (the business phone number's id).
 
+    Returns:
+        The messages, and as ``rejected`` each event (``entry[i].changes[j].value.messages[k]``,
+        ``...user_preferences[k]``, ``...statuses[k]``), or each entry, change or list of events,
+        that is malformed or lacks a field it needs.
+
     Raises:
-        PayloadError: the body is not a ``whatsapp_business_account`` webhook, or a message,
-            preference or status lacks a field it needs.
+        PayloadError: the body is not a ``whatsapp_business_account`` webhook, or its ``entry``
+            is not a list.
     """
     root = json_node(body)
     if root.text("object") != "whatsapp_business_account":
         raise PayloadError("object", "expected a whatsapp_business_account webhook")
-    found: list[InboundMessage] = []
-    for entry in root.nodes("entry"):
-        for change in entry.nodes("changes"):
-            value = _Change(change.node("value"), account)
-            found.extend(_messages(value))
-            found.extend(_preferences(value))
-            found.extend(_failures(value))
-    return tuple(found)
+    batch = BatchReader()
+    for entry_path, entry in root.items("entry"):
+        with batch.event(entry_path):
+            for change_path, change in as_node(entry, entry_path).items("changes"):
+                with batch.event(change_path):
+                    value = _Change(as_node(change, change_path).node("value"), account)
+                    _read_change(batch, value)
+    return batch.result()
+
+
+def parse(body: bytes | str, account: AccountResolver) -> tuple[InboundMessage, ...]:
+    """The messages of :func:`parse_batch`, or PayloadError for the first event it rejects
+    (strict: one unreadable event refuses the whole webhook; endpoints use :func:`parse_batch`).
+
+    Raises:
+        PayloadError: the body is not a ``whatsapp_business_account`` webhook, or a message,
+            preference or status lacks a field it needs.
+    """
+    return strict(parse_batch(body, account))
 
 
 _PLAIN = (None, Source.INBOUND_KEYWORD)
@@ -127,10 +156,28 @@ class _Change:
         ).message()
 
 
-def _messages(change: _Change) -> Iterator[InboundMessage]:
-    for message in change.value.nodes("messages"):
-        event_id = message_id(PROVIDER, message.ident("id"))
-        yield change.event(message, "from", event_id, body=_text(message))
+_Reader: TypeAlias = Callable[[_Change, Node], InboundMessage | None]
+
+
+def _read_change(batch: BatchReader, change: _Change) -> None:
+    """Each message, preference and status of *change*, each read on its own."""
+    readers: tuple[tuple[str, _Reader], ...] = (
+        ("messages", _message),
+        ("user_preferences", _preference),
+        ("statuses", _failure),
+    )
+    for key, reader in readers:
+        with batch.event(change.value.name(key)):
+            for path, item in change.value.items(key):
+                with batch.event(path):
+                    found = reader(change, as_node(item, path))
+                    if found is not None:
+                        batch.add(found)
+
+
+def _message(change: _Change, message: Node) -> InboundMessage:
+    event_id = message_id(PROVIDER, message.ident("id"))
+    return change.event(message, "from", event_id, body=_text(message))
 
 
 def _text(message: Node) -> str:
@@ -149,28 +196,26 @@ def _text(message: Node) -> str:
     return ""
 
 
-def _preferences(change: _Change) -> Iterator[InboundMessage]:
-    for preference in change.value.nodes("user_preferences"):
-        if preference.maybe_text("category") != "marketing_messages":
-            continue
-        choice = preference.text("value").strip().lower()
-        verdict = _PREFERENCES.get(choice)
-        if verdict is None:
-            raise PayloadError(preference.name("value"), f"{choice[:20]!r} is not stop or resume")
-        when = str(preference.raw("timestamp"))
-        event_id = message_id(PROVIDER, "preference", preference.ident("wa_id"), when, choice)
-        yield change.event(preference, "wa_id", event_id, kind=(verdict, Source.INBOUND_KEYWORD))
+def _preference(change: _Change, preference: Node) -> InboundMessage | None:
+    if preference.maybe_text("category") != "marketing_messages":
+        return None
+    choice = preference.text("value").strip().lower()
+    verdict = _PREFERENCES.get(choice)
+    if verdict is None:
+        raise PayloadError(preference.name("value"), f"{choice[:20]!r} is not stop or resume")
+    when = str(preference.raw("timestamp"))
+    event_id = message_id(PROVIDER, "preference", preference.ident("wa_id"), when, choice)
+    return change.event(preference, "wa_id", event_id, kind=(verdict, Source.INBOUND_KEYWORD))
 
 
-def _failures(change: _Change) -> Iterator[InboundMessage]:
-    for status in change.value.nodes("statuses"):
-        if status.maybe_text("status") != "failed":
-            continue
-        codes = {str(error.get("code")) for error in status.nodes("errors")}
-        if str(MARKETING_STOPPED) not in codes:
-            continue
-        event_id = message_id(PROVIDER, status.ident("id"), str(MARKETING_STOPPED))
-        yield change.event(status, "recipient_id", event_id, kind=_CARRIER_OPT_OUT)
+def _failure(change: _Change, status: Node) -> InboundMessage | None:
+    if status.maybe_text("status") != "failed":
+        return None
+    codes = {str(error.get("code")) for error in status.nodes("errors")}
+    if str(MARKETING_STOPPED) not in codes:
+        return None
+    event_id = message_id(PROVIDER, status.ident("id"), str(MARKETING_STOPPED))
+    return change.event(status, "recipient_id", event_id, kind=_CARRIER_OPT_OUT)
 
 
 def verify_signature(body: bytes | str, headers: Mapping[str, str], app_secret: str) -> None:
