@@ -157,7 +157,9 @@ def test_bulk_changes_from_a_file_print_counts_only(
     document = _json(people, "--as", "admin:alice", "unsubscribe", "--ids-file", str(ids),
                      "--channel", "email")
     assert document == to_document(
-        ChangeResult(document["batch_id"], SubscriptionState.UNSUBSCRIBED, changed_count=3)
+        ChangeResult(
+            document["batch_id"], SubscriptionState.UNSUBSCRIBED, changed_count=3, detailed=False
+        )
     )
     assert service.state(ADMIN, "carl", EMAIL) is SubscriptionState.UNSUBSCRIBED
 

@@ -359,6 +359,7 @@ def test_change_result_keys_are_the_documented_ones() -> None:
             {"contact_id": "ana", "channel": "sms", "version": 4},
             {"contact_id": "ben", "channel": "email", "version": 2},
         ],
+        "detailed": True,
     }
 
 

@@ -846,7 +846,9 @@ class ConsentRulesMachine(RuleBasedStateMachine):
         expected = self.model.change(actor, ids, channels, "opt_in", now, evidence=with_evidence)
         result = self._call(
             expected,
-            lambda: self.service.opt_in(actor, ids, channels, evidence=evidence, source=source),
+            lambda: self.service.opt_in(
+                actor, ids, channels, evidence=evidence, source=source, details=True
+            ),
             f"opt_in({actor}, {ids}, {channels}, evidence={with_evidence})",
         )
         if result is not None:
@@ -872,7 +874,7 @@ class ConsentRulesMachine(RuleBasedStateMachine):
         expected = self.model.change(actor, ids, channels, "unsubscribe", now)
         self._call(
             expected,
-            lambda: self.service.unsubscribe(actor, ids, channels, source=source),
+            lambda: self.service.unsubscribe(actor, ids, channels, source=source, details=True),
             f"unsubscribe({actor}, {ids}, {channels})",
         )
 
@@ -902,7 +904,9 @@ class ConsentRulesMachine(RuleBasedStateMachine):
         expected = self.model.change(actor, ids, channels, "resubscribe", now, reason=reason)
         self._call(
             expected,
-            lambda: self.service.resubscribe(actor, ids, channels, justification=justification),
+            lambda: self.service.resubscribe(
+                actor, ids, channels, justification=justification, details=True
+            ),
             f"resubscribe({actor}, {ids}, {channels}, reason={reason})",
         )
 

@@ -82,7 +82,7 @@ def test_bulk_unsubscribe_reports_changed_and_unchanged(service: ConsentService)
     """The contacts-page modal: many contacts x many channels, no-ops reported, no event."""
     service.opt_in(ADMIN, ["c1", "c2"], [SMS, EMAIL], evidence=EVIDENCE)
     service.unsubscribe(ADMIN, ["c2"], [SMS])
-    result = service.unsubscribe(ADMIN, ["c1", "c2", "c3"], [SMS, EMAIL])
+    result = service.unsubscribe(ADMIN, ["c1", "c2", "c3"], [SMS, EMAIL], details=True)
     changed = {(p.contact_id, p.channel.key) for p in result.changed}
     assert changed == {("c1", "sms"), ("c1", "email"), ("c2", "email"), ("c3", "sms"),
                        ("c3", "email")}
@@ -128,7 +128,7 @@ def test_opt_in_skips_unsubscribed_contacts(service: ConsentService) -> None:
     service.unsubscribe(ADMIN, ["c1"], [SMS])
     result = service.opt_in(
         Actor.system("acme", "importer"), ["c1", "c2"], [SMS], evidence=EVIDENCE,
-        source=Source.IMPORT,
+        source=Source.IMPORT, details=True,
     )
     assert [p.contact_id for p in result.changed] == ["c2"]
     assert [(s.contact_id, s.channel) for s in result.skipped] == [("c1", SMS)]
@@ -295,7 +295,8 @@ def test_suppressed_address_starts_unsubscribed_and_blocks_imports() -> None:
     assert event.occurred_at >= T0
     assert event.actor == Actor.system("acme", "suppression-list")
     imported = service.opt_in(
-        Actor.system("acme", "importer"), ["late"], [SMS, WHATSAPP], evidence=EVIDENCE
+        Actor.system("acme", "importer"), ["late"], [SMS, WHATSAPP], evidence=EVIDENCE,
+        details=True,
     )
     assert [p.channel for p in imported.changed] == [WHATSAPP]
     assert len(imported.skipped) == 1
@@ -406,26 +407,31 @@ def test_change_results_carry_the_version_of_every_pair(any_store: ConsentServic
     """Changed pairs come with their new version and unchanged ones with their current one,
     exactly what a read of the pair says afterwards."""
     service = any_store
-    opted = service.opt_in(ADMIN, ["c1", "c2"], [SMS, EMAIL], evidence=EVIDENCE)
+    opted = service.opt_in(ADMIN, ["c1", "c2"], [SMS, EMAIL], evidence=EVIDENCE, details=True)
     assert opted.versions == {PairRef(c, ch): 1 for c in ("c1", "c2") for ch in (SMS, EMAIL)}
     service.unsubscribe(ADMIN, ["c2"], [SMS])
-    result = service.unsubscribe(ADMIN, ["c1", "c2"], [SMS])
+    result = service.unsubscribe(ADMIN, ["c1", "c2"], [SMS], details=True)
     assert result.changed == (PairRef("c1", SMS),)
     assert result.unchanged == (PairRef("c2", SMS),)
     assert dict(result.versions) == {PairRef("c1", SMS): 2, PairRef("c2", SMS): 2}
     for pair, version in result.versions.items():
         assert _version(service, pair.contact_id, pair.channel) == version
-    again = service.resubscribe(ADMIN, ["c1", "c2"], [SMS], justification=REQUEST)
+    again = service.resubscribe(ADMIN, ["c1", "c2"], [SMS], justification=REQUEST, details=True)
     assert dict(again.versions) == {PairRef("c1", SMS): 3, PairRef("c2", SMS): 3}
     assert list(again.versions) == list(again.changed)  # in the order of the pairs
 
 
 def test_without_details_no_versions_are_kept(any_store: ConsentService) -> None:
-    """details=False keeps counts only: no pairs and no versions."""
-    result = any_store.opt_in(ADMIN, ["c1", "c2"], [SMS], evidence=EVIDENCE, details=False)
-    assert result.changed_count == 2
-    assert result.changed == ()
-    assert dict(result.versions) == {}
+    """Bulk calls keep counts only unless asked: no pairs and no versions, and say so."""
+    for result in (
+        any_store.opt_in(ADMIN, ["c1", "c2"], [SMS], evidence=EVIDENCE, details=False),
+        any_store.unsubscribe(ADMIN, ["c1", "c2"], [SMS]),  # the default
+    ):
+        assert result.changed_count == 2
+        assert (result.changed, result.detailed) == ((), False)
+        assert dict(result.versions) == {}
+    toggled = any_store.set_subscribed(ADMIN, "c1", SMS, False)
+    assert toggled.detailed
 
 
 def test_the_toggle_version_is_the_next_expected_version(any_store: ConsentService) -> None:

@@ -59,6 +59,7 @@ from consentkit.trends import Direction, SpikeWindow
 
 __all__ = ["STEPS", "DemoCheckError", "DemoContext", "run_demo"]
 
+
 def _subscription_line(sub: Subscription) -> str:
     reason = f", reason {sub.reason}" if sub.reason else ""
     return (
@@ -107,11 +108,21 @@ def step_opt_in_with_evidence(ctx: DemoContext) -> None:
     ctx.say(f"version {SIGNUP_EVIDENCE.wording_version!r} they agreed to:")
     all_ids = [cid for cid, _, _ in PEOPLE]
     result = ctx.service.opt_in(
-        signup, all_ids, [SMS, EMAIL], evidence=SIGNUP_EVIDENCE, source=Source.SIGNUP_FORM
+        signup,
+        all_ids,
+        [SMS, EMAIL],
+        evidence=SIGNUP_EVIDENCE,
+        source=Source.SIGNUP_FORM,
+        details=True,
     )
     ctx.say(f"-> {result.changed_count} pairs subscribed")
     result = ctx.service.opt_in(
-        signup, ["ana", "ben"], [WHATSAPP], evidence=WHATSAPP_EVIDENCE, source=Source.SIGNUP_FORM
+        signup,
+        ["ana", "ben"],
+        [WHATSAPP],
+        evidence=WHATSAPP_EVIDENCE,
+        source=Source.SIGNUP_FORM,
+        details=True,
     )
     ctx.say(f"ana and ben also tick the WhatsApp box -> {result.changed_count} pairs subscribed")
     chloe_whatsapp = ctx.state("chloe", WHATSAPP)
@@ -126,7 +137,11 @@ def step_contacts_unsubscribe_themselves(ctx: DemoContext) -> None:
     """Two contacts click the unsubscribe link in an email"""
     for cid in ("dev", "emma"):
         ctx.service.unsubscribe(
-            Actor.contact(ACCOUNT, cid), [cid], [EMAIL], source=Source.UNSUBSCRIBE_LINK
+            Actor.contact(ACCOUNT, cid),
+            [cid],
+            [EMAIL],
+            source=Source.UNSUBSCRIBE_LINK,
+            details=True,
         )
         ctx.say(
             f"{cid} unsubscribes from email (actor contact:{cid}, source unsubscribe_link) -> "
@@ -144,6 +159,7 @@ def step_bulk_unsubscribe(ctx: DemoContext) -> None:
         [SMS, EMAIL],
         source=Source.CONTACTS_PAGE,
         reason="complaint",
+        details=True,
     )
     ctx.say_result(result)
     ctx.check(result.changed_count == 4 and result.unchanged_count == 2, "4 changed, 2 unchanged")
@@ -217,14 +233,18 @@ def step_resubscribe_from_contacts_page(ctx: DemoContext) -> None:
     ctx.say()
     ctx.say("chloe alone, mistaken unsubscribe, sms and email:")
     ctx.say_result(
-        ctx.service.resubscribe(ctx.admin, ["chloe"], [SMS, EMAIL], justification=mistaken)
+        ctx.service.resubscribe(
+            ctx.admin, ["chloe"], [SMS, EMAIL], justification=mistaken, details=True
+        )
     )
     request = Justification(
         ResubscribeReason.CONTACT_REQUEST,
         "dev called support (ticket 4711) and asked to get email offers again",
     )
     ctx.say("dev asked on the phone to get emails again: contact request, email only:")
-    ctx.say_result(ctx.service.resubscribe(ctx.admin, ["dev"], [EMAIL], justification=request))
+    ctx.say_result(
+        ctx.service.resubscribe(ctx.admin, ["dev"], [EMAIL], justification=request, details=True)
+    )
 
 
 def step_resubscribe_from_inbox(ctx: DemoContext) -> None:
@@ -259,7 +279,7 @@ def step_import_skips_unsubscribed(ctx: DemoContext) -> None:
     ctx.say(f"{importer} registers {created} new contacts and imports sms opt-ins (source")
     ctx.say(f"import, paper sign-up sheets) for {', '.join(ids)}:")
     result = ctx.service.opt_in(
-        importer, ids, [SMS], evidence=IMPORT_EVIDENCE, source=Source.IMPORT
+        importer, ids, [SMS], evidence=IMPORT_EVIDENCE, source=Source.IMPORT, details=True
     )
     ctx.say_result(result)
     ctx.check(
@@ -415,7 +435,7 @@ def step_inbound_replies(ctx: DemoContext) -> None:
     for pair in registered.suppressed:
         ctx.say(f"  suppressed hal {pair.channel.key}: the number opted out before hal existed")
     result = ctx.service.opt_in(
-        importer, ["hal"], [SMS], evidence=IMPORT_EVIDENCE, source=Source.IMPORT
+        importer, ["hal"], [SMS], evidence=IMPORT_EVIDENCE, source=Source.IMPORT, details=True
     )
     ctx.say_result(result)
     ctx.check(
@@ -481,9 +501,7 @@ def _generate_history(ctx: DemoContext, now: datetime) -> None:
     importer = Actor.system(ACCOUNT, "importer")
     signup = Actor.system(ACCOUNT, "signup-form")
     listed = [_generated(n) for n in range(IMPORTED_LIST)]
-    signups = [
-        _generated(IMPORTED_LIST + n) for n in range(TREND_WEEKS * SIGNUPS_PER_WEEK)
-    ]
+    signups = [_generated(IMPORTED_LIST + n) for n in range(TREND_WEEKS * SIGNUPS_PER_WEEK)]
     service.upsert_contacts(importer, [*listed, *signups])
     service.opt_in(
         importer,

@@ -147,9 +147,9 @@ def step_one_click_unsubscribe(ctx: DemoContext) -> None:
 
 def step_json_and_error_codes(ctx: DemoContext) -> None:
     """JSON documents of results and errors, for a host's own API"""
-    result = ctx.service.unsubscribe(ctx.admin, ["hal"], [WHATSAPP])
+    result = ctx.service.unsubscribe(ctx.admin, ["hal"], [WHATSAPP], details=True)
     document = to_document(result)
-    ctx.say("to_document(unsubscribe(...)), with the version the next inbox toggle expects:")
+    ctx.say("to_document(unsubscribe(..., details=True)), with the next toggle's version:")
     shown = {k: document[k] for k in ("new_state", "changed_count", "versions")}
     for line in textwrap.wrap(json.dumps(shown), WRAP):
         ctx.say(f"  {line}")

@@ -73,13 +73,16 @@ class ChangesMixin(ServiceCore):
         source: Source | str = Source.API,
         occurred_at: datetime | None = None,
         partial: bool = False,
-        details: bool = True,
+        details: bool = False,
     ) -> ChangeResult:
         """Record that contacts agreed to receive messages on *channels* (never -> subscribed).
 
         Pairs that are unsubscribed are **skipped and reported**, never resubscribed: an import or
         a sign-up form cannot undo an opt-out (use :meth:`resubscribe`).  The contact's own
         opt-in (``Actor.contact``) is their explicit request and does resubscribe.
+
+        The result counts the pairs; pass ``details=True`` for the lists of changed and
+        unchanged pairs with their versions (see :attr:`ChangeResult.detailed`).
         """
         return self._apply(
             actor,
@@ -106,12 +109,14 @@ class ChangesMixin(ServiceCore):
         reason: str | None = None,
         occurred_at: datetime | None = None,
         partial: bool = False,
-        details: bool = True,
+        details: bool = False,
     ) -> ChangeResult:
         """Unsubscribe many contacts from many channels in one atomic call.
 
         Any number of ids may be streamed; they are processed in chunks inside one transaction.
-        Pairs already unsubscribed are reported as unchanged and get no event.
+        Pairs already unsubscribed are counted as unchanged and get no event.  The result counts
+        the pairs; pass ``details=True`` for the lists of changed and unchanged pairs with their
+        versions (see :attr:`ChangeResult.detailed`).
 
         Raises:
             NotAuthorizedError: the actor may not unsubscribe (e.g. a member): nothing changes.
@@ -142,13 +147,14 @@ class ChangesMixin(ServiceCore):
         source: Source | str = Source.CONTACTS_PAGE,
         occurred_at: datetime | None = None,
         partial: bool = False,
-        details: bool = True,
+        details: bool = False,
     ) -> ChangeResult:
         """Resubscribe unsubscribed contacts (unsubscribed -> subscribed), all or nothing.
 
         Admins must give a :class:`~consentkit.model.Justification`; ``MISTAKEN_UNSUBSCRIBE`` is
         refused for pairs the contact unsubscribed themselves.  Pairs that were never subscribed
-        are refused: record an opt-in with evidence for those.
+        are refused: record an opt-in with evidence for those.  The result counts the pairs;
+        pass ``details=True`` for their lists (see :attr:`ChangeResult.detailed`).
 
         Raises:
             JustificationError: no or an unacceptable justification.

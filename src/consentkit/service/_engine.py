@@ -443,6 +443,7 @@ class ChangeRun:
             unchanged_count=self.unchanged_count,
             # Changed pairs first, then unchanged ones, as the result lists them.
             versions={pair: self.versions[pair] for pair in (*self.changed, *self.unchanged)},
+            detailed=self._request.details,
         )
 
 

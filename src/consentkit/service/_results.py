@@ -96,7 +96,8 @@ class ChangeResult:
     Attributes:
         batch_id: the id shared by every event the call wrote.
         new_state: the state the call moved pairs to.
-        changed: the pairs that changed (one event each).  Empty when ``details=False``.
+        changed: the pairs that changed (one event each), in the order asked.  Empty unless
+            :attr:`detailed`.
         unchanged: the pairs that were already in ``new_state`` (no event).
         skipped: pairs left alone on purpose, with the reason.
         refused: pairs refused by the policy (only with ``partial=True``; otherwise the call
@@ -108,6 +109,11 @@ class ChangeResult:
             the order of those lists).  Pass
             ``versions[PairRef(contact_id, channel)]`` as the next ``expected_version`` of the
             inbox toggle: no second read is needed.  Empty when ``details=False``.
+        detailed: whether the pair lists were kept.  The bulk calls (``opt_in``,
+            ``unsubscribe``, ``resubscribe``) keep them only when asked (``details=True``), so a
+            call over a million pairs costs no Python object per pair; then ``changed``,
+            ``unchanged`` and ``versions`` are empty and the counts tell what happened.  The inbox
+            toggle always keeps them.  ``skipped`` and ``refused`` are always listed.
     """
 
     batch_id: str
@@ -122,6 +128,7 @@ class ChangeResult:
     versions: Mapping[PairRef, int] = attrs.field(
         factory=dict, converter=_versions, hash=False
     )
+    detailed: bool = True
 
 
 @attrs.frozen

@@ -349,9 +349,9 @@ class StagingTransaction(StoreTransaction, Protocol):
         ...
 
     def staged_situations(self, channels: Sequence[Channel]) -> list[Situation]:
-        """The situations of the staged ``contact ids x channels``, with their numbers of pairs, locked
-        until the end of the transaction as :meth:`lock_subscriptions` locks them (absent pairs
-        too).  The numbers add up to ``len(staged) * len(channels)``."""
+        """The situations of the staged ``contact ids x channels``, with their numbers of pairs,
+        locked until the end of the transaction as :meth:`lock_subscriptions` locks them (absent
+        pairs too).  The numbers add up to ``len(staged) * len(channels)``."""
         ...
 
     def staged_pairs(

@@ -717,7 +717,8 @@ class StoreConformance:
         service.unsubscribe(ADMIN, ["c1"], [SMS])
         service.unsubscribe(Actor.contact(ACCOUNT, "c2"), "c2", [SMS], source=Source.INBOX)
         result = service.resubscribe(
-            ADMIN, ["c1", "c2", "ghost"], [SMS], justification=JUSTIFICATION, partial=True
+            ADMIN, ["c1", "c2", "ghost"], [SMS], justification=JUSTIFICATION, partial=True,
+            details=True,
         )
         assert [(p.contact_id, p.channel) for p in result.changed] == [("c1", SMS)]
         assert sorted(r.contact_id for r in result.refused) == ["c2", "ghost"]
@@ -957,7 +958,7 @@ class StoreConformance:
         assert {p.channel.key for p in added.suppressed} == {"sms", "mms", "rcs"}
         imported = service.opt_in(
             Actor.system(ACCOUNT, "importer"), ["newbie"], [SMS, WHATSAPP], evidence=EVIDENCE,
-            source=Source.IMPORT,
+            source=Source.IMPORT, details=True,
         )
         assert [p.channel for p in imported.changed] == [WHATSAPP]
         assert service.state(ADMIN, "newbie", SMS) is UNSUBSCRIBED
@@ -1148,7 +1149,7 @@ class StoreConformance:
         with pytest.raises(JustificationError, match="CONTACT_REQUEST"):
             service.resubscribe(ADMIN, ["newbie"], [SMS], justification=mistake)
         asked = Justification(ResubscribeReason.CONTACT_REQUEST, "texted us from the shop")
-        assert service.resubscribe(ADMIN, ["newbie"], [SMS], justification=asked).changed
+        assert service.resubscribe(ADMIN, ["newbie"], [SMS], justification=asked).changed_count
 
     def test_start_undoes_only_the_senders_own_stop(
         self, service: ConsentService, store: Store, clock: FakeClock

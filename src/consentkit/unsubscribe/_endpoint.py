@@ -367,6 +367,7 @@ class OneClickUnsubscribe:
             [ch],
             source=Source.UNSUBSCRIBE_LINK,
             reason=self._reason,
+            details=True,  # one pair: the result names it
         )
         return UnsubscribeResult(claims, result)
 
