@@ -37,10 +37,11 @@ from consentkit import (
     ValidationError,
     channel,
 )
+from consentkit.documents import to_document
 from consentkit.model import Suppression
 from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
 from consentkit.storage import ChangeBatch, PairChange, Store, SubscriptionFilter
-from consentkit.storage.base import InboundRecord
+from consentkit.storage.base import InboundRecord, Situation, SituationKey, StagingTransaction
 from consentkit.storage.sqlite import _LIST_REVIEW_ITEMS, _MIGRATIONS, SCHEMA_VERSION, SQLiteStore
 from consentkit.testing import FakeClock, StoreConformance, check_replay
 
@@ -1170,3 +1171,179 @@ def test_same_answers_as_the_reference_store(tmp_path: Path, seed: int) -> None:
     assert len(actual) == len(expected)
     for position, (got, want) in enumerate(zip(actual, expected, strict=True)):
         assert got == want, f"item {position} differs"
+
+
+# ---------------------------------------------------------------------------- set-based changes
+
+
+def test_transactions_stage(store: SQLiteStore) -> None:
+    """The store's transactions have the set-based methods, so bulk changes take that path."""
+    with store.transaction(ACCOUNT) as tx:
+        assert isinstance(tx, StagingTransaction)
+
+
+def _neutral(events: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Event documents without their sequence, and batch ids replaced by their order of first
+    appearance (fresh UUIDs on every run)."""
+    batches: dict[object, int] = {}
+    neutral = []
+    for document in events:
+        kept = {k: v for k, v in document.items() if k not in ("sequence", "batch_id")}
+        kept["batch"] = batches.setdefault(document.get("batch_id"), len(batches))
+        neutral.append(kept)
+    return neutral
+
+
+def _bulk_script(store: Store) -> list[object]:
+    """Bulk calls over several chunks with every kind of situation, and what they leave."""
+    service = ConsentService(store, clock=FakeClock(T0, tick=timedelta(seconds=1)))
+    ids = [f"c{i:05d}" for i in range(12_000)]
+    service.upsert_contacts(
+        ADMIN,
+        [
+            Contact(ACCOUNT, cid, phone=f"+1415{i:07d}", email=f"{cid}@example.com")
+            for i, cid in enumerate(ids)
+        ],
+    )
+    outcomes: list[object] = []
+
+    def rows() -> None:
+        for ch in (SMS, EMAIL, WHATSAPP):
+            for state in (SubscriptionState.SUBSCRIBED, SubscriptionState.UNSUBSCRIBED):
+                where = SubscriptionFilter(ch, state)
+                outcomes.append(store.list_subscriptions(ACCOUNT, where, after=None, limit=20_000))
+
+    def counts(result: object) -> object:
+        fields = ("changed_count", "unchanged_count", "changed", "unchanged", "skipped")
+        return (*(getattr(result, name) for name in fields), getattr(result, "versions", None))
+
+    outcomes.append(counts(service.opt_in(ADMIN, ids[:8000], SMS, evidence=EVIDENCE)))
+    outcomes.append(counts(service.opt_in(ADMIN, ids[4000:], [EMAIL], evidence=EVIDENCE)))
+    for cid in ids[::400]:  # unsubscribed by the contact themselves
+        service.unsubscribe(Actor.contact(ACCOUNT, cid), cid, [SMS])
+    # Another admin call: subscribed, contact-unsubscribed and never-subscribed pairs.
+    outcomes.append(
+        counts(
+            service.unsubscribe(
+                ADMIN, ids[1000:2000], [SMS, EMAIL], source=Source.API, reason="complaint"
+            )
+        )
+    )
+    rows()
+    # Subscribed (by an opt-in), unsubscribed (by a contact, by an admin) and never subscribed.
+    outcomes.append(counts(service.unsubscribe(ADMIN, ids, [SMS, EMAIL])))
+    rows()
+    # Again: every pair unchanged, an opt-out request noted on each.
+    outcomes.append(counts(service.unsubscribe(ADMIN, reversed(ids), [EMAIL, SMS])))
+    # Opt-ins skip unsubscribed pairs; details list every pair.
+    outcomes.append(
+        counts(service.opt_in(ADMIN, ids[::3], [SMS, WHATSAPP], evidence=EVIDENCE, details=True))
+    )
+    outcomes.append(
+        counts(
+            service.resubscribe(ADMIN, ids[5:9000:7], [SMS], justification=REQUEST, details=True)
+        )
+    )
+    outcomes.append(_neutral([to_document(e) for e in service.audit_log(ADMIN)]))
+    rows()
+    # (The reference store's subscriptions_of scans every row, so it is sampled.)
+    outcomes.append([store.subscriptions_of(ACCOUNT, cid) for cid in ids[::101]])
+    trends = service.trends(ADMIN, as_of=T0 + timedelta(days=2))
+    outcomes.append(to_document(trends))
+    outcomes.append(store.totals_at(ACCOUNT, [T0 + timedelta(hours=h) for h in range(-1, 30)]))
+    return outcomes
+
+
+def test_bulk_changes_match_the_reference_store(tmp_path: Path) -> None:
+    """Bulk calls of several chunks over mixed situations write exactly the events, states and
+    roll-ups that the reference store does."""
+    expected = _bulk_script(InMemoryStore())
+    with SQLiteStore(tmp_path / "bulk.db") as made:
+        actual = _bulk_script(made)
+        check_replay(made, ACCOUNT)
+    assert len(actual) == len(expected)
+    for position, (got, want) in enumerate(zip(actual, expected, strict=True)):
+        assert got == want, f"item {position} differs"
+
+
+def test_staged_situations_merge_spellings_of_one_origin_set(
+    path: Path, store: SQLiteStore, service: ConsentService
+) -> None:
+    """Rows whose opt-out origins are spelled differently are one situation, and every pair of
+    it is listed and noted."""
+    ids = [f"c{i}" for i in range(4)]
+    service.unsubscribe(ADMIN, ids, [SMS])
+    conn = raw(path)
+    conn.execute("UPDATE subscriptions SET opted_out_by = 'system,admin' WHERE contact_id = 'c1'")
+    conn.execute("UPDATE subscriptions SET opted_out_by = 'admin,system' WHERE contact_id = 'c2'")
+    conn.close()
+    both = frozenset({OptOutOrigin.ADMIN, OptOutOrigin.SYSTEM})
+    note = batch(
+        SubscriptionState.UNSUBSCRIBED,
+        actor=Actor.contact(ACCOUNT, "c0"),
+        opted_out_by=OptOutOrigin.CONTACT,
+        occurred_at=T0 + timedelta(days=1),
+    )
+    with store.transaction(ACCOUNT) as tx:
+        assert isinstance(tx, StagingTransaction)
+        tx.stage_contacts(ids)
+        situations = {s.key: s.pairs for s in tx.staged_situations([SMS])}
+        key = (SMS, SubscriptionState.UNSUBSCRIBED, ADMIN.kind, Source.CONTACTS_PAGE, both)
+        assert situations[key] == 2
+        assert sum(situations.values()) == 4
+        assert [p.contact_id for p in tx.staged_pairs([SMS], [key])] == ["c1", "c2"]
+        assert tx.apply_staged(note, [SMS], [], [key]) == 0
+    noted = {s.contact_id: s for cid in ids for s in store.subscriptions_of(ACCOUNT, cid)}
+    assert noted["c1"].opted_out_by == both | {OptOutOrigin.CONTACT}
+    assert noted["c2"].opted_out_by == both | {OptOutOrigin.CONTACT}
+    assert noted["c1"].last_opt_out_at == T0 + timedelta(days=1)
+    assert noted["c0"].opted_out_by == frozenset({OptOutOrigin.ADMIN})
+    conn = raw(path)
+    assert conn.execute(
+        "SELECT DISTINCT opted_out_by FROM subscriptions WHERE contact_id IN ('c1', 'c2')"
+    ).fetchall() == [("admin,contact,system",)]
+    conn.close()
+
+
+def test_apply_staged_after_a_pairwise_write_reads_the_rows_again(
+    store: SQLiteStore, service: ConsentService
+) -> None:
+    """A write through the per-pair methods between reading the situations and applying them
+    is seen: only the pairs still in the situation are written, and the roll-ups stay equal
+    to the events."""
+    ids = [f"c{i}" for i in range(10)]
+    never: SituationKey = (SMS, SubscriptionState.NEVER_SUBSCRIBED, None, None, frozenset())
+    unsubscribe = batch(SubscriptionState.UNSUBSCRIBED, opted_out_by=OptOutOrigin.ADMIN)
+    with store.transaction(ACCOUNT) as tx:
+        assert isinstance(tx, StagingTransaction)
+        tx.stage_contacts(ids)
+        assert tx.staged_situations([SMS]) == [Situation(never, 10, None)]
+        tx.write_changes(
+            unsubscribe, [PairChange("c3", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)]
+        )
+        assert tx.apply_staged(unsubscribe, [SMS], [never], []) == 9
+    assert [e.contact_id for e in store.events(ACCOUNT)] == ["c3", *(i for i in ids if i != "c3")]
+    assert store.totals_at(ACCOUNT, [T0 + timedelta(hours=2)]) == [
+        {(SMS, SubscriptionState.UNSUBSCRIBED): 10}
+    ]
+    check_replay(store, ACCOUNT)
+
+
+def test_staging_survives_a_rolled_back_transaction(store: SQLiteStore) -> None:
+    """The staging tables are the connection's, not a transaction's: a rollback leaves them."""
+
+    def stage_then_fail() -> None:
+        with store.transaction(ACCOUNT) as tx:
+            assert isinstance(tx, StagingTransaction)
+            tx.stage_contacts(["c1"])
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        stage_then_fail()
+    service = ConsentService(store, clock=FakeClock(T0))
+    service.upsert_contacts(
+        ADMIN, [Contact(ACCOUNT, f"c{i}", phone=f"+1415555{i:04d}") for i in range(3)]
+    )
+    result = service.unsubscribe(ADMIN, ["c0", "c1", "c2"], [SMS, EMAIL])
+    assert result.changed_count == 6
+    check_replay(store, ACCOUNT)

@@ -53,6 +53,14 @@ Trends
     an index on the event time), whatever the number of contacts or events; the counting itself
     is shared with PostgreSQL (:mod:`consentkit.storage._trend_counts`).
 
+Bulk changes
+    The transactions implement :class:`~consentkit.storage.base.StagingTransaction` inside SQLite:
+    a chunk's contact ids and channels go into temporary tables of the connection (created when
+    it opens), one grouped query over them joined with the subscriptions gives the distinct
+    situations of the pairs, and the admitted pairs are written with one statement each for the
+    opt-out requests, the events, the rows (one upsert) and the roll-up, with no Python object
+    per pair.  The rows and events are the ones the per-pair methods write.
+
 Errors
     Every driver error goes through one translation (:class:`_Errors`, :meth:`SQLiteStore._error`):
     a lock wait past ``busy_timeout`` and unique violations are ConflictError (retryable, as a
@@ -92,7 +100,7 @@ from consentkit.model import (
 from consentkit.review import ReviewDecision, ReviewItem
 from consentkit.storage import _trend_counts
 from consentkit.storage._batch import check_batch, opt_out_record
-from consentkit.storage._codec import STATES, evidence_document
+from consentkit.storage._codec import KINDS, SOURCES, STATES, evidence_document
 from consentkit.storage._rows import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -102,9 +110,18 @@ from consentkit.storage._rows import (
     RowDecoder,
     addresses_of,
     inbound_record,
+    origins,
 )
 from consentkit.storage._time import cached_instants, hour_bucket, instant, micros
-from consentkit.storage.base import ChangeBatch, InboundRecord, PairChange, SubscriptionFilter
+from consentkit.storage.base import (
+    ChangeBatch,
+    InboundRecord,
+    PairChange,
+    Situation,
+    SituationKey,
+    StagedPair,
+    SubscriptionFilter,
+)
 
 __all__ = ["SQLiteStore"]
 
@@ -530,6 +547,166 @@ _EVENTS_BETWEEN: Final = (
 )
 
 
+# put_contacts: one statement per table and chunk, the rows as one JSON array.  A contact that
+# is imported again unchanged is not rewritten.
+_UPSERT_CONTACTS: Final = (
+    "INSERT INTO contacts (account, id, phone, email, handles) "
+    "SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?2) WHERE true "
+    "ON CONFLICT (account, id) DO UPDATE SET phone = excluded.phone, email = excluded.email, "
+    "handles = excluded.handles WHERE contacts.phone IS NOT excluded.phone "
+    "OR contacts.email IS NOT excluded.email OR contacts.handles IS NOT excluded.handles"
+)
+_CONTACT_ADDRESSES: Final = (
+    "SELECT address_key, contact_id FROM contact_addresses "
+    "WHERE account = ? AND contact_id IN (SELECT value FROM json_each(?))"
+)
+# ?2: a JSON array of [address key, contact id].
+_DELETE_CONTACT_ADDRESSES: Final = (
+    "DELETE FROM contact_addresses WHERE account = ?1 AND (address_key, contact_id) IN "
+    "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))"
+)
+_INSERT_CONTACT_ADDRESSES: Final = (
+    "INSERT INTO contact_addresses (account, address_key, contact_id) "
+    "SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2)"
+)
+
+# ---------------------------------------------------------------------------- set-based changes
+# (the StagingTransaction methods): a chunk's contact ids are staged in a temporary table, its
+# channels in another, and every statement joins them with the subscriptions inside SQLite.
+# The temporary tables are created once per connection, outside any transaction (a temporary
+# table created inside one would go with its rollback); their rows live until replaced.
+_CREATE_STAGING: Final = (
+    "CREATE TEMP TABLE IF NOT EXISTS ck_staged (ord INTEGER PRIMARY KEY, contact_id TEXT NOT NULL)",
+    "CREATE TEMP TABLE IF NOT EXISTS ck_channels (idx INTEGER PRIMARY KEY, key TEXT NOT NULL)",
+    # The pairs apply_staged writes, in staging order (the rowid), with their state and version
+    # before the change (state NULL: never subscribed).
+    "CREATE TEMP TABLE IF NOT EXISTS ck_written "
+    "(contact_id TEXT NOT NULL, channel TEXT NOT NULL, state TEXT, version INTEGER NOT NULL)",
+)
+_STAGE_CONTACTS: Final = (
+    "INSERT INTO temp.ck_staged (contact_id) SELECT value FROM json_each(?) ORDER BY key"
+)
+_STAGE_CHANNELS: Final = (
+    "INSERT INTO temp.ck_channels (idx, key) SELECT key, value FROM json_each(?) ORDER BY key"
+)
+# Every staged pair, staging position then channel index (the scan order of both integer keys,
+# so no sort), with its row (all NULL: never subscribed).  ?1 is the account.
+_STAGED_FROM: Final = (
+    "FROM temp.ck_staged AS t CROSS JOIN temp.ck_channels AS c "
+    "LEFT JOIN subscriptions AS s "
+    "ON s.account = ?1 AND s.contact_id = t.contact_id AND s.channel = c.key"
+)
+# The situations of the pairs (one group each); the same columns identify a situation below.
+_STAGED_SITUATIONS: Final = (
+    "SELECT c.idx, s.state, s.changed_by, s.source, s.opted_out_by, count(*), max(s.updated_at) "
+    f"{_STAGED_FROM} GROUP BY c.idx, s.state, s.changed_by, s.source, s.opted_out_by"
+)
+
+
+def _situations_in(columns: str, parameter: str) -> str:
+    """The condition that *columns* (channel key, state, changed by, source, opted out by) are
+    one of the situations of the JSON array *parameter* of such 5-arrays: NULL is compared as ''
+    (never-subscribed pairs have no row, and no stored value is empty), and the subquery is
+    evaluated once, into an index."""
+    column_list = ", ".join(
+        c if n == 0 else f"coalesce({c}, '')" for n, c in enumerate(columns.split(", "))
+    )
+    extracted = ", ".join(f"json_extract(value, '$[{n}]')" for n in range(5))
+    return f"({column_list}) IN (SELECT {extracted} FROM json_each({parameter}))"
+
+
+_STAGED_IN_SITUATIONS: Final = _situations_in(
+    "c.key, s.state, s.changed_by, s.source, s.opted_out_by", "?2"
+)
+# ?1 account, ?2 situations, ?3 changed after (NULL: any), ?4 limit (-1: none).
+_STAGED_PAIRS: Final = (
+    "SELECT t.contact_id, c.idx, coalesce(s.version, 0), s.state, s.changed_by, s.source, "
+    f"s.opted_out_by {_STAGED_FROM} WHERE {_STAGED_IN_SITUATIONS} "
+    "AND (?3 IS NULL OR s.updated_at > ?3) ORDER BY t.ord, c.idx LIMIT ?4"
+)
+_SNAPSHOT_WRITTEN: Final = (
+    "INSERT INTO temp.ck_written (contact_id, channel, state, version) "
+    f"SELECT t.contact_id, c.key, s.state, coalesce(s.version, 0) {_STAGED_FROM} "
+    f"WHERE {_STAGED_IN_SITUATIONS} ORDER BY t.ord, c.idx"
+)
+# The rows of the staged pairs, as the primary key finds them (both lists are read into an index
+# once, then each pair is one key lookup).
+_STAGED_ROWS: Final = (
+    "contact_id IN (SELECT contact_id FROM temp.ck_staged) "
+    "AND channel IN (SELECT key FROM temp.ck_channels)"
+)
+# note_opt_outs over the staged pairs of the situations ?4, which are unsubscribed and share
+# their opt-out origins, so the new set of origins ?1 is computed once for them; a pair that
+# already says it all is not rewritten.  ?2 occurred at, ?3 account.
+_NOTE_STAGED_OPT_OUTS: Final = (
+    "UPDATE subscriptions SET opted_out_by = ?1, "
+    "last_opt_out_at = CASE WHEN last_opt_out_at >= ?2 THEN last_opt_out_at ELSE ?2 END "
+    f"WHERE account = ?3 AND {_STAGED_ROWS} AND state = 'unsubscribed' AND "
+    + _situations_in("channel, state, changed_by, source, opted_out_by", "?4")
+    + " AND (opted_out_by IS NOT ?1 OR last_opt_out_at IS NULL OR last_opt_out_at < ?2)"
+)
+# The events of the written pairs in staging order, with the fields of _INSERT_EVENTS and the
+# pair's state before the change: from the copy of the written pairs, or (every staged pair is
+# written) straight from the pairs, before their rows change.
+_INSERT_STAGED_EVENTS: Final = {
+    everything: (
+        "INSERT INTO events (account, contact_id, channel, previous_state, new_state, "
+        "actor_kind, actor_id, actor_roles, source, occurred_at, recorded_at, "
+        "justification_reason, justification_note, evidence, reason, inbound_message_id, "
+        f"batch_id) SELECT ?1, {pair}, coalesce({state}, 'never_subscribed'), "
+        f"?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 {source}"
+    )
+    for everything, pair, state, source in (
+        (False, "contact_id, channel", "state", "FROM temp.ck_written ORDER BY rowid"),
+        (True, "t.contact_id, c.key", "s.state", f"{_STAGED_FROM} ORDER BY t.ord, c.idx"),
+    )
+}
+# The rows of the written pairs, as _INSERT_SUBSCRIPTION and _UPDATE_SUBSCRIPTION write them, in
+# one upsert: a never-subscribed pair is inserted at version 1, a recorded one updated to version
+# + 1 (from the copy: only if it is still at the copy's version, so a row count short of the
+# pairs means a pair moved).  ?1 account, ?2 state, ?3 occurred at, ?4 changed by, ?5 source,
+# ?6 reason, ?7 opted out by, ?8 opted out via.  Keyed by (new state, every staged pair).
+_UPSERT_STAGED: Final = {
+    (state, everything): (
+        "INSERT INTO subscriptions (account, contact_id, channel, state, version, updated_at, "
+        "changed_by, source, reason, opted_out_by, opted_out_via, last_opt_out_at) "
+        f"SELECT ?1, {pair}, ?2, {version}, ?3, ?4, ?5, ?6, ?7, ?8, {first} {source} WHERE true "
+        "ON CONFLICT (account, contact_id, channel) DO UPDATE SET state = excluded.state, "
+        "version = subscriptions.version + 1, updated_at = excluded.updated_at, "
+        "changed_by = excluded.changed_by, source = excluded.source, reason = excluded.reason, "
+        f"opted_out_by = excluded.opted_out_by, opted_out_via = excluded.opted_out_via{last}"
+        + ("" if everything else " WHERE subscriptions.version + 1 = excluded.version")
+    )
+    for state, first, last in (
+        (
+            _UNSUBSCRIBED,
+            "?3",
+            ", last_opt_out_at = CASE WHEN last_opt_out_at >= ?3 THEN last_opt_out_at ELSE ?3 END",
+        ),
+        (_SUBSCRIBED, "NULL", ""),
+    )
+    for everything, pair, version, source in (
+        (False, "contact_id, channel", "version + 1", "FROM temp.ck_written"),
+        (
+            True,
+            "t.contact_id, c.key",
+            "1",
+            "FROM temp.ck_staged AS t CROSS JOIN temp.ck_channels AS c",
+        ),
+    )
+}
+# The roll-up of the written pairs grouped in SQL (_ADD_HOURLY_CHANGES), when their numbers per
+# situation are not known: ?1 account, ?2 hour, ?3 new state.
+_ADD_STAGED_HOURLY_CHANGES: Final = (
+    "INSERT INTO hourly_changes (account, hour, channel, previous_state, new_state, events) "
+    "SELECT ?1, ?2, channel, coalesce(state, 'never_subscribed'), ?3, count(*) "
+    "FROM temp.ck_written WHERE true GROUP BY channel, state "
+    "ON CONFLICT (account, hour, channel, previous_state, new_state) DO UPDATE SET "
+    "events = events + excluded.events"
+)
+
+
 def _in_channels(count: int) -> str:
     return "(" + ", ".join("?" * count) + ")"
 
@@ -816,13 +993,29 @@ class _SQLiteTransaction:
     """One ``BEGIN IMMEDIATE`` transaction: holds the write lock of the file until it ends, so
     every pair it reads is locked against other writers (read or absent)."""
 
-    __slots__ = ("_account", "_conn", "_errors", "_store")
+    __slots__ = (
+        "_account",
+        "_channel_keys",
+        "_conn",
+        "_counts",
+        "_errors",
+        "_store",
+        "_variants",
+    )
 
     def __init__(self, store: SQLiteStore, conn: sqlite3.Connection, account: str) -> None:
         self._store = store
         self._conn = conn
         self._account = account
         self._errors = store._errors
+        # The channel keys in temp.ck_channels, once this transaction staged them.
+        self._channel_keys: tuple[str, ...] | None = None
+        # The column values (as _situations_in compares them) of each situation read by
+        # staged_situations: one, unless the same set of opt-out origins was stored in two
+        # spellings.
+        self._variants: dict[SituationKey, set[_SituationColumns]] = {}
+        # The number of staged pairs in each situation, from staged_situations, while it holds.
+        self._counts: dict[SituationKey, int] | None = None
 
     def missing_contacts(self, contact_ids: Sequence[str]) -> list[str]:
         """The ids among *contact_ids* that are not registered, in input order, once each."""
@@ -859,27 +1052,29 @@ class _SQLiteTransaction:
         return {row[0]: decoder.contact(account, row) for row in rows}
 
     def put_contacts(self, contacts: Sequence[Contact]) -> None:
-        """Insert or replace contacts and their address index entries (the last of one id wins)."""
+        """Insert or replace contacts and their address index entries (the last of one id wins):
+        one statement per table, the address entries only where they change."""
         account = self._account
         by_id = {contact.id: contact for contact in contacts}
         if not by_id:
             return
         conn = self._conn
+        wanted = {(key, cid) for cid, c in by_id.items() for key in c.address_keys()}
         with self._errors("write contacts"):
-            conn.executemany(
-                "INSERT INTO contacts (account, id, phone, email, handles) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (account, id) DO UPDATE SET phone = excluded.phone, "
-                "email = excluded.email, handles = excluded.handles",
-                [(account, c.id, c.phone, c.email, _handles_json(c)) for c in by_id.values()],
+            conn.execute(
+                _UPSERT_CONTACTS,
+                (
+                    account,
+                    _to_json([[c.id, c.phone, c.email, _handles_json(c)] for c in by_id.values()]),
+                ),
             )
-            conn.executemany(
-                "DELETE FROM contact_addresses WHERE account = ? AND contact_id = ?",
-                [(account, cid) for cid in by_id],
-            )
-            conn.executemany(
-                "INSERT INTO contact_addresses (account, address_key, contact_id) VALUES (?, ?, ?)",
-                [(account, key, c.id) for c in by_id.values() for key in c.address_keys()],
-            )
+            # The address index changes only where it differs: a new contact has no entries to
+            # delete, and one imported again unchanged none to delete or add.
+            stored = set(conn.execute(_CONTACT_ADDRESSES, (account, _ids_json(by_id))).fetchall())
+            if gone := stored - wanted:
+                conn.execute(_DELETE_CONTACT_ADDRESSES, (account, _to_json(sorted(gone))))
+            if added := wanted - stored:
+                conn.execute(_INSERT_CONTACT_ADDRESSES, (account, _to_json(sorted(added))))
 
     def lock_subscriptions(
         self, contact_ids: Sequence[str], channels: Sequence[Channel]
@@ -924,14 +1119,13 @@ class _SQLiteTransaction:
         check_batch(batch, account)
         if not changes:
             return
+        self._counts = None  # the rows change
         new_state = batch.new_state
         reason = batch.reason_code
-        justification = batch.justification
         opted_out_by, opted_out_via = opt_out_record(batch)
         occurred_at = micros(batch.occurred_at)
         state = new_state.value
-        actor = batch.actor
-        changed_by = actor.kind.value
+        changed_by = batch.actor.kind.value
         source = batch.source.value
         # Two statements per chunk check every expected version set-based: an UPDATE that matches
         # the version, and an INSERT that only creates absent rows; a row count short of the number
@@ -981,21 +1175,7 @@ class _SQLiteTransaction:
                 if written != len(changes):
                     raise _VersionMismatch
                 values = _STATE_VALUES
-                shared = (
-                    state,
-                    changed_by,
-                    actor.id,
-                    _to_json(sorted(actor.roles)) if actor.roles else None,
-                    source,
-                    occurred_at,
-                    micros(batch.recorded_at),
-                    None if justification is None else justification.reason.value,
-                    None if justification is None else justification.note,
-                    _evidence_json(batch.evidence),
-                    reason,
-                    batch.inbound_message_id,
-                    batch.batch_id,
-                )
+                shared = _event_fields(batch)
                 if len(changes) <= _EVENT_ROWS_UP_TO:
                     rows = [
                         (account, c.contact_id, c.channel.key, values[c.previous_state], *shared)
@@ -1053,6 +1233,7 @@ class _SQLiteTransaction:
         new version.  One statement (a keyed one per pair for a few pairs)."""
         if not pairs:
             return
+        self._counts = None  # the rows change
         origin = None if batch.opted_out_by is None else batch.opted_out_by.value
         occurred_at = micros(batch.occurred_at)
         account = self._account
@@ -1067,6 +1248,220 @@ class _SQLiteTransaction:
                     _NOTE_OPT_OUTS,
                     (origin, occurred_at, account, _to_json([[cid, ch.key] for cid, ch in pairs])),
                 )
+
+    # ------------------------------------------------------------ set-based changes
+
+    def stage_contacts(self, contact_ids: Sequence[str]) -> None:
+        """Make *contact_ids* the staged chunk: the rows of ``temp.ck_staged``, numbered in
+        order (one statement over a JSON array)."""
+        self._counts = None
+        with self._errors("stage contacts"):
+            self._conn.execute("DELETE FROM temp.ck_staged")
+            if contact_ids:
+                self._conn.execute(_STAGE_CONTACTS, (_ids_json(contact_ids),))
+
+    def _stage_channels(self, channels: Sequence[Channel]) -> None:
+        """Make *channels* the rows of ``temp.ck_channels`` (numbered in order), unless they are
+        already."""
+        keys = tuple(ch.key for ch in channels)
+        if keys == self._channel_keys:
+            return
+        self._counts = None
+        with self._errors("stage channels"):
+            self._conn.execute("DELETE FROM temp.ck_channels")
+            self._conn.execute(_STAGE_CHANNELS, (_ids_json(keys),))
+        self._channel_keys = keys
+
+    def staged_situations(self, channels: Sequence[Channel]) -> list[Situation]:
+        """The situations of the staged pairs: one grouped query over ``staged x channels``
+        joined with the subscriptions.  The transaction holds the file's write lock, so they
+        cannot change until it ends."""
+        if not channels:
+            return []
+        self._stage_channels(channels)
+        with self._errors("read the situations of the staged pairs"):
+            rows = self._conn.execute(_STAGED_SITUATIONS, (self._account,)).fetchall()
+        found: dict[SituationKey, tuple[int, int | None]] = {}
+        keys = self._channel_keys or ()
+        for idx, state, changed_by, source, opted_out_by, count, group_latest in rows:
+            key = _situation_key(channels[idx], state, changed_by, source, opted_out_by)
+            self._variants.setdefault(key, set()).add(
+                (keys[idx], state or "", changed_by or "", source or "", opted_out_by or "")
+            )
+            pairs, latest = found.get(key, (0, None))  # two rows: the origins spelled twice
+            if latest is None or (group_latest is not None and group_latest > latest):
+                latest = group_latest
+            found[key] = (pairs + count, latest)
+        # Until the chunk, its channels or its rows change: apply_staged skips the situations
+        # with no pair, writes the roll-up from these numbers, and writes every pair without a
+        # copy when all of them change.
+        self._counts = {key: pairs for key, (pairs, _) in found.items()}
+        return [
+            Situation(key, pairs, None if latest is None else instant(latest))
+            for key, (pairs, latest) in found.items()
+        ]
+
+    def _columns_of(self, key: SituationKey) -> set[_SituationColumns]:
+        """The column values of the pairs of the situation *key* (as _situations_in compares
+        them): as written, and as staged_situations found them."""
+        return {_situation_columns(key), *self._variants.get(key, ())}
+
+    def _situations_json(self, keys: Iterable[SituationKey]) -> str:
+        """The column values of the situations *keys*, as _situations_in compares them."""
+        columns: set[_SituationColumns] = set()
+        for key in keys:
+            columns |= self._columns_of(key)
+        return _to_json(sorted(columns))
+
+    def staged_pairs(
+        self,
+        channels: Sequence[Channel],
+        keys: Sequence[SituationKey],
+        *,
+        changed_after: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[StagedPair]:
+        """The staged pairs of the situations *keys* in staging order (one query)."""
+        if not channels or not keys or limit == 0:
+            return []
+        self._stage_channels(channels)
+        with self._errors("read the staged pairs"):
+            rows = self._conn.execute(
+                _STAGED_PAIRS,
+                (
+                    self._account,
+                    self._situations_json(keys),
+                    None if changed_after is None else micros(changed_after),
+                    -1 if limit is None else limit,
+                ),
+            ).fetchall()
+        decoded: dict[tuple[int, str | None, str | None, str | None, str | None], SituationKey] = {}
+        found: list[StagedPair] = []
+        for contact_id, idx, version, *columns in rows:
+            situation = (idx, *columns)
+            key = decoded.get(situation)
+            if key is None:
+                key = decoded[situation] = _situation_key(channels[idx], *columns)
+            found.append(StagedPair(contact_id, channels[idx], version, key))
+        return found
+
+    def apply_staged(
+        self,
+        batch: ChangeBatch,
+        channels: Sequence[Channel],
+        writes: Sequence[SituationKey],
+        notes: Sequence[SituationKey],
+    ) -> int:
+        """Write the staged pairs of the situations *writes* and note opt-out requests on those
+        of *notes*, as :meth:`write_changes` and :meth:`note_opt_outs` do, set-based: one
+        statement notes the requests (one per resulting set of origins), then one each appends
+        the events, upserts the rows and adds the roll-up of the written pairs (read from a copy
+        of them taken first, unless every staged pair is written).  All or nothing.
+
+        Raises:
+            ConflictError: fewer rows were written than pairs (cannot happen while the
+                transaction holds the write lock; nothing of this call is applied).
+            ValidationError: the batch is for another account, or back to never-subscribed.
+        """
+        check_batch(batch, self._account)
+        if not channels:
+            return 0
+        self._stage_channels(channels)
+        counts = self._counts
+        write_keys = list(dict.fromkeys(writes))
+        note_keys = [key for key in dict.fromkeys(notes) if key not in write_keys]  # writes win
+        if counts is not None:  # the situations with no staged pair have nothing to change
+            write_keys = [key for key in write_keys if key in counts]
+            note_keys = [key for key in note_keys if key in counts]
+        if not write_keys and not note_keys:
+            return 0
+        self._counts = None  # the rows change
+        conn = self._conn
+        with self._errors("write consent changes"):
+            conn.execute("SAVEPOINT apply_staged")
+            try:
+                if note_keys:
+                    self._note_staged(batch, note_keys)
+                written = self._write_staged(batch, write_keys, counts) if write_keys else 0
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK TO apply_staged")
+                    conn.execute("RELEASE apply_staged")
+                raise
+            conn.execute("RELEASE apply_staged")
+        return written
+
+    def _note_staged(self, batch: ChangeBatch, keys: Sequence[SituationKey]) -> None:
+        """Note an opt-out request on the staged pairs of the situations *keys*: one statement
+        per set of origins they end up with."""
+        origin = batch.opted_out_by
+        by_origins: dict[str | None, set[_SituationColumns]] = {}
+        for key in keys:
+            for columns in self._columns_of(key):
+                noted = origins(columns[4] or None)
+                if origin is not None:
+                    noted = noted | {origin}
+                value = ",".join(sorted(o.value for o in noted)) or None
+                by_origins.setdefault(value, set()).add(columns)
+        occurred_at = micros(batch.occurred_at)
+        for value, situations in by_origins.items():
+            self._conn.execute(
+                _NOTE_STAGED_OPT_OUTS,
+                (value, occurred_at, self._account, _to_json(sorted(situations))),
+            )
+
+    def _write_staged(
+        self,
+        batch: ChangeBatch,
+        keys: Sequence[SituationKey],
+        counts: dict[SituationKey, int] | None,
+    ) -> int:
+        """The events, rows and roll-up of the staged pairs of the situations *keys* (*counts*:
+        the number of pairs of each situation of the chunk, when known); the number of pairs
+        written."""
+        account, conn = self._account, self._conn
+        counted = None if counts is None else sum(counts[key] for key in keys)
+        everything = counts is not None and len(keys) == len(counts)
+        if everything:
+            copied = counted
+        else:
+            conn.execute("DELETE FROM temp.ck_written")
+            copied = conn.execute(
+                _SNAPSHOT_WRITTEN, (account, self._situations_json(keys))
+            ).rowcount
+        conn.execute(_INSERT_STAGED_EVENTS[everything], (account, *_event_fields(batch)))
+        opted_out_by, opted_out_via = opt_out_record(batch)
+        state = batch.new_state.value
+        written: int = conn.execute(
+            _UPSERT_STAGED[(batch.new_state, everything)],
+            (
+                account,
+                state,
+                micros(batch.occurred_at),
+                batch.actor.kind.value,
+                batch.source.value,
+                batch.reason_code,
+                opted_out_by,
+                opted_out_via,
+            ),
+        ).rowcount
+        if written != copied or (counted is not None and written != counted):
+            raise ConflictError(
+                f"{copied} pairs were to change but {written} did: they changed concurrently; "
+                "re-read and retry"
+            )
+        hour = hour_bucket(batch.occurred_at)
+        if counts is None:
+            conn.execute(_ADD_STAGED_HOURLY_CHANGES, (account, hour, state))
+            return written
+        changes: Counter[tuple[str, str]] = Counter()
+        for key in keys:
+            changes[(key[0].key, _STATE_VALUES[key[1]])] += counts[key]
+        conn.executemany(
+            _ADD_HOURLY_CHANGES,
+            [(account, hour, ch, previous, state, n) for (ch, previous), n in changes.items()],
+        )
+        return written
 
     def lock_addresses(self, address_keys: Sequence[str]) -> None:
         """Nothing to do: the transaction took the file's single write lock at ``BEGIN
@@ -1263,6 +1658,61 @@ class _SQLiteTransaction:
                     for s in suppressions
                 ],
             )
+
+
+_SituationColumns = tuple[str, str, str, str, str]
+"""A situation as its pairs' columns: channel key, state, changed by, source and opted out by,
+'' for NULL (a never-subscribed pair has no row)."""
+
+
+def _situation_key(
+    ch: Channel,
+    state: str | None,
+    changed_by: str | None,
+    source: str | None,
+    opted_out_by: str | None,
+) -> SituationKey:
+    """The situation of a pair's columns (state None: no row, never subscribed)."""
+    if state is None:
+        return (ch, _NEVER, None, None, frozenset())
+    assert changed_by is not None
+    assert source is not None
+    return (ch, _STATES[state], KINDS[changed_by], SOURCES[source], origins(opted_out_by))
+
+
+def _situation_columns(key: SituationKey) -> _SituationColumns:
+    """The columns of the pairs of a situation, as written (origins sorted, comma-joined)."""
+    ch, state, changed_by, source, opted_out_by = key
+    if state is _NEVER:
+        return (ch.key, "", "", "", "")
+    return (
+        ch.key,
+        state.value,
+        "" if changed_by is None else changed_by.value,
+        "" if source is None else source.value,
+        ",".join(sorted(o.value for o in opted_out_by)),
+    )
+
+
+def _event_fields(batch: ChangeBatch) -> tuple[object, ...]:
+    """The fields every event of *batch* shares, in the order of _INSERT_EVENTS (?2 to ?14)."""
+    actor = batch.actor
+    justification = batch.justification
+    return (
+        batch.new_state.value,
+        actor.kind.value,
+        actor.id,
+        _to_json(sorted(actor.roles)) if actor.roles else None,
+        batch.source.value,
+        micros(batch.occurred_at),
+        micros(batch.recorded_at),
+        None if justification is None else justification.reason.value,
+        None if justification is None else justification.note,
+        _evidence_json(batch.evidence),
+        batch.reason_code,
+        batch.inbound_message_id,
+        batch.batch_id,
+    )
 
 
 class _VersionMismatch(Exception):
@@ -1560,6 +2010,10 @@ class SQLiteStore:
                 f"{self.path!r} cannot use write-ahead logging (journal mode is {mode!r}); "
                 "put the database on a local file system"
             )
+        with self._errors("configure the database"):
+            # The staging tables of the set-based changes (in temp_store memory, per connection).
+            for statement in _CREATE_STAGING:
+                conn.execute(statement)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         if sqlite3.sqlite_version_info < _MINIMUM_SQLITE:
