@@ -411,11 +411,18 @@ class Contact:
 
     def address_keys(self) -> frozenset[str]:
         """Every address key of this contact (see :func:`address_key`)."""
+        phone, email = self.phone, self.email
+        if not self.handles:  # the common case, on every import: no set to build
+            if email is None:
+                return frozenset() if phone is None else frozenset((f"phone:{phone}",))
+            if phone is None:
+                return frozenset((f"email:{email.lower()}",))
+            return frozenset((f"phone:{phone}", f"email:{email.lower()}"))
         keys: set[str] = set()
-        if self.phone is not None:
-            keys.add(f"phone:{self.phone}")
-        if self.email is not None:
-            keys.add(f"email:{self.email.lower()}")
+        if phone is not None:
+            keys.add(f"phone:{phone}")
+        if email is not None:
+            keys.add(f"email:{email.lower()}")
         for ch, handle in self.handles:
             keys.add(address_key(ch, handle))
         return frozenset(keys)

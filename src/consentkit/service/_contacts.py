@@ -99,9 +99,13 @@ class ContactsMixin(ServiceCore):
                 touched: set[str] = set()
                 departures: list[tuple[str, str]] = []
                 for cid, contact in by_id.items():
-                    old = before.get(cid)
-                    old_keys = frozenset() if old is None else old.address_keys()
                     new_keys = contact.address_keys()
+                    old = before.get(cid)
+                    if old is None:  # a new contact: every address joins it
+                        joined[cid] = new_keys
+                        touched |= new_keys
+                        continue
+                    old_keys = old.address_keys()
                     joined[cid] = new_keys - old_keys
                     touched |= new_keys ^ old_keys
                     departures.extend((key, cid) for key in sorted(old_keys - new_keys))
