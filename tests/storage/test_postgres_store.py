@@ -9,7 +9,7 @@ import multiprocessing
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,29 @@ from consentkit.model import (
     ActorKind,
     Contact,
     Evidence,
+    Justification,
     OptOutOrigin,
+    ResubscribeReason,
     Source,
+    Subscription,
     SubscriptionState,
     Suppression,
 )
 from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
-from consentkit.service import ConsentService
-from consentkit.storage.base import ChangeBatch, InboundRecord, PairChange, SubscriptionFilter
+from consentkit.serialization import make_converter
+from consentkit.service import ChangeResult, ConsentService
+from consentkit.storage import InMemoryStore, Store
+from consentkit.storage import postgres as postgres_store
+from consentkit.storage.base import (
+    ChangeBatch,
+    InboundRecord,
+    PairChange,
+    Situation,
+    SituationKey,
+    StagedPair,
+    StagingTransaction,
+    SubscriptionFilter,
+)
 from consentkit.storage.postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresStore
 from consentkit.testing import StoreConformance
 from consentkit.testing.clock import FakeClock
@@ -1135,3 +1150,394 @@ def test_a_lock_timeout_is_a_conflict(schema: str) -> None:
             thread.join(10)
         assert store.get_contact(ACCOUNT, "c") is None
         store.close()
+
+
+# ---------------------------------------------------------------------- set-based changes
+
+
+class TestPostgresSetBasedConformance(StoreConformance):
+    """The contract again with every staged chunk, however small, changed by the set-based
+    statements (by default a chunk of a few pairs takes the per-pair ones)."""
+
+    @pytest.fixture(autouse=True)
+    def _always_set_based(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(postgres_store, "_SMALL_STAGE", 0)
+
+    def make_store(self, directory: Path) -> PostgresStore:
+        """A fresh PostgreSQL store in a new schema (the directory is not used)."""
+        return PostgresStore(require_dsn(), schema=new_schema("b"))
+
+
+@pytest.fixture(params=["set-based", "small"])
+def staging(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a staged chunk is changed: by the set-based statements over the temporary
+    tables (forced here whatever its size), or, for a small one, by the per-pair statements."""
+    threshold = 0 if request.param == "set-based" else 10**9
+    monkeypatch.setattr(postgres_store, "_SMALL_STAGE", threshold)
+    return str(request.param)
+
+
+def test_transactions_take_the_staged_path(store: PostgresStore) -> None:
+    """The store's transactions can stage, so the service changes pairs set-based."""
+    with store.transaction(ACCOUNT) as tx:
+        assert isinstance(tx, StagingTransaction)
+
+
+_BULK = 12_000
+_MISTAKE = Justification(ResubscribeReason.MISTAKEN_UNSUBSCRIBE, "unsubscribed the wrong list")
+
+
+def _bulk_story(store: Store) -> tuple[ConsentService, list[tuple[Any, ...]]]:
+    """Bulk calls over 12,000 contacts x 2 channels (three chunks each) that meet every kind of
+    situation: never subscribed, subscribed, unsubscribed by an admin, by the system and by the
+    contact (noted again, skipped, refused, resubscribed); what each call returned, without its
+    batch id."""
+    service = ConsentService(store, clock=FakeClock(T0, tick=timedelta(seconds=1)))
+    ids = [f"b{n:05d}" for n in range(_BULK)]
+    service.upsert_contacts(
+        ADMIN,
+        [Contact(ACCOUNT, cid, phone=f"+1415{n:07d}" if n % 2 else None) for n, cid in
+         enumerate(ids)],
+    )
+    service.opt_in(ADMIN, ids[::3], [SMS], evidence=EVIDENCE)
+    service.unsubscribe(ADMIN, ids[::5], [EMAIL], reason="complaint")
+    service.unsubscribe(Actor.system(ACCOUNT, "bounces"), ids[1::7], [EMAIL, SMS])
+    for cid in ids[:300:11]:
+        service.unsubscribe(Actor.contact(ACCOUNT, cid), cid, [SMS])
+    calls: list[Callable[[], ChangeResult]] = [
+        # never -> subscribed, subscribed unchanged, unsubscribed skipped.
+        lambda: service.opt_in(ADMIN, ids, [SMS, EMAIL], evidence=EVIDENCE, details=True),
+        # subscribed -> unsubscribed; unsubscribed pairs note the admin's request.
+        lambda: service.unsubscribe(ADMIN, ids[::2], [EMAIL, SMS]),
+        # The contacts' own opt-outs are refused, the others resubscribed.
+        lambda: service.resubscribe(
+            ADMIN, ids[:3000], [SMS], justification=_MISTAKE, partial=True, details=True
+        ),
+        lambda: service.unsubscribe(ADMIN, ids[::-3], [SMS, EMAIL], reason="list_cleanup"),
+    ]
+    results = []
+    for call in calls:
+        result = call()
+        results.append(
+            (
+                result.changed_count,
+                result.unchanged_count,
+                result.changed,
+                result.unchanged,
+                result.skipped,
+                [(r.contact_id, r.channel, type(r.error), str(r.error)) for r in result.refused],
+                dict(result.versions),
+            )
+        )
+    return service, results
+
+
+def _documents(service: ConsentService) -> list[dict[str, Any]]:
+    """The audit log as JSON documents, without sequences and batch ids."""
+    converter = make_converter()
+    documents = []
+    for event in service.audit_log(ADMIN):
+        document = converter.unstructure(event)
+        del document["sequence"], document["batch_id"]
+        documents.append(document)
+    return documents
+
+
+def _all_subscriptions(store: Store) -> list[Subscription]:
+    """Every subscription of the account, by channel, state and contact id."""
+    found: list[Subscription] = []
+    for ch in (SMS, EMAIL):
+        for state in (SubscriptionState.SUBSCRIBED, SubscriptionState.UNSUBSCRIBED):
+            after: str | None = None
+            while page := store.list_subscriptions(
+                ACCOUNT, SubscriptionFilter(ch, state), after=after, limit=5000
+            ):
+                found.extend(page)
+                after = page[-1].contact_id
+    return found
+
+
+def test_bulk_changes_write_what_the_memory_store_writes(store: PostgresStore) -> None:
+    """The same bulk calls, several chunks each over mixed situations, return the same results
+    and leave the same events, subscriptions and trends on PostgreSQL (set-based) as on the
+    in-memory store (the reference, over its per-pair methods)."""
+    memory = InMemoryStore()
+    service, results = _bulk_story(store)
+    reference, expected = _bulk_story(memory)
+    assert results == expected
+    # Every kind of outcome occurred: changed, skipped, unchanged (noted), refused.
+    assert results[0][0] > 0
+    assert results[0][4]
+    assert results[1][1] > 0
+    assert results[2][5]
+    assert _documents(service) == _documents(reference)
+    assert _all_subscriptions(store) == _all_subscriptions(memory)
+    later = T0 + timedelta(days=2)
+    instants = [T0, T0 + timedelta(minutes=30), later]
+    assert store.totals_at(ACCOUNT, instants) == memory.totals_at(ACCOUNT, instants)
+    assert store.transition_counts(ACCOUNT, instants) == memory.transition_counts(
+        ACCOUNT, instants
+    )
+    assert service.trends(ADMIN, as_of=later) == reference.trends(ADMIN, as_of=later)
+    check_replay(store, ACCOUNT)
+
+
+@pytest.mark.usefixtures("staging")
+def test_staged_pairs_in_staging_order(store: PostgresStore) -> None:
+    """staged_pairs lists the pairs of the situations asked in staging order (position, then
+    channel), filtered by changed_after and cut at limit; staging again replaces the chunk."""
+    _register(store, "a", "b", "c", "d")
+    with store.transaction(ACCOUNT) as tx:
+        tx.write_changes(
+            _batch(SubscriptionState.SUBSCRIBED),
+            [PairChange("c", EMAIL, SubscriptionState.NEVER_SUBSCRIBED, 0)],
+        )
+        tx.write_changes(
+            _batch(SubscriptionState.UNSUBSCRIBED, T0 + timedelta(hours=1)),
+            [PairChange("a", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)],
+        )
+    never_sms: SituationKey = (SMS, SubscriptionState.NEVER_SUBSCRIBED, None, None, frozenset())
+    never_email: SituationKey = (
+        EMAIL, SubscriptionState.NEVER_SUBSCRIBED, None, None, frozenset()
+    )
+    subscribed: SituationKey = (
+        EMAIL, SubscriptionState.SUBSCRIBED, ActorKind.ADMIN, Source.API, frozenset()
+    )
+    unsubscribed: SituationKey = (
+        SMS, SubscriptionState.UNSUBSCRIBED, ActorKind.ADMIN, Source.API, frozenset()
+    )
+    with store.transaction(ACCOUNT) as tx:
+        assert isinstance(tx, StagingTransaction)
+        tx.stage_contacts(["d", "c", "a"])
+        situations = tx.staged_situations([SMS, EMAIL])
+        assert situations == [
+            Situation(never_sms, 2, None),
+            Situation(never_email, 2, None),
+            Situation(subscribed, 1, T0),
+            Situation(unsubscribed, 1, T0 + timedelta(hours=1)),
+        ]
+        assert tx.staged_pairs([SMS, EMAIL], [never_email, unsubscribed, subscribed]) == [
+            StagedPair("d", EMAIL, 0, never_email),
+            StagedPair("c", EMAIL, 1, subscribed),
+            StagedPair("a", SMS, 1, unsubscribed),
+            StagedPair("a", EMAIL, 0, never_email),
+        ]
+        assert tx.staged_pairs([SMS, EMAIL], [never_email, subscribed], limit=1) == [
+            StagedPair("d", EMAIL, 0, never_email)
+        ]
+        assert tx.staged_pairs(
+            [SMS, EMAIL], [subscribed, unsubscribed, never_sms], changed_after=T0
+        ) == [StagedPair("a", SMS, 1, unsubscribed)]
+        assert tx.staged_pairs([SMS, EMAIL], []) == []
+        tx.stage_contacts(["b"])
+        assert tx.staged_situations([EMAIL]) == [Situation(never_email, 1, None)]
+        assert tx.staged_pairs([EMAIL], [never_email, subscribed]) == [
+            StagedPair("b", EMAIL, 0, never_email)
+        ]
+
+
+@pytest.mark.usefixtures("staging")
+def test_apply_staged_writes_as_write_changes_does(store: PostgresStore) -> None:
+    """apply_staged changes the pairs of the situations to write (events in staging order, the
+    previous state the pair's), notes opt-out requests on those to note, leaves the others, and
+    a later staged read sees what it wrote."""
+    _register(store, "a", "b", "c")
+    with store.transaction(ACCOUNT) as tx:
+        tx.write_changes(
+            attrs.evolve(_batch(SubscriptionState.UNSUBSCRIBED), opted_out_by=OptOutOrigin.ADMIN),
+            [PairChange("b", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)],
+        )
+        tx.write_changes(
+            _batch(SubscriptionState.SUBSCRIBED),
+            [PairChange("c", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)],
+        )
+    later = T0 + timedelta(hours=1)
+    batch = attrs.evolve(
+        _batch(SubscriptionState.UNSUBSCRIBED, later),
+        opted_out_by=OptOutOrigin.SYSTEM,
+        opted_out_via="phone:+14155550100",
+        reason="bounce",
+        batch_id="staged",
+    )
+    with store.transaction(ACCOUNT) as tx:
+        assert isinstance(tx, StagingTransaction)
+        tx.stage_contacts(["c", "b", "a"])
+        keys = {s.key[1]: s.key for s in tx.staged_situations([SMS])}
+        written = tx.apply_staged(
+            batch,
+            [SMS],
+            [keys[SubscriptionState.NEVER_SUBSCRIBED], keys[SubscriptionState.SUBSCRIBED]],
+            [keys[SubscriptionState.UNSUBSCRIBED]],
+        )
+        assert written == 2
+        # A later read locks and reads the pairs again, as written.
+        unsubscribed = (SMS, SubscriptionState.UNSUBSCRIBED, ActorKind.ADMIN, Source.API)
+        assert tx.staged_situations([SMS]) == [
+            Situation((*unsubscribed, frozenset({OptOutOrigin.SYSTEM})), 2, later),
+            Situation((*unsubscribed, frozenset({OptOutOrigin.ADMIN, OptOutOrigin.SYSTEM})), 1, T0),
+        ]
+    events = [e for e in store.events(ACCOUNT) if e.batch_id == "staged"]
+    assert [(e.contact_id, e.previous_state, e.new_state, e.reason) for e in events] == [
+        ("c", SubscriptionState.SUBSCRIBED, SubscriptionState.UNSUBSCRIBED, "bounce"),
+        ("a", SubscriptionState.NEVER_SUBSCRIBED, SubscriptionState.UNSUBSCRIBED, "bounce"),
+    ]
+    a, b, c = (store.get_subscription(ACCOUNT, cid, SMS) for cid in "abc")
+    assert a is not None
+    assert b is not None
+    assert c is not None
+    assert (a.version, a.opted_out_by, a.opted_out_via, a.last_opt_out_at, a.updated_at) == (
+        1, frozenset({OptOutOrigin.SYSTEM}), "phone:+14155550100", later, later
+    )
+    assert (c.version, c.changed_by, c.source, c.reason) == (
+        2, ActorKind.ADMIN, Source.API, "bounce"
+    )
+    # Noted: no new version, the origin joins the set, the time moves forward.
+    assert (b.version, b.opted_out_by, b.last_opt_out_at, b.updated_at) == (
+        1, frozenset({OptOutOrigin.ADMIN, OptOutOrigin.SYSTEM}), later, T0
+    )
+    check_replay(store, ACCOUNT)
+
+
+@pytest.mark.usefixtures("staging")
+def test_staged_absent_pairs_stay_locked(store: PostgresStore) -> None:
+    """Once staged_situations returned, a second writer locking one of the staged pairs (absent
+    or not) waits until the first transaction ends, then sees what it wrote."""
+    _register(store, "a", "b")
+    with store.transaction(ACCOUNT) as tx:
+        tx.write_changes(
+            _batch(SubscriptionState.SUBSCRIBED),
+            [PairChange("b", SMS, SubscriptionState.NEVER_SUBSCRIBED, 0)],
+        )
+    locked = threading.Event()
+    seen: list[tuple[str, int]] = []
+
+    def second(cid: str) -> None:
+        locked.wait(10)
+        with store.transaction(ACCOUNT) as tx:
+            found = tx.lock_subscriptions([cid], [SMS])
+            seen.append((cid, found[(cid, SMS)].version))
+
+    threads = [threading.Thread(target=second, args=(cid,)) for cid in "ab"]
+    for thread in threads:
+        thread.start()
+    with store.transaction(ACCOUNT) as tx:
+        assert isinstance(tx, StagingTransaction)
+        tx.stage_contacts(["a", "b"])
+        situations = tx.staged_situations([SMS])
+        locked.set()
+        time.sleep(0.3)
+        assert seen == []
+        written = tx.apply_staged(
+            _batch(SubscriptionState.UNSUBSCRIBED, T0 + timedelta(hours=1)),
+            [SMS],
+            [s.key for s in situations],
+            [],
+        )
+        assert written == 2
+    for thread in threads:
+        thread.join(10)
+    assert sorted(seen) == [("a", 1), ("b", 2)]
+
+
+def test_staging_after_a_rolled_back_transaction(schema: str) -> None:
+    """On a one-connection pool, a transaction that staged and rolled back (its temporary tables
+    gone with it) leaves the next one free to stage and write again."""
+    with ConnectionPool(require_dsn(), min_size=1, max_size=1, open=True) as pool:
+        store = PostgresStore(pool=pool, schema=schema)
+        service = ConsentService(store, clock=FakeClock(T0, tick=timedelta(seconds=1)))
+        ids = [f"r{n:03d}" for n in range(300)]
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, cid) for cid in ids])
+
+        def staged_then_rolled_back() -> None:
+            with store.transaction(ACCOUNT) as tx:
+                assert isinstance(tx, StagingTransaction)
+                tx.stage_contacts(ids)
+                tx.staged_situations([SMS])
+                raise RuntimeError("roll back")
+
+        with pytest.raises(RuntimeError):
+            staged_then_rolled_back()
+        for _ in range(2):
+            result = service.unsubscribe(ADMIN, ids, [SMS, EMAIL])
+        assert (result.changed_count, result.unchanged_count) == (0, 600)
+        assert len(list(store.events(ACCOUNT))) == 600
+        check_replay(store, ACCOUNT)
+        store.close()
+
+
+def test_overlapping_bulk_writers_neither_deadlock_nor_lose_updates(store: PostgresStore) -> None:
+    """Two threads repeatedly opt in and unsubscribe overlapping multi-chunk sets of contacts
+    (in opposite orders) on two channels: every call commits, nothing deadlocks, and the events
+    replay to the state."""
+    ids = [f"o{n:05d}" for n in range(8000)]
+    service = ConsentService(store)
+    service.upsert_contacts(ADMIN, [Contact(ACCOUNT, cid) for cid in ids])
+    errors: list[BaseException] = []
+    changed: list[int] = []
+
+    def writer(chosen: list[str]) -> None:
+        try:
+            for _ in range(3):
+                changed.append(
+                    service.opt_in(ADMIN, chosen, [SMS, EMAIL], evidence=EVIDENCE).changed_count
+                )
+                changed.append(service.unsubscribe(ADMIN, chosen, [EMAIL, SMS]).changed_count)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [
+        threading.Thread(target=writer, args=(ids[:6000],)),
+        threading.Thread(target=writer, args=(ids[2000:][::-1],)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert errors == []
+    events = list(store.events(ACCOUNT))
+    assert len(events) == sum(changed)
+    replayed = check_replay(store, ACCOUNT)
+    assert set(replayed.values()) == {SubscriptionState.UNSUBSCRIBED}
+
+
+def test_apply_staged_fetches_the_rows_by_id(schema: str) -> None:
+    """Whatever the statistics say of the unsubscribed pairs (here: that there are hardly any,
+    as at the start of a bulk unsubscribe, which adds to them chunk after chunk), apply_staged
+    reads subscriptions only by row id: a scan of the partial index of unsubscribed rows made a
+    bulk unsubscribe quadratic."""
+    dsn = require_dsn()
+    pool, statements = _recording_pool(dsn)
+    with pool:
+        store = PostgresStore(pool=pool, schema=schema)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE "{schema}".subscriptions SET (autovacuum_enabled = false)')
+        ids = [f"p{n:04d}" for n in range(3000)]
+        service = ConsentService(store, clock=FakeClock(T0, tick=timedelta(seconds=1)))
+        service.upsert_contacts(ADMIN, [Contact(ACCOUNT, cid) for cid in ids])
+        service.opt_in(ADMIN, ids, [SMS], evidence=EVIDENCE)
+        service.unsubscribe(ADMIN, ids[0], [SMS])
+        _analyze(schema, "subscriptions")
+        service.unsubscribe(ADMIN, ids[:2000], [SMS])
+        with store.transaction(ACCOUNT) as tx:
+            assert isinstance(tx, StagingTransaction)
+            tx.stage_contacts(ids)
+            keys = {s.key[1]: s.key for s in tx.staged_situations([SMS])}
+            statements.clear()
+            written = tx.apply_staged(
+                _batch(SubscriptionState.UNSUBSCRIBED, T0 + timedelta(hours=1)),
+                [SMS],
+                [keys[SubscriptionState.SUBSCRIBED]],
+                [keys[SubscriptionState.UNSUBSCRIBED]],
+            )
+            assert written == 1000
+            [(query, params)] = statements
+            row = tx._conn.execute(f"EXPLAIN (FORMAT JSON) {query}", params).fetchone()
+            assert row is not None
+        store.close()
+    plan = row[0][0]["Plan"]
+    scans = [
+        n["Node Type"]
+        for n in _nodes(plan)
+        if n.get("Relation Name") == "subscriptions" and n["Node Type"] != "ModifyTable"
+    ]
+    assert scans == ["Tid Scan", "Tid Scan"], _shape(plan)
