@@ -4,8 +4,9 @@ implement the same methods with set-based statements inside the database."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Protocol
 
 from consentkit.channels import Channel
 from consentkit.model import Subscription, SubscriptionState
@@ -17,13 +18,86 @@ from consentkit.storage.base import (
     StagedPair,
 )
 
-__all__ = ["PairwiseStaging", "situation_of"]
+__all__ = ["Pair", "PairwiseStaging", "apply_pairs", "pairs_in", "situation_of", "situations_of"]
+
 
 def situation_of(ch: Channel, sub: Subscription | None) -> SituationKey:
     """The situation of a pair with record *sub* (None: never subscribed)."""
     if sub is None:
         return (ch, SubscriptionState.NEVER_SUBSCRIBED, None, None, frozenset())
     return (ch, sub.state, sub.changed_by, sub.source, sub.opted_out_by)
+
+
+class PairWriter(Protocol):
+    """The per-pair writes :func:`apply_pairs` goes through (a transaction's)."""
+
+    def write_changes(self, batch: ChangeBatch, changes: Sequence[PairChange]) -> None: ...
+
+    def note_opt_outs(self, batch: ChangeBatch, pairs: Sequence[tuple[str, Channel]]) -> None: ...
+
+
+Pair = tuple[str, Channel, Subscription | None]
+"""A staged pair with its record (None: never subscribed)."""
+
+
+def situations_of(pairs: Iterable[Pair]) -> list[Situation]:
+    """The situations of *pairs*, in the order they first occur."""
+    found: dict[SituationKey, tuple[int, datetime | None]] = {}
+    for _, ch, sub in pairs:
+        key = situation_of(ch, sub)
+        total, latest = found.get(key, (0, None))
+        if sub is not None and (latest is None or sub.updated_at > latest):
+            latest = sub.updated_at
+        found[key] = (total + 1, latest)
+    return [Situation(key, total, latest) for key, (total, latest) in found.items()]
+
+
+def pairs_in(
+    pairs: Iterable[Pair],
+    keys: Sequence[SituationKey],
+    *,
+    changed_after: datetime | None = None,
+    limit: int | None = None,
+) -> list[StagedPair]:
+    """The pairs of *pairs* in the situations *keys* (changed after *changed_after*), in order,
+    at most *limit*."""
+    wanted = set(keys)
+    found: list[StagedPair] = []
+    for cid, ch, sub in pairs:
+        if limit is not None and len(found) >= limit:
+            break
+        key = situation_of(ch, sub)
+        if key not in wanted:
+            continue
+        if changed_after is not None and (sub is None or sub.updated_at <= changed_after):
+            continue
+        found.append(StagedPair(cid, ch, 0 if sub is None else sub.version, key))
+    return found
+
+
+def apply_pairs(
+    tx: PairWriter,
+    batch: ChangeBatch,
+    pairs: Iterable[Pair],
+    writes: Iterable[SituationKey],
+    notes: Iterable[SituationKey],
+) -> int:
+    """Write the pairs of *pairs* in the situations *writes* through ``tx.write_changes`` and
+    note opt-out requests on those in *notes* through ``tx.note_opt_outs``; the number written."""
+    write_keys, note_keys = set(writes), set(notes)
+    changes: list[PairChange] = []
+    noted: list[tuple[str, Channel]] = []
+    for cid, ch, sub in pairs:
+        key = situation_of(ch, sub)
+        if key in write_keys:
+            changes.append(PairChange(cid, ch, key[1], 0 if sub is None else sub.version))
+        elif key in note_keys:
+            noted.append((cid, ch))
+    if noted:
+        tx.note_opt_outs(batch, noted)
+    if changes:
+        tx.write_changes(batch, changes)
+    return len(changes)
 
 
 class PairwiseStaging:
@@ -48,22 +122,13 @@ class PairwiseStaging:
         """Make *contact_ids* the staged chunk."""
         self._staged = tuple(contact_ids)
 
-    def _pairs(
-        self, channels: Sequence[Channel]
-    ) -> list[tuple[str, Channel, Subscription | None]]:
+    def _pairs(self, channels: Sequence[Channel]) -> list[Pair]:
         current = self.lock_subscriptions(self._staged, channels)
         return [(cid, ch, current.get((cid, ch))) for cid in self._staged for ch in channels]
 
     def staged_situations(self, channels: Sequence[Channel]) -> list[Situation]:
         """The situations of the staged pairs, in the order they first occur."""
-        found: dict[SituationKey, tuple[int, datetime | None]] = {}
-        for _, ch, sub in self._pairs(channels):
-            key = situation_of(ch, sub)
-            pairs, latest = found.get(key, (0, None))
-            if sub is not None and (latest is None or sub.updated_at > latest):
-                latest = sub.updated_at
-            found[key] = (pairs + 1, latest)
-        return [Situation(key, pairs, latest) for key, (pairs, latest) in found.items()]
+        return situations_of(self._pairs(channels))
 
     def staged_pairs(
         self,
@@ -74,18 +139,7 @@ class PairwiseStaging:
         limit: int | None = None,
     ) -> list[StagedPair]:
         """The staged pairs of the situations *keys*, in staging order."""
-        wanted = set(keys)
-        found: list[StagedPair] = []
-        for cid, ch, sub in self._pairs(channels):
-            if limit is not None and len(found) >= limit:
-                break
-            key = situation_of(ch, sub)
-            if key not in wanted:
-                continue
-            if changed_after is not None and (sub is None or sub.updated_at <= changed_after):
-                continue
-            found.append(StagedPair(cid, ch, 0 if sub is None else sub.version, key))
-        return found
+        return pairs_in(self._pairs(channels), keys, changed_after=changed_after, limit=limit)
 
     def apply_staged(
         self,
@@ -95,17 +149,4 @@ class PairwiseStaging:
         notes: Sequence[SituationKey],
     ) -> int:
         """Write the pairs of *writes* and note opt-out requests on those of *notes*."""
-        write_keys, note_keys = set(writes), set(notes)
-        changes: list[PairChange] = []
-        noted: list[tuple[str, Channel]] = []
-        for cid, ch, sub in self._pairs(channels):
-            key = situation_of(ch, sub)
-            if key in write_keys:
-                changes.append(PairChange(cid, ch, key[1], 0 if sub is None else sub.version))
-            elif key in note_keys:
-                noted.append((cid, ch))
-        if noted:
-            self.note_opt_outs(batch, noted)
-        if changes:
-            self.write_changes(batch, changes)
-        return len(changes)
+        return apply_pairs(self, batch, self._pairs(channels), writes, notes)

@@ -111,7 +111,7 @@ from consentkit.storage._rows import (
     inbound_record,
     origins,
 )
-from consentkit.storage._staging import situation_of
+from consentkit.storage._staging import Pair, apply_pairs, pairs_in, situations_of
 from consentkit.storage._time import hour_bucket, utc
 from consentkit.storage.base import (
     ChangeBatch,
@@ -1072,7 +1072,7 @@ class _PostgresTransaction:
         self._pairs_filled = False
         self._staged_for: tuple[str, ...] | None = None
         self._situations: dict[SituationKey, list[_RawKey]] = {}
-        self._small: list[tuple[str, Channel, Subscription | None]] | None = None
+        self._small: list[Pair] | None = None
 
     @contextmanager
     def _translating(self, doing: str) -> Iterator[None]:
@@ -1199,22 +1199,12 @@ class _PostgresTransaction:
         self._locked = locked
         return found
 
-    def write_changes(self, batch: ChangeBatch, changes: Sequence[PairChange]) -> None:
-        check_batch(batch, self._account)
-        if not changes:
-            return
-        batch_no = self._batches.get(batch)
-        if batch_no is None:
-            batch_no = self._batches[batch] = len(self._batches)
-        unsubscribing = batch.new_state is SubscriptionState.UNSUBSCRIBED
+    def _batch_columns(self, batch: ChangeBatch, batch_no: int) -> dict[str, Any]:
+        """The statement parameters every pair of *batch* shares (its pending events are
+        numbered from ``ord``)."""
         opted_out_by, opted_out_via = opt_out_record(batch)
-        ids = [c.contact_id for c in changes]
-        keys = [c.channel.key for c in changes]
-        params = {
-            "ids": _pack(ids),
-            "channels": _pack(keys),
-            "previous": _pack([c.previous_state.value for c in changes]),
-            "expected": _pack([str(c.expected_version) for c in changes]),
+        unsubscribing = batch.new_state is SubscriptionState.UNSUBSCRIBED
+        return {
             "account": self._account,
             "state": batch.new_state.value,
             "at": batch.occurred_at,
@@ -1226,6 +1216,23 @@ class _PostgresTransaction:
             "opt_out_at": batch.occurred_at if unsubscribing else None,
             "batch_no": batch_no,
             "ord": self._events,
+        }
+
+    def write_changes(self, batch: ChangeBatch, changes: Sequence[PairChange]) -> None:
+        check_batch(batch, self._account)
+        if not changes:
+            return
+        batch_no = self._batches.get(batch)
+        if batch_no is None:
+            batch_no = self._batches[batch] = len(self._batches)
+        ids = [c.contact_id for c in changes]
+        keys = [c.channel.key for c in changes]
+        params = {
+            "ids": _pack(ids),
+            "channels": _pack(keys),
+            "previous": _pack([c.previous_state.value for c in changes]),
+            "expected": _pack([str(c.expected_version) for c in changes]),
+            **self._batch_columns(batch, batch_no),
         }
         row_ids = self._locked_rows(changes)
         self._locked = {}
@@ -1455,15 +1462,8 @@ class _PostgresTransaction:
     def _small_situations(self, ids: list[str], channels: Sequence[Channel]) -> list[Situation]:
         """staged_situations of a small chunk, over lock_subscriptions."""
         current = self.lock_subscriptions(ids, channels)
-        small = self._small = [(cid, ch, current.get((cid, ch))) for cid in ids for ch in channels]
-        found: dict[SituationKey, tuple[int, datetime | None]] = {}
-        for _, ch, sub in small:
-            key = situation_of(ch, sub)
-            total, latest = found.get(key, (0, None))
-            if sub is not None and (latest is None or sub.updated_at > latest):
-                latest = sub.updated_at
-            found[key] = (total + 1, latest)
-        return [Situation(key, total, latest) for key, (total, latest) in found.items()]
+        self._small = [(cid, ch, current.get((cid, ch))) for cid in ids for ch in channels]
+        return situations_of(self._small)
 
     def staged_pairs(
         self,
@@ -1479,15 +1479,7 @@ class _PostgresTransaction:
             return []
         self._ensure_staged(channels)
         if self._small is not None:
-            wanted = set(keys)
-            found: list[StagedPair] = []
-            for cid, ch, sub in self._small:
-                key = situation_of(ch, sub)
-                if key in wanted and (
-                    changed_after is None or (sub is not None and sub.updated_at > changed_after)
-                ):
-                    found.append(StagedPair(cid, ch, 0 if sub is None else sub.version, key))
-            return found[:limit]
+            return pairs_in(self._small, keys, changed_after=changed_after, limit=limit)
         params = self._situation_params(keys, frozenset())
         if params is None:
             return []
@@ -1529,24 +1521,8 @@ class _PostgresTransaction:
         if writing:
             batch_no = self._batches.get(batch, len(self._batches))
             self._batches[batch] = batch_no
-        unsubscribing = batch.new_state is SubscriptionState.UNSUBSCRIBED
-        opted_out_by, opted_out_via = opt_out_record(batch)
-        params.update(
-            {
-                "account": self._account,
-                "state": batch.new_state.value,
-                "at": batch.occurred_at,
-                "by": batch.actor.kind.value,
-                "source": batch.source.value,
-                "reason": batch.reason_code,
-                "opted_out_by": opted_out_by,
-                "opted_out_via": opted_out_via,
-                "opt_out_at": batch.occurred_at if unsubscribing else None,
-                "origin": None if batch.opted_out_by is None else batch.opted_out_by.value,
-                "batch_no": batch_no,
-                "ord": self._events,
-            }
-        )
+        params.update(self._batch_columns(batch, batch_no))
+        params["origin"] = None if batch.opted_out_by is None else batch.opted_out_by.value
         with self._translating("writing staged changes"):
             row = self._conn.execute(
                 self._q.apply_staged,
@@ -1575,19 +1551,7 @@ class _PostgresTransaction:
     ) -> int:
         """apply_staged of a small chunk, over note_opt_outs and write_changes."""
         assert self._small is not None
-        changes: list[PairChange] = []
-        noted: list[tuple[str, Channel]] = []
-        for cid, ch, sub in self._small:
-            key = situation_of(ch, sub)
-            if key in writing:
-                changes.append(PairChange(cid, ch, key[1], 0 if sub is None else sub.version))
-            elif key in noting:
-                noted.append((cid, ch))
-        if noted:
-            self.note_opt_outs(batch, noted)
-        if changes:
-            self.write_changes(batch, changes)
-        return len(changes)
+        return apply_pairs(self, batch, self._small, writing, noting)
 
     def _ensure_staged(self, channels: Sequence[Channel]) -> None:
         """Lock and read the staged pairs of *channels* unless the pairs table holds them."""
