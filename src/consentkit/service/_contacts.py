@@ -160,7 +160,7 @@ class ContactsMixin(ServiceCore):
         now: datetime,
     ) -> list[PairRef]:
         """Apply the active suppressions of the addresses that just joined contacts."""
-        keys = sorted(set().union(*joined.values()))
+        keys = list(set().union(*joined.values()))  # any order: the store reads them as a set
         if not keys:
             return []
         active = [s for s in tx.get_suppressions(keys) if s.active]

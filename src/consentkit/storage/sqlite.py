@@ -416,10 +416,20 @@ def _evidence_json(evidence: Evidence | None) -> str | None:
     return None if evidence is None else _to_json(evidence_document(evidence))
 
 
-def _handles_json(contact: Contact) -> str | None:
-    if not contact.handles:
-        return None
-    return _to_json([[ch.key, handle] for ch, handle in contact.handles])
+def _contact_row(contact: Contact) -> tuple[str, str | None, str | None, str | None, str | None]:
+    """A contact's row of the staging table ck_contacts: id, phone, email, handles (JSON), and
+    its address keys other than the phone's (JSON; NULL when it has none)."""
+    phone, email, handles = contact.phone, contact.email, contact.handles
+    if email is None and not handles:
+        return (contact.id, phone, None, None, None)
+    keys = sorted(contact.address_keys() - {f"phone:{phone}"})
+    return (
+        contact.id,
+        phone,
+        email,
+        _to_json([[ch.key, handle] for ch, handle in handles]) if handles else None,
+        _to_json(keys),
+    )
 
 
 # ---------------------------------------------------------------------------- SQL
@@ -549,26 +559,39 @@ _EVENTS_BETWEEN: Final = (
 
 # put_contacts: one statement per table and chunk, the rows as one JSON array.  A contact that
 # is imported again unchanged is not rewritten.
+# Contacts are written from the temporary table ck_contacts (one row per contact of the call,
+# filled with one executemany): the contacts upsert, then the address index brought to the staged
+# addresses set-based, without reading it into Python.
+_STAGE_CONTACT_ROWS: Final = (
+    "INSERT INTO temp.ck_contacts (id, phone, email, handles, keys) VALUES (?, ?, ?, ?, ?)"
+)
 _UPSERT_CONTACTS: Final = (
     "INSERT INTO contacts (account, id, phone, email, handles) "
-    "SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-    "json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?2) WHERE true "
+    "SELECT ?1, id, phone, email, handles FROM temp.ck_contacts WHERE true "
     "ON CONFLICT (account, id) DO UPDATE SET phone = excluded.phone, email = excluded.email, "
     "handles = excluded.handles WHERE contacts.phone IS NOT excluded.phone "
     "OR contacts.email IS NOT excluded.email OR contacts.handles IS NOT excluded.handles"
 )
-_CONTACT_ADDRESSES: Final = (
-    "SELECT address_key, contact_id FROM contact_addresses "
-    "WHERE account = ? AND contact_id IN (SELECT value FROM json_each(?))"
+# Every (address key, contact id) the staged contacts have: a phone's key is built here (the
+# same text as Contact.address_keys), the other keys come computed in the JSON array `keys`
+# (email keys are lower-cased by Python's rules, which SQLite's lower() does not follow).
+_STAGED_ADDRESSES: Final = (
+    "SELECT 'phone:' || phone AS address_key, id AS contact_id FROM temp.ck_contacts "
+    "WHERE phone IS NOT NULL "
+    "UNION ALL SELECT k.value, t.id FROM temp.ck_contacts AS t, json_each(t.keys) AS k "
+    "WHERE t.keys IS NOT NULL"
 )
-# ?2: a JSON array of [address key, contact id].
+# The entries of the staged contacts they no longer have (a new contact has none: an index
+# look-up by contact each), then the ones they gained.
 _DELETE_CONTACT_ADDRESSES: Final = (
-    "DELETE FROM contact_addresses WHERE account = ?1 AND (address_key, contact_id) IN "
-    "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))"
+    "DELETE FROM contact_addresses WHERE account = ?1 "
+    "AND contact_id IN (SELECT id FROM temp.ck_contacts) "
+    f"AND (address_key, contact_id) NOT IN ({_STAGED_ADDRESSES})"
 )
 _INSERT_CONTACT_ADDRESSES: Final = (
     "INSERT INTO contact_addresses (account, address_key, contact_id) "
-    "SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2)"
+    f"SELECT ?1, address_key, contact_id FROM ({_STAGED_ADDRESSES}) WHERE true "
+    "ON CONFLICT DO NOTHING"
 )
 
 # ---------------------------------------------------------------------------- set-based changes
@@ -583,6 +606,9 @@ _CREATE_STAGING: Final = (
     # before the change (state NULL: never subscribed).
     "CREATE TEMP TABLE IF NOT EXISTS ck_written "
     "(contact_id TEXT NOT NULL, channel TEXT NOT NULL, state TEXT, version INTEGER NOT NULL)",
+    # The contacts put_contacts writes (keys: a JSON array of their non-phone address keys).
+    "CREATE TEMP TABLE IF NOT EXISTS ck_contacts "
+    "(id TEXT NOT NULL, phone TEXT, email TEXT, handles TEXT, keys TEXT)",
 )
 _STAGE_CONTACTS: Final = (
     "INSERT INTO temp.ck_staged (contact_id) SELECT value FROM json_each(?) ORDER BY key"
@@ -1053,28 +1079,26 @@ class _SQLiteTransaction:
 
     def put_contacts(self, contacts: Sequence[Contact]) -> None:
         """Insert or replace contacts and their address index entries (the last of one id wins):
-        one statement per table, the address entries only where they change."""
-        account = self._account
+        the contacts staged with one ``executemany``, then one statement per table, the address
+        entries only where they change."""
         by_id = {contact.id: contact for contact in contacts}
         if not by_id:
             return
         conn = self._conn
-        wanted = {(key, cid) for cid, c in by_id.items() for key in c.address_keys()}
         with self._errors("write contacts"):
-            conn.execute(
-                _UPSERT_CONTACTS,
-                (
-                    account,
-                    _to_json([[c.id, c.phone, c.email, _handles_json(c)] for c in by_id.values()]),
-                ),
-            )
-            # The address index changes only where it differs: a new contact has no entries to
-            # delete, and one imported again unchanged none to delete or add.
-            stored = set(conn.execute(_CONTACT_ADDRESSES, (account, _ids_json(by_id))).fetchall())
-            if gone := stored - wanted:
-                conn.execute(_DELETE_CONTACT_ADDRESSES, (account, _to_json(sorted(gone))))
-            if added := wanted - stored:
-                conn.execute(_INSERT_CONTACT_ADDRESSES, (account, _to_json(sorted(added))))
+            conn.execute("DELETE FROM temp.ck_contacts")
+            rows = [
+                # Inline, the common case of an import: a phone or nothing, no other address.
+                (c.id, c.phone, None, None, None)
+                if c.email is None and not c.handles
+                else _contact_row(c)
+                for c in by_id.values()
+            ]
+            conn.executemany(_STAGE_CONTACT_ROWS, rows)
+            account = (self._account,)
+            conn.execute(_UPSERT_CONTACTS, account)
+            conn.execute(_DELETE_CONTACT_ADDRESSES, account)
+            conn.execute(_INSERT_CONTACT_ADDRESSES, account)
 
     def lock_subscriptions(
         self, contact_ids: Sequence[str], channels: Sequence[Channel]
