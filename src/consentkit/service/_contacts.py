@@ -96,20 +96,18 @@ class ContactsMixin(ServiceCore):
                 # Lock every address that joins or leaves a contact before reading suppressions
                 # or writing the address index: an inbound message from one of them waits.
                 joined: dict[str, frozenset[str]] = {}
-                touched: set[str] = set()
                 departures: list[tuple[str, str]] = []
                 for cid, contact in by_id.items():
                     new_keys = contact.address_keys()
                     old = before.get(cid)
                     if old is None:  # a new contact: every address joins it
                         joined[cid] = new_keys
-                        touched |= new_keys
                         continue
                     old_keys = old.address_keys()
                     joined[cid] = new_keys - old_keys
-                    touched |= new_keys ^ old_keys
                     departures.extend((key, cid) for key in sorted(old_keys - new_keys))
-                if touched:
+                joining = set().union(*joined.values())
+                if touched := joining.union(key for key, _ in departures):
                     tx.lock_addresses(sorted(touched))
                 created += len(by_id) - len(before)
                 updated += len(before)
@@ -118,7 +116,7 @@ class ContactsMixin(ServiceCore):
                     # A STOP sent from a departing address before now, but delivered later,
                     # still reaches the contact that had it (see handle_inbound).
                     tx.record_address_departures(departures, now)
-                suppressed.extend(self._apply_suppressions(tx, account, joined, now))
+                suppressed.extend(self._apply_suppressions(tx, account, joined, joining, now))
                 unreachable.extend(self._unreachable(tx, before, by_id))
         return ContactsResult(
             created=created,
@@ -157,19 +155,27 @@ class ContactsMixin(ServiceCore):
         tx: StoreTransaction,
         account: str,
         joined: Mapping[str, frozenset[str]],
+        joining: set[str],
         now: datetime,
     ) -> list[PairRef]:
-        """Apply the active suppressions of the addresses that just joined contacts."""
-        keys = list(set().union(*joined.values()))  # any order: the store reads them as a set
-        if not keys:
+        """Apply the active suppressions of the addresses that just joined contacts (*joined*:
+        the keys that joined each contact; *joining*: all of them)."""
+        if not joining:
             return []
-        active = [s for s in tx.get_suppressions(keys) if s.active]
+        active = [s for s in tx.get_suppressions(list(joining)) if s.active]
         if not active:
             return []
+        suppressed_keys = {s.address_key for s in active}
+        joined_by: dict[str, list[str]] = {}
+        for cid, keys_ in joined.items():
+            for key in keys_ & suppressed_keys:
+                joined_by.setdefault(key, []).append(cid)
         applied: list[PairRef] = []
         system = Actor.system(account, "suppression-list")
         for suppression in sorted(active, key=lambda s: (s.address_key, s.channel)):
-            targets = [cid for cid, keys_ in joined.items() if suppression.address_key in keys_]
+            targets = joined_by.get(suppression.address_key)
+            if not targets:  # a record of a key not asked for
+                continue
             # Applied as of the join, whatever the pair's state: the pair was sendable until its
             # contact took the address, so a START received before that never undoes it.
             request = ChangeRequest(

@@ -416,17 +416,15 @@ def _evidence_json(evidence: Evidence | None) -> str | None:
     return None if evidence is None else _to_json(evidence_document(evidence))
 
 
-def _contact_row(contact: Contact) -> tuple[str, str | None, str | None, str | None, str | None]:
-    """A contact's row of the staging table ck_contacts: id, phone, email, handles (JSON), and
-    its address keys other than the phone's (JSON; NULL when it has none)."""
-    phone, email, handles = contact.phone, contact.email, contact.handles
-    if email is None and not handles:
-        return (contact.id, phone, None, None, None)
+def _contact_row(contact: Contact) -> tuple[str, str | None, str | None, str | None, str]:
+    """The row of the staging table ck_contacts of a contact with an email or a handle: id,
+    phone, email, handles (JSON), and its address keys other than the phone's (JSON)."""
+    phone, handles = contact.phone, contact.handles
     keys = sorted(contact.address_keys() - {f"phone:{phone}"})
     return (
         contact.id,
         phone,
-        email,
+        contact.email,
         _to_json([[ch.key, handle] for ch, handle in handles]) if handles else None,
         _to_json(keys),
     )
@@ -565,6 +563,7 @@ _EVENTS_BETWEEN: Final = (
 _STAGE_CONTACT_ROWS: Final = (
     "INSERT INTO temp.ck_contacts (id, phone, email, handles, keys) VALUES (?, ?, ?, ?, ?)"
 )
+_STAGE_PLAIN_CONTACT_ROWS: Final = "INSERT INTO temp.ck_contacts (id, phone) VALUES (?, ?)"
 _UPSERT_CONTACTS: Final = (
     "INSERT INTO contacts (account, id, phone, email, handles) "
     "SELECT ?1, id, phone, email, handles FROM temp.ck_contacts WHERE true "
@@ -1087,14 +1086,15 @@ class _SQLiteTransaction:
         conn = self._conn
         with self._errors("write contacts"):
             conn.execute("DELETE FROM temp.ck_contacts")
-            rows = [
-                # Inline, the common case of an import: a phone or nothing, no other address.
-                (c.id, c.phone, None, None, None)
-                if c.email is None and not c.handles
-                else _contact_row(c)
-                for c in by_id.values()
-            ]
-            conn.executemany(_STAGE_CONTACT_ROWS, rows)
+            # A phone or nothing is the common case of an import: such rows bind two values.
+            plain = [(c.id, c.phone) for c in by_id.values() if c.email is None and not c.handles]
+            if plain:
+                conn.executemany(_STAGE_PLAIN_CONTACT_ROWS, plain)
+            if len(plain) < len(by_id):
+                conn.executemany(
+                    _STAGE_CONTACT_ROWS,
+                    [_contact_row(c) for c in by_id.values() if c.email is not None or c.handles],
+                )
             account = (self._account,)
             conn.execute(_UPSERT_CONTACTS, account)
             conn.execute(_DELETE_CONTACT_ADDRESSES, account)

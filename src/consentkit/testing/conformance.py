@@ -1139,6 +1139,31 @@ class StoreConformance:
         assert service.can_send(ADMIN, "c3", SMS)
         check_replay(store, ACCOUNT)
 
+    def test_one_import_applies_a_suppression_to_every_contact_taking_the_address(
+        self, service: ConsentService, store: Store
+    ) -> None:
+        """Several contacts of one call that take the same suppressed address (new or existing
+        ones, beside contacts at other addresses) are each unsubscribed on its channels."""
+        stopped, other = "+14155559992", "+14155559993"
+        service.handle_inbound(self._inbound("STOP", "s-shared", stopped, T0))
+        service.opt_in(ADMIN, ["c1"], [SMS], evidence=EVIDENCE)
+        result = service.upsert_contacts(
+            ADMIN,
+            [
+                Contact(ACCOUNT, "n1", phone=stopped),
+                Contact(ACCOUNT, "n2", phone=other),
+                Contact(ACCOUNT, "n3", phone=stopped, email="n3@example.com"),
+                Contact(ACCOUNT, "c1", phone=stopped),
+            ],
+        )
+        by_contact = {(p.contact_id, p.channel) for p in result.suppressed}
+        assert {cid for cid, _ in by_contact} == {"n1", "n3", "c1"}
+        assert ("c1", SMS) in by_contact and ("n3", SMS) in by_contact
+        for cid in ("n1", "n3", "c1"):
+            assert service.state(ADMIN, cid, SMS) is SubscriptionState.UNSUBSCRIBED
+        assert service.state(ADMIN, "n2", SMS) is SubscriptionState.NEVER_SUBSCRIBED
+        check_replay(store, ACCOUNT)
+
     def test_a_suppressed_stop_is_no_mistake(self, service: ConsentService) -> None:
         """A STOP applied through the suppression list is the contact's own opt-out: an admin's
         MISTAKEN_UNSUBSCRIBE is refused, only CONTACT_REQUEST resubscribes."""
