@@ -28,7 +28,8 @@ from consentkit import (
     ValidationError,
 )
 from consentkit.channels import UnknownChannelError
-from consentkit.errors import PayloadError, SignatureError
+from consentkit.errors import ChannelConsentRequiredError, PayloadError, SignatureError
+from consentkit.topics import UnknownTopicError
 from consentkit.unsubscribe import (
     ExpiredTokenError,
     InvalidTokenError,
@@ -49,6 +50,8 @@ EXPECTED = {
     ConflictError: ("conflict", 409),
     StorageError: ("storage_unavailable", 503),
     UnknownChannelError: ("unknown_channel", 422),
+    UnknownTopicError: ("unknown_topic", 422),
+    ChannelConsentRequiredError: ("channel_consent_required", 409),
     InvalidTokenError: ("invalid_token", 400),
     MalformedTokenError: ("malformed_token", 400),
     UnknownTokenKeyError: ("unknown_token_key", 400),

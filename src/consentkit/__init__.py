@@ -23,6 +23,7 @@ from consentkit.channels import (
 )
 from consentkit.clock import Clock, SystemClock
 from consentkit.errors import (
+    ChannelConsentRequiredError,
     ConflictError,
     ConsentError,
     JustificationError,
@@ -58,6 +59,7 @@ from consentkit.service import (
     ReviewResolution,
 )
 from consentkit.storage import LAZY_STORES, InMemoryStore, Store, open_store
+from consentkit.topics import MessageClass, Topic, TopicDefault, UnknownTopicError
 
 if TYPE_CHECKING:
     from consentkit.storage.postgres import PostgresStore
@@ -82,6 +84,7 @@ __all__ = [
     "AdminOnlyPolicy",
     "ChangeResult",
     "Channel",
+    "ChannelConsentRequiredError",
     "ChannelGroups",
     "Clock",
     "ConflictError",
@@ -94,6 +97,7 @@ __all__ = [
     "InMemoryStore",
     "Justification",
     "JustificationError",
+    "MessageClass",
     "NotAuthorizedError",
     "OptOutOrigin",
     "Page",
@@ -115,8 +119,11 @@ __all__ = [
     "Subscription",
     "SubscriptionState",
     "SystemClock",
+    "Topic",
+    "TopicDefault",
     "Transition",
     "UnknownContactError",
+    "UnknownTopicError",
     "ValidationError",
     "__version__",
     "channel",

@@ -3,6 +3,11 @@
 Consent is recorded per channel and channels are independent: subscribing a contact to SMS does
 not subscribe them to WhatsApp.  Channel *groups* only matter for inbound replies: one STOP on SMS
 covers every channel of the SMS group (SMS, MMS and RCS share opt-outs at carriers since 2026).
+
+A *topic channel* is a declared topic on a channel, ``Channel("sms/promotions")`` or
+``SMS.with_topic("promotions")``: consent to it is a pair of its own, under the channel (see
+:mod:`consentkit.topics` and docs/topics.md).  Its key is the channel's key and the topic's,
+joined by ``/``, which no channel key contains, so stores keep it as they keep any channel.
 """
 
 from __future__ import annotations
@@ -11,11 +16,14 @@ import difflib
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
 from consentkit.errors import ValidationError
+
+if TYPE_CHECKING:
+    from consentkit.topics import TopicRules
 
 __all__ = [
     "BUILTIN_CHANNELS",
@@ -35,7 +43,9 @@ __all__ = [
     "channel",
 ]
 
-_KEY_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+# A channel key, or a topic channel's: channel key "/" topic key (the same slug).
+_SUBJECT_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}(?:/[a-z][a-z0-9_-]{0,31})?")
+TOPIC_SEPARATOR = "/"
 
 
 class AddressKind(enum.Enum):
@@ -50,7 +60,7 @@ class AddressKind(enum.Enum):
 
 
 def _validate_key(_: object, __: object, value: str) -> None:
-    if not isinstance(value, str) or not _KEY_RE.fullmatch(value):
+    if not isinstance(value, str) or not _SUBJECT_RE.fullmatch(value):
         raise ValidationError(
             "channel",
             f"{value!r} is not a valid channel key: use 1-32 characters, lower-case letters, "
@@ -73,7 +83,11 @@ def _default_address_kind(self: Channel) -> AddressKind:
     # Runs before the key's validator: a key that is not even a string gets refused by it.
     if not isinstance(self.key, str):
         return AddressKind.HANDLE
-    return _BUILTIN_ADDRESS_KINDS.get(self.key, AddressKind.HANDLE)
+    return _BUILTIN_ADDRESS_KINDS.get(_base_key(self.key), AddressKind.HANDLE)
+
+
+def _base_key(key: str) -> str:
+    return key.partition(TOPIC_SEPARATOR)[0]
 
 
 def _address_kind(value: object) -> AddressKind:
@@ -87,7 +101,7 @@ def _address_kind(value: object) -> AddressKind:
 
 
 def _validate_address_kind(instance: Channel, _: object, value: AddressKind) -> None:
-    builtin = _BUILTIN_ADDRESS_KINDS.get(instance.key)
+    builtin = _BUILTIN_ADDRESS_KINDS.get(_base_key(instance.key))
     if builtin is not None and value is not builtin:
         raise ValidationError(
             "channel",
@@ -121,6 +135,32 @@ class Channel:
     def __str__(self) -> str:
         return self.key
 
+    @property
+    def topic(self) -> str | None:
+        """The topic of a topic channel (``"promotions"`` for ``sms/promotions``), else None."""
+        _, separator, topic = self.key.partition(TOPIC_SEPARATOR)
+        return topic if separator else None
+
+    @property
+    def base(self) -> Channel:
+        """The channel itself, or a topic channel's channel (``sms`` for ``sms/promotions``)."""
+        if TOPIC_SEPARATOR not in self.key:
+            return self
+        return Channel(_base_key(self.key), self.address_kind)
+
+    def with_topic(self, topic: str) -> Channel:
+        """The topic channel of *topic* on this channel: ``SMS.with_topic("promotions")`` is
+        ``Channel("sms/promotions")`` (whether the topic is declared is the service's check).
+
+        Raises:
+            ValidationError: this is a topic channel already, or *topic* is not a topic key.
+        """
+        from consentkit.topics import validate_topic_key
+
+        if self.topic is not None:
+            raise ValidationError("topic", f"{self.key!r} is a topic channel already")
+        return Channel(f"{self.key}{TOPIC_SEPARATOR}{validate_topic_key(topic)}", self.address_kind)
+
 
 SMS = Channel("sms", AddressKind.PHONE)
 MMS = Channel("mms", AddressKind.PHONE)
@@ -149,7 +189,7 @@ def channel(key: str | Channel) -> Channel:
     found = BUILTIN_CHANNELS.get(folded)
     if found is not None:
         return found
-    if not _KEY_RE.fullmatch(folded):
+    if not _SUBJECT_RE.fullmatch(folded):
         _validate_key(None, None, key)  # raises, naming the key as given
     return Channel(folded)
 
@@ -163,6 +203,12 @@ def _custom_channels(value: object) -> tuple[Channel, ...]:
     found: dict[str, Channel] = {}
     for item in value:
         ch = channel(item)
+        if ch.topic is not None:
+            raise ValidationError(
+                "channels",
+                f"{ch.key!r} is a topic channel: register the channel {ch.base.key!r}, and "
+                "declare the topic with topics=TopicRules([...])",
+            )
         builtin = BUILTIN_CHANNELS.get(ch.key)
         if builtin is not None and builtin.address_kind is not ch.address_kind:
             raise ValidationError(
@@ -200,8 +246,9 @@ class ChannelRegistry:
         """The known channel *value* names (a :class:`Channel` or a key, in any case).
 
         Raises:
-            ValidationError: naming *field*: not a channel, or not a known one (with the known
-                keys and a "did you mean" for a near miss).
+            ValidationError: naming *field*: not a channel, not a known one (with the known
+                keys and a "did you mean" for a near miss), or a topic channel (see
+                :meth:`resolve_subject` where one is allowed).
         """
         if isinstance(value, Channel):
             # A channel is its key (equality is by key): a Channel("signal") built by hand, or
@@ -219,6 +266,11 @@ class ChannelRegistry:
             raise ValidationError(
                 field, f"expected a channel or a channel key, got {type(value).__name__}"
             )
+        if TOPIC_SEPARATOR in key:
+            raise ValidationError(
+                field,
+                f"{key!r} is a topic channel; give the channel ({_base_key(key)!r}) here",
+            )
         close = difflib.get_close_matches(key, list(self._known), n=1, cutoff=0.6)
         raise UnknownChannelError(
             field,
@@ -227,6 +279,39 @@ class ChannelRegistry:
             tuple(sorted(self._known)),
             given=value if isinstance(value, str) else key,
         )
+
+    def resolve_subject(
+        self, value: object, topics: TopicRules, field: str = "channel", topic: object = None
+    ) -> Channel:
+        """A known channel, or a declared topic on one: *value* names a channel or a topic
+        channel (``"sms/promotions"``), and *topic*, if given, a topic of the channel *value*
+        names.
+
+        Raises:
+            ValidationError: as :meth:`resolve`, or *topic* given with a topic channel.
+            UnknownTopicError: the topic is not declared in *topics*.
+        """
+        if isinstance(value, Channel):
+            key = value.key
+        elif isinstance(value, str):
+            key = value.lower()
+        else:
+            raise ValidationError(
+                field, f"expected a channel or a channel key, got {type(value).__name__}"
+            )
+        base_key, separator, topic_key = key.partition(TOPIC_SEPARATOR)
+        base = self.resolve(base_key if separator else value, field)
+        if topic is not None:
+            if separator:
+                raise ValidationError("topic", f"{key!r} names a topic already; drop topic=")
+            if not isinstance(topic, str):
+                raise ValidationError(
+                    "topic", f"expected a topic key string, got {type(topic).__name__}"
+                )
+            topic_key, separator = topic, TOPIC_SEPARATOR
+        if not separator:
+            return base
+        return base.with_topic(topics.get(topic_key).key)
 
 
 class UnknownChannelError(ValidationError):

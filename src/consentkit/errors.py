@@ -11,19 +11,21 @@ Every class has a stable machine-readable :attr:`~ConsentError.code` and a sugge
     except ConsentError as error:
         return JSONResponse(error.to_document(), status_code=error.http_status)
 
-========================  ==========================  ======
-class                     ``code``                    status
-========================  ==========================  ======
-ValidationError           ``invalid_input``           422
-UnknownChannelError       ``unknown_channel``         422
-PayloadError              ``invalid_payload``         400
-NotAuthorizedError        ``not_authorized``          403
-SignatureError            ``invalid_signature``       403
-JustificationError        ``justification_required``  422
-UnknownContactError       ``unknown_contact``         404
-ConflictError             ``conflict``                409
-StorageError              ``storage_unavailable``     503
-========================  ==========================  ======
+===========================  ============================  ======
+class                        ``code``                      status
+===========================  ============================  ======
+ValidationError              ``invalid_input``             422
+UnknownChannelError          ``unknown_channel``           422
+UnknownTopicError            ``unknown_topic``             422
+PayloadError                 ``invalid_payload``           400
+NotAuthorizedError           ``not_authorized``            403
+SignatureError               ``invalid_signature``         403
+JustificationError           ``justification_required``    422
+UnknownContactError          ``unknown_contact``           404
+ChannelConsentRequiredError  ``channel_consent_required``  409
+ConflictError                ``conflict``                  409
+StorageError                 ``storage_unavailable``       503
+===========================  ============================  ======
 
 The one-click unsubscribe token errors of :mod:`consentkit.unsubscribe` have codes of their own:
 ``InvalidTokenError`` (a ValidationError, ``invalid_token``, 400) and its subclasses
@@ -39,6 +41,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "ChannelConsentRequiredError",
     "ConflictError",
     "ConsentError",
     "JustificationError",
@@ -143,6 +146,35 @@ class UnknownContactError(ConsentError, LookupError):
 
     def to_document(self) -> dict[str, Any]:
         return {**super().to_document(), "contact_ids": list(self.contact_ids[:20])}
+
+
+class ChannelConsentRequiredError(ConsentError):
+    """A topic opt-in or resubscription of a contact who never subscribed to the topic's channel:
+    consent to the channel comes first, with its own evidence (docs/topics.md), so the host does
+    it in two explicit steps.
+
+    Attributes:
+        contact_ids: the contacts concerned.
+        required_channel: the key of the channel they must first be subscribed to.
+    """
+
+    code: ClassVar[str] = "channel_consent_required"
+    http_status: ClassVar[int] = 409
+
+    def __init__(self, channel: str, topic_channel: str, contact_ids: list[str]) -> None:
+        self.required_channel = channel
+        self.contact_ids = tuple(contact_ids)
+        super().__init__(
+            f"never subscribed to {channel}: opt the contact in to {channel} (with its "
+            f"evidence) before {topic_channel}"
+        )
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            **super().to_document(),
+            "required_channel": self.required_channel,
+            "contact_ids": list(self.contact_ids[:20]),
+        }
 
 
 class ConflictError(ConsentError):

@@ -101,8 +101,10 @@ class ProviderVerdict(enum.Enum):
     """The contact asked for help."""
     COMPLAINT = "complaint"
     """The contact reported a message as spam (an email provider's or carrier's complaint
-    feed): an opt-out recorded as the system's (:attr:`~consentkit.model.OptOutOrigin.SYSTEM`),
-    which no keyword or provider opt-in undoes; only an admin with the contact's request can."""
+    feed): the system's opt-out, recorded with its own origin
+    (:attr:`~consentkit.model.OptOutOrigin.COMPLAINT`), which no keyword or provider opt-in
+    undoes (only an admin with the contact's request can) and after which no topic class survives
+    the channel's unsubscribe."""
 
 
 _VERDICT_CLASSIFICATION = {

@@ -621,7 +621,11 @@ class OptOutOrigin(enum.Enum):
     MEMBER = "member"
     """A member of the account, where a custom policy lets members unsubscribe."""
     SYSTEM = "system"
-    """An automatic process: a bounce, a carrier deactivation, a complaint feed."""
+    """An automatic process: a bounce, a carrier deactivation."""
+    COMPLAINT = "complaint"
+    """A spam complaint (a provider's complaint feed, ``ProviderVerdict.COMPLAINT``): the
+    system's opt-out, which no keyword or provider opt-in undoes, and after which no topic class
+    survives the channel's unsubscribe (docs/topics.md)."""
 
 
 @attrs.frozen

@@ -90,15 +90,16 @@ def check_opt_out(
 
 def check_complaint(open_service: ServiceFactory, message: InboundMessage) -> None:
     """The message is a spam complaint: an opt-out (source CARRIER, reason provider_complaint)
-    recorded as the system's, which a later provider opt-in from the same address (a preference
-    page's resubscribe) does not undo; otherwise it behaves like :func:`check_opt_out`."""
+    recorded as the system's with origin COMPLAINT, which a later provider opt-in from the same
+    address (a preference page's resubscribe) does not undo; otherwise it behaves like
+    :func:`check_opt_out`."""
     assert (message.verdict, message.source) == (ProviderVerdict.COMPLAINT, Source.CARRIER)
     check_opt_out(open_service, message, Source.CARRIER, "provider_complaint")
     service = subscribed(open_service, message)
     service.handle_inbound(message)
     sub = service.subscription(ADMIN, "known", message.channel)
     assert sub is not None
-    assert sub.opted_out_by == frozenset({OptOutOrigin.SYSTEM})
+    assert sub.opted_out_by == frozenset({OptOutOrigin.COMPLAINT})
     resubscribe = attrs.evolve(
         message, message_id=f"{message.message_id}:back", verdict=ProviderVerdict.OPT_IN,
         source=Source.UNSUBSCRIBE_LINK, received_at=message.received_at + timedelta(seconds=30),

@@ -55,4 +55,10 @@ class ConsentService(
             thresholds): one :class:`~consentkit.settings.AccountSettings` for every account, or a
             function from account id to its settings.
         chunk_size: how many contact ids bulk calls pass to the store at once (bounds memory).
+        topics: the host's topics (:class:`~consentkit.topics.Topic`): consent per topic inside a
+            channel, given as ``topic=`` or as the topic channel ``"sms/promotions"``; any other
+            topic key is an :class:`~consentkit.topics.UnknownTopicError`.
+        surviving_classes: per channel, the message classes whose topics may still be sent after
+            the channel is unsubscribed, e.g. ``{EMAIL: {MessageClass.TRANSACTIONAL}}`` (nothing
+            by default; see docs/topics.md).
     """

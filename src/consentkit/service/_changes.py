@@ -46,6 +46,7 @@ class Asked:
         partial: report refused pairs instead of raising.
         details: list the changed and unchanged pairs.
         expected_version: the inbox toggle's optimistic-concurrency check.
+        topic: the declared topic of the channels the pairs are on (None: the channels').
     """
 
     target: SubscriptionState
@@ -58,6 +59,7 @@ class Asked:
     partial: bool = False
     details: bool = True
     expected_version: int | None = None
+    topic: object = None
 
 
 class ChangesMixin(ServiceCore):
@@ -74,6 +76,7 @@ class ChangesMixin(ServiceCore):
         occurred_at: datetime | None = None,
         partial: bool = False,
         details: bool = False,
+        topic: str | None = None,
     ) -> ChangeResult:
         """Record that contacts agreed to receive messages on *channels* (never -> subscribed).
 
@@ -96,6 +99,7 @@ class ChangesMixin(ServiceCore):
                 occurred_at=occurred_at,
                 partial=partial,
                 details=details,
+                topic=topic,
             ),
         )
 
@@ -110,6 +114,7 @@ class ChangesMixin(ServiceCore):
         occurred_at: datetime | None = None,
         partial: bool = False,
         details: bool = False,
+        topic: str | None = None,
     ) -> ChangeResult:
         """Unsubscribe many contacts from many channels in one atomic call.
 
@@ -134,6 +139,7 @@ class ChangesMixin(ServiceCore):
                 occurred_at=occurred_at,
                 partial=partial,
                 details=details,
+                topic=topic,
             ),
         )
 
@@ -148,6 +154,7 @@ class ChangesMixin(ServiceCore):
         occurred_at: datetime | None = None,
         partial: bool = False,
         details: bool = False,
+        topic: str | None = None,
     ) -> ChangeResult:
         """Resubscribe unsubscribed contacts (unsubscribed -> subscribed), all or nothing.
 
@@ -172,6 +179,7 @@ class ChangesMixin(ServiceCore):
                 occurred_at=occurred_at,
                 partial=partial,
                 details=details,
+                topic=topic,
             ),
         )
 
@@ -187,6 +195,7 @@ class ChangesMixin(ServiceCore):
         source: Source | str = Source.INBOX,
         expected_version: int | None = None,
         occurred_at: datetime | None = None,
+        topic: str | None = None,
     ) -> ChangeResult:
         """The inbox toggle: set one contact's consent on one channel.
 
@@ -218,6 +227,7 @@ class ChangesMixin(ServiceCore):
                 evidence=evidence,
                 occurred_at=occurred_at,
                 expected_version=expected_version,
+                topic=topic,
             ),
         )
 
@@ -242,7 +252,7 @@ class ChangesMixin(ServiceCore):
             )
         check_flag("partial", asked.partial)
         check_flag("details", asked.details)
-        chosen = self._channels(channels)
+        chosen = self._channels(channels, asked.topic)
         ids = contact_ids_of(contact_ids)
         occurred_at = asked.occurred_at
         if occurred_at is not None:

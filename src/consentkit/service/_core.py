@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from consentkit.channels import (
@@ -36,6 +36,7 @@ from consentkit.storage.base import (
     Store,
     StoreTransaction,
 )
+from consentkit.topics import MessageClass, Topic, TopicRules
 
 _FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -54,6 +55,8 @@ class ServiceCore:
         settings: AccountSettings | Callable[[str], AccountSettings] | None = None,
         chunk_size: int = CHUNK_SIZE,
         channels: Iterable[Channel | str] = (),
+        topics: Iterable[Topic] = (),
+        surviving_classes: Mapping[Channel | str, Iterable[MessageClass | str]] | None = None,
     ) -> None:
         if not 1 <= chunk_size <= CHUNK_SIZE:
             raise ValidationError("chunk_size", f"must be from 1 to {CHUNK_SIZE}")
@@ -70,6 +73,16 @@ class ServiceCore:
         )
         self._settings = AccountSettings() if settings is None else settings
         self._chunk_size = chunk_size
+        surviving = {} if surviving_classes is None else surviving_classes
+        if not isinstance(surviving, Mapping):
+            raise ValidationError(
+                "surviving_classes",
+                f"expected a mapping {{channel: message classes}}, got {type(surviving).__name__}",
+            )
+        self.topics = TopicRules(
+            topics,
+            {self.channels.resolve(ch, "surviving_classes"): v for ch, v in surviving.items()},
+        )
 
     def settings_for(self, account: str) -> AccountSettings:
         """The settings of *account*."""
@@ -84,16 +97,25 @@ class ServiceCore:
 
     # ------------------------------------------------------------------ helpers
 
-    def _channels(self, channels: object) -> tuple[Channel, ...]:
+    def _channels(self, channels: object, topic: object = None) -> tuple[Channel, ...]:
+        """The channels (or topic channels) a change names; *topic* moves each to that topic."""
         if isinstance(channels, (str, Channel)):
             channels = [channels]
         items = iterate_arg(
             "channels", channels, "a channel or an iterable of channels, e.g. [SMS]"
         )
-        result = tuple(dict.fromkeys(self.channels.resolve(c, "channels") for c in items))
+        result = tuple(
+            dict.fromkeys(
+                self.channels.resolve_subject(c, self.topics, "channels", topic) for c in items
+            )
+        )
         if not result:
             raise ValidationError("channels", "name at least one channel, e.g. [SMS]")
         return result
+
+    def _subject(self, channel_: object, topic: object = None) -> Channel:
+        """The channel, or topic channel, one read names."""
+        return self.channels.resolve_subject(channel_, self.topics, "channel", topic)
 
     def _now(self) -> datetime:
         return ensure_aware("clock.now()", self.clock.now())

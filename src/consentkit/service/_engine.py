@@ -17,6 +17,7 @@ from consentkit.channels import (
     Channel,
 )
 from consentkit.errors import (
+    ChannelConsentRequiredError,
     ConflictError,
     ConsentError,
     NotAuthorizedError,
@@ -160,6 +161,14 @@ class ChangeRun:
         self.versions: dict[PairRef, int] = {}
         self.skipped: list[SkippedPair] = []
         self.refused: list[RefusedPair] = []
+        # Subscribing a topic channel needs the contact's consent to the channel first: the
+        # channels to look at, and per chunk the (contact, topic channel) pairs that lack it.
+        self._topic_bases: tuple[Channel, ...] = (
+            tuple(dict.fromkeys(ch.base for ch in request.channels if ch.topic is not None))
+            if request.target is SubscriptionState.SUBSCRIBED
+            else ()
+        )
+        self._without_channel: frozenset[tuple[str, Channel]] = frozenset()
         self.changed_count = 0
         self.unchanged_count = 0
         # Set-based when the store can and no pair needs a look at its own record (a keep rule,
@@ -177,7 +186,9 @@ class ChangeRun:
     def chunk(self, chunk: list[str]) -> None:
         """Admit, settle, decide and write one chunk of contact ids."""
         chunk = self._admit(chunk)
-        if self._staging is not None and chunk:
+        if self._topic_bases and chunk:
+            self._without_channel = self._lacking_channel(chunk)
+        if self._staging is not None and chunk and not self._without_channel:
             self._staged_chunk(self._staging, chunk)
             return
         current = self._tx.lock_subscriptions(chunk, self._request.channels)
@@ -311,6 +322,18 @@ class ChangeRun:
         missing_set = set(missing)
         return [cid for cid in chunk if cid not in missing_set]
 
+    def _lacking_channel(self, chunk: list[str]) -> frozenset[tuple[str, Channel]]:
+        """The (contact, topic channel) pairs of *chunk* whose contact never subscribed to the
+        topic's channel (read, and locked, before the topic pairs: every writer locks a
+        channel's pair before its topics')."""
+        current = self._tx.lock_subscriptions(chunk, self._topic_bases)
+        return frozenset(
+            (cid, ch)
+            for cid in chunk
+            for ch in self._request.channels
+            if ch.topic is not None and (cid, ch.base) not in current
+        )
+
     def _settle_time(self, current: Mapping[tuple[str, Channel], Subscription]) -> None:
         """Move the change past the pairs' last change where the timing allows it."""
         if current:
@@ -399,6 +422,13 @@ class ChangeRun:
         ):
             # Authorization errors come first so a member hears "ask an admin".
             error = _NEVER_SUBSCRIBED_RESUBSCRIBE
+        if (
+            self._without_channel
+            and (cid, ch) in self._without_channel
+            and not isinstance(error, NotAuthorizedError)
+        ):
+            base = ch.base.key
+            error = ChannelConsentRequiredError(base, ch.key, [cid])
         if error is not None:
             self._refuse(cid, ch, error)
             return

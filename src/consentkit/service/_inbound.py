@@ -415,8 +415,9 @@ def opt_out_request(delivery: Delivery, contact_id: str, reason: str) -> ChangeR
         op=Transition.UNSUBSCRIBE,
         via=delivery.key,
         timing="last_change",
-        # A complaint is recorded as the system's opt-out, which no START undoes.
-        origin=OptOutOrigin.SYSTEM
+        # A complaint is recorded as the system's opt-out of its own origin, which no START
+        # undoes and after which no topic class survives the channel's unsubscribe.
+        origin=OptOutOrigin.COMPLAINT
         if delivery.message.verdict is ProviderVerdict.COMPLAINT
         else None,
     )

@@ -28,6 +28,7 @@ from consentkit.service._results import Page, check_limit, decode_cursor, page_o
 from consentkit.storage.base import (
     SubscriptionFilter,
 )
+from consentkit.topics import TopicDefault, after_complaint, topic_sendable
 
 
 class ReadsMixin(ServiceCore):
@@ -55,20 +56,34 @@ class ReadsMixin(ServiceCore):
         return page_of(items, limit, lambda contact: contact.id)
 
     def subscription(
-        self, actor: Actor, contact_id: str, channel_: Channel | str
+        self,
+        actor: Actor,
+        contact_id: str,
+        channel_: Channel | str,
+        *,
+        topic: str | None = None,
     ) -> Subscription | None:
-        """The recorded subscription of one pair, or None if it was never subscribed."""
+        """The recorded subscription of one pair (of a topic on the channel, with *topic*), or
+        None if it was never subscribed."""
         account = self._contact_scope(actor, contact_id)
-        return self.store.get_subscription(account, contact_id, self.channels.resolve(channel_))
+        return self.store.get_subscription(account, contact_id, self._subject(channel_, topic))
 
-    def state(self, actor: Actor, contact_id: str, channel_: Channel | str) -> SubscriptionState:
-        """The consent state of one pair.
+    def state(
+        self,
+        actor: Actor,
+        contact_id: str,
+        channel_: Channel | str,
+        *,
+        topic: str | None = None,
+    ) -> SubscriptionState:
+        """The consent state of one pair (with *topic*: the topic pair's own state, whatever the
+        channel's; :meth:`can_send` combines the two).
 
         Raises:
             UnknownContactError: the contact does not exist.
         """
         account = self._contact_scope(actor, contact_id)
-        state = self.store.get_state(account, contact_id, self.channels.resolve(channel_))
+        state = self.store.get_state(account, contact_id, self._subject(channel_, topic))
         if state is SubscriptionState.NEVER_SUBSCRIBED and (
             self.store.get_contact(account, contact_id) is None
         ):
@@ -80,28 +95,94 @@ class ReadsMixin(ServiceCore):
         account = self._contact_scope(actor, contact_id)
         return self.store.subscriptions_of(account, contact_id)
 
-    def can_send(self, actor: Actor, contact_id: str, channel_: Channel | str) -> bool:
+    def can_send(
+        self,
+        actor: Actor,
+        contact_id: str,
+        channel_: Channel | str,
+        *,
+        topic: str | None = None,
+    ) -> bool:
         """Whether a message may be sent now: only ``SUBSCRIBED`` pairs may be messaged.
+
+        With *topic* (or a topic channel such as ``"sms/promotions"``), both layers answer: the
+        channel is the master switch, the topic's own pair and default decide within it, and a
+        message class configured to survive the channel's unsubscribe may still go out (never
+        after a complaint); see the truth table of docs/topics.md.
 
         Check it right before sending.  Unknown contacts and never-subscribed pairs give False.
         """
         account = self._contact_scope(actor, contact_id)
-        state = self.store.get_state(account, contact_id, self.channels.resolve(channel_))
-        return state is SubscriptionState.SUBSCRIBED
+        ch = self._subject(channel_, topic)
+        if ch.topic is None:
+            state = self.store.get_state(account, contact_id, ch)
+            return state is SubscriptionState.SUBSCRIBED
+        declared = self.topics.get(ch.topic)
+        return topic_sendable(
+            self.store.get_subscription(account, contact_id, ch.base),
+            self.store.get_subscription(account, contact_id, ch),
+            declared,
+            self.topics.survives(ch, declared),
+        )
 
     def audience(
-        self, actor: Actor, channel_: Channel | str, contact_ids: Iterable[str]
+        self,
+        actor: Actor,
+        channel_: Channel | str,
+        contact_ids: Iterable[str],
+        *,
+        topic: str | None = None,
     ) -> set[str]:
-        """The subset of *contact_ids* (any number, streamed) that may be messaged on a channel.
+        """The subset of *contact_ids* (any number, streamed) that may be messaged on a channel
+        (with *topic*: that topic on the channel, by the rules of :meth:`can_send`).
 
-        Ids that are not contacts of the account are simply not in the result.
+        Ids that are not contacts of the account are simply not in the result.  With a topic
+        the ids are held in memory, and the account's unsubscribed pairs of the topic (and, where
+        its class survives, of the channel) are read once, a page at a time.
         """
         account = self._account_scope(actor, "filter the audience of the account")
-        ch = self.channels.resolve(channel_)
+        ch = self._subject(channel_, topic)
         ids = contact_ids_of(contact_ids)
-        return self.store.subscribed_among(
-            account, ch, (validate_id("contact_ids", cid) for cid in ids)
-        )
+        valid = (validate_id("contact_ids", cid) for cid in ids)
+        if ch.topic is None:
+            return self.store.subscribed_among(account, ch, valid)
+        return self._topic_audience(account, ch, list(valid))
+
+    def _topic_audience(self, account: str, ch: Channel, ids: list[str]) -> set[str]:
+        """The audience of a topic channel: rows 1 to 10 of the truth table, set-based per layer
+        (each layer's subscribed ids among the candidates, and its unsubscribed pairs)."""
+        declared = self.topics.get(ch.topic or "")
+        eligible = self.store.subscribed_among(account, ch.base, ids)
+        if self.topics.survives(ch, declared):
+            # Rows 6 to 9: a channel unsubscribed by anything but a complaint lets the class
+            # through (never-subscribed channels do not: row 10).
+            others = set(ids) - eligible
+            if others:
+                eligible.update(
+                    sub.contact_id
+                    for sub in self._all_pairs(account, ch.base, SubscriptionState.UNSUBSCRIBED)
+                    if sub.contact_id in others and not after_complaint(sub)
+                )
+        if declared.default is TopicDefault.OPT_IN:
+            return self.store.subscribed_among(account, ch, eligible)
+        left = {
+            sub.contact_id
+            for sub in self._all_pairs(account, ch, SubscriptionState.UNSUBSCRIBED)
+        }
+        return eligible - left
+
+    def _all_pairs(
+        self, account: str, ch: Channel, state: SubscriptionState
+    ) -> Iterator[Subscription]:
+        """Every recorded pair of *ch* in *state*, read a page at a time."""
+        where = SubscriptionFilter(ch, state, None, None)
+        after: str | None = None
+        while True:
+            page = self.store.list_subscriptions(account, where, after=after, limit=_PAGE)
+            yield from page
+            if len(page) < _PAGE:
+                return
+            after = page[-1].contact_id
 
     def list_subscriptions(
         self,
@@ -113,10 +194,11 @@ class ReadsMixin(ServiceCore):
         reason: str | None = None,
         cursor: str | None = None,
         limit: int = 100,
+        topic: str | None = None,
     ) -> Page[Subscription]:
-        """Pairs of one channel in one state (the "filter for unsubscribed contacts" view),
-        optionally only those whose last change came from *source* or carried *reason*, ordered
-        by contact id, a page at a time."""
+        """Pairs of one channel (or of a topic on it) in one state (the "filter for unsubscribed
+        contacts" view), optionally only those whose last change came from *source* or carried
+        *reason*, ordered by contact id, a page at a time."""
         account = self._account_scope(actor, "list the consent of other contacts")
         state = enum_value(SubscriptionState, "state", state)
         if state is SubscriptionState.NEVER_SUBSCRIBED:
@@ -128,7 +210,7 @@ class ReadsMixin(ServiceCore):
         if source is not None:
             source = enum_value(Source, "source", source)
         where = SubscriptionFilter(
-            self.channels.resolve(channel_), state, source, validate_reason_code(reason)
+            self._subject(channel_, topic), state, source, validate_reason_code(reason)
         )
         limit = check_limit(limit)
         items = self.store.list_subscriptions(
@@ -137,11 +219,17 @@ class ReadsMixin(ServiceCore):
         return page_of(items, limit, lambda sub: sub.contact_id)
 
     def history(
-        self, actor: Actor, contact_id: str, channel_: Channel | str | None = None
+        self,
+        actor: Actor,
+        contact_id: str,
+        channel_: Channel | str | None = None,
+        *,
+        topic: str | None = None,
     ) -> list[ConsentEvent]:
-        """The audit events of one contact (optionally one channel), oldest first."""
+        """The audit events of one contact (optionally one channel, or one topic on it), oldest
+        first."""
         account = self._contact_scope(actor, contact_id)
-        ch = None if channel_ is None else self.channels.resolve(channel_)
+        ch = self._optional_subject(channel_, topic)
         events = list(self.store.events(account, contact_id=contact_id, channel=ch))
         if not events and self.store.get_contact(account, contact_id) is None:
             raise UnknownContactError(account, [contact_id])
@@ -155,6 +243,7 @@ class ReadsMixin(ServiceCore):
         *,
         cursor: str | None = None,
         limit: int = 100,
+        topic: str | None = None,
     ) -> Page[ConsentEvent]:
         """The audit events of one contact (optionally one channel), oldest first, a page at a
         time: pass the page's ``next_cursor`` as *cursor* for the next one.
@@ -169,7 +258,7 @@ class ReadsMixin(ServiceCore):
             ValidationError: a bad *cursor* or *limit* (1 to 10,000).
         """
         account = self._contact_scope(actor, contact_id)
-        ch = None if channel_ is None else self.channels.resolve(channel_)
+        ch = self._optional_subject(channel_, topic)
         limit = check_limit(limit)
         after = _sequence_of(decode_cursor(cursor))
         events = list(
@@ -180,6 +269,13 @@ class ReadsMixin(ServiceCore):
         if not events and self.store.get_contact(account, contact_id) is None:
             raise UnknownContactError(account, [contact_id])
         return page_of(events, limit, lambda event: str(event.sequence))
+
+    def _optional_subject(self, channel_: object, topic: object) -> Channel | None:
+        if channel_ is None:
+            if topic is not None:
+                raise ValidationError("topic", "name the channel of the topic too")
+            return None
+        return self._subject(channel_, topic)
 
     def audit_log(
         self, actor: Actor, *, after: int | None = None, page_size: int = 1000
@@ -212,6 +308,10 @@ class ReadsMixin(ServiceCore):
             if len(page) < page_size:
                 return
             position = page[-1].sequence
+
+
+_PAGE = 1000
+"""Pairs per page when a topic's audience reads the unsubscribed pairs of a layer."""
 
 
 def _sequence_of(key: str | None) -> int | None:

@@ -69,6 +69,7 @@ from consentkit.storage.base import (
     Store,
     SubscriptionFilter,
 )
+from consentkit.testing._topics_contract import TopicsContract
 from consentkit.testing.clock import FakeClock
 from consentkit.testing.replay import check_replay
 from consentkit.testing.strategies import apply_request, change_requests
@@ -99,7 +100,7 @@ class _RolledBack(Exception):
     """Raised inside a transaction to roll it back on purpose."""
 
 
-class StoreConformance:
+class StoreConformance(TopicsContract):
     """The storage contract as tests.  Subclass it and implement :meth:`make_store`."""
 
     def make_store(self, directory: Path) -> Store:
@@ -1029,7 +1030,9 @@ class StoreConformance:
         assert service.handle_inbound(complaint).outcome is InboundOutcome.OPTED_OUT
         sub = service.subscription(ADMIN, "c3", EMAIL)
         assert sub is not None
-        assert (sub.state, sub.opted_out_by) == (UNSUBSCRIBED, frozenset({OptOutOrigin.SYSTEM}))
+        assert (sub.state, sub.opted_out_by) == (
+            UNSUBSCRIBED, frozenset({OptOutOrigin.COMPLAINT})
+        )
         assert service.history(ADMIN, "c3", EMAIL)[-1].reason == "provider_complaint"
         resume = InboundMessage(
             ACCOUNT, EMAIL, "c3@example.com", "", "sg-c2", clock.now(),
