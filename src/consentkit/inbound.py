@@ -34,6 +34,8 @@ from consentkit.model import (
     validate_reason_code,
     validate_text,
 )
+from consentkit.scopes import OptOutScope, ScopeSchedule, scope_setting
+from consentkit.topics import validate_topic_key
 from consentkit.trends import validate_timezone
 
 __all__ = [
@@ -120,6 +122,10 @@ an email provider reports it), or a carrier's or provider's report (a complaint,
 that says the recipient opted out)."""
 
 
+def _optional_topic(value: object) -> str | None:
+    return None if value is None else validate_topic_key(value)
+
+
 def _verdict(value: object) -> ProviderVerdict | None:
     return None if value is None else enum_value(ProviderVerdict, "verdict", value)
 
@@ -155,6 +161,10 @@ class InboundMessage:
         source: where the message came from: a reply (``INBOUND_KEYWORD``, the default), an
             email provider's unsubscribe event (``UNSUBSCRIBE_LINK``) or a carrier's or
             provider's report (``CARRIER``: a complaint, an "opted out" send failure).
+        topic: the topic of the message the contact answered, if the host knows it (the
+            ``topic`` opt-out scope unsubscribes that topic).
+        recipient: the number or address the reply was sent to (the ``sender`` opt-out scope
+            looks it up in ``InboundSettings.senders``), normalised as the sender is.
     """
 
     account: str = attrs.field(converter=_account)
@@ -166,10 +176,26 @@ class InboundMessage:
     provider: str | None = attrs.field(default=None, converter=_provider)
     verdict: ProviderVerdict | None = attrs.field(default=None, converter=_verdict)
     source: Source = attrs.field(default=Source.INBOUND_KEYWORD, converter=_source)
+    topic: str | None = attrs.field(default=None, converter=_optional_topic)
+    recipient: str | None = None
 
     def __attrs_post_init__(self) -> None:
         normalised = normalize_address(self.channel, self.sender, "sender")
         object.__setattr__(self, "sender", normalised)
+        if self.channel.topic is not None:
+            raise ValidationError(
+                "channel",
+                f"{self.channel.key!r} is a topic channel: messages arrive on a channel "
+                f"({self.channel.base.key!r}); give the topic as topic=",
+            )
+        if self.recipient is not None:
+            if not isinstance(self.recipient, str):
+                raise ValidationError(
+                    "recipient", f"expected a string, got {type(self.recipient).__name__}"
+                )
+            object.__setattr__(
+                self, "recipient", normalize_address(self.channel, self.recipient, "recipient")
+            )
         if self.verdict is not None and self.provider is None:
             raise ValidationError(
                 "provider", "a provider's verdict must name the provider that gave it"
@@ -196,15 +222,6 @@ class PossibleOptOutAction(enum.Enum):
 
     APPLY = "apply"
     REVIEW = "review"
-
-
-class OptOutScope(enum.Enum):
-    """Which channels one inbound STOP covers."""
-
-    GROUP = "group"
-    """Every channel of the inbound channel's group (SMS, MMS and RCS together by default)."""
-    CHANNEL = "channel"
-    """Only the channel the reply arrived on."""
 
 
 class InboundOutcome(enum.Enum):
@@ -419,8 +436,18 @@ def _possible_opt_out(value: object) -> PossibleOptOutAction:
     return enum_value(PossibleOptOutAction, "possible_opt_out", value)
 
 
-def _scope(value: object) -> OptOutScope:
-    return enum_value(OptOutScope, "scope", value)
+def _senders(value: object) -> Mapping[str, str]:
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            "senders",
+            f"expected a mapping {{recipient: topic key}}, got {type(value).__name__}",
+        )
+    out: dict[str, str] = {}
+    for recipient, topic in value.items():
+        if not isinstance(recipient, str) or not recipient.strip():
+            raise ValidationError("senders", f"expected recipient strings, got {recipient!r}")
+        out[recipient.strip()] = validate_topic_key(topic, "senders")
+    return out
 
 
 def _check_calendar(_: object, __: object, value: BusinessCalendar | None) -> None:
@@ -439,7 +466,10 @@ class InboundSettings:
     Attributes:
         matcher: the keyword matcher (``KeywordMatcher.for_locales(["fr"])`` for French words).
         possible_opt_out: apply a possible opt-out, or record it for review (the default).
-        scope: which channels a STOP covers.
+        scope: which pairs a STOP covers: an :class:`~consentkit.scopes.OptOutScope`, or a
+            :class:`~consentkit.scopes.ScopeSchedule` that changes it on a date.
+        senders: for the ``sender`` scope, the topic of each number (brand, messaging service)
+            replies go to, by the recipient as the messages give it (E.164 for numbers).
         templates: the replies.
         calendar: business days for the opt-out deadline; None (the default) counts Monday to
             Friday in the account's time zone.
@@ -456,7 +486,9 @@ class InboundSettings:
     possible_opt_out: PossibleOptOutAction = attrs.field(
         default=PossibleOptOutAction.REVIEW, converter=_possible_opt_out
     )
-    scope: OptOutScope = attrs.field(default=OptOutScope.GROUP, converter=_scope)
+    scope: OptOutScope | ScopeSchedule = attrs.field(
+        default=OptOutScope.GROUP, converter=scope_setting
+    )
     templates: ReplyTemplates = attrs.field(
         factory=ReplyTemplates,
         validator=_instance_of(ReplyTemplates, "templates", "ReplyTemplates"),
@@ -471,6 +503,7 @@ class InboundSettings:
             _instance_of(KeywordProgramme, "programme", "a KeywordProgramme")
         ),
     )
+    senders: Mapping[str, str] = attrs.field(factory=dict, converter=_senders)
     _matchers: dict[Channel | None, KeywordMatcher] = attrs.field(
         init=False, factory=dict, eq=False, repr=False
     )
@@ -482,6 +515,11 @@ class InboundSettings:
         self._matchers[None] = self._build_matcher(None)
         for ch, _ in self.channel_keywords:
             self._matchers[ch] = self._build_matcher(ch)
+
+    def scope_at(self, received_at: datetime) -> OptOutScope:
+        """The opt-out scope in force for a message received at *received_at*."""
+        scope = self.scope
+        return scope.at(received_at) if isinstance(scope, ScopeSchedule) else scope
 
     def _check_programme(self, programme: KeywordProgramme) -> None:
         # A keyword that reads as an opt-out ("please stop") must never create consent.

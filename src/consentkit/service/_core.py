@@ -17,8 +17,8 @@ from consentkit.errors import (
     ValidationError,
 )
 from consentkit.inbound import (
+    InboundMessage,
     InboundSettings,
-    OptOutScope,
 )
 from consentkit.model import (
     Actor,
@@ -27,6 +27,7 @@ from consentkit.model import (
     validate_id,
 )
 from consentkit.policy import AdminOnlyPolicy, Policy
+from consentkit.scopes import OptOutScope
 from consentkit.service._arguments import check_actor, chunks, iterate_arg
 from consentkit.service._engine import ChangeRequest, ChangeRun
 from consentkit.service._results import ChangeResult
@@ -157,12 +158,27 @@ class ServiceCore:
 
     # ------------------------------------------------------------------ contacts
 
-    def _scope(self, settings: InboundSettings, ch: Channel) -> tuple[Channel, ...]:
-        """The channels an opt-out received on *ch* covers, *ch* first."""
-        if settings.scope is OptOutScope.GROUP:
-            group = self.channel_groups.group_of(ch)
-            return (ch, *sorted(group - {ch}))
-        return (ch,)
+    def _scope(self, settings: InboundSettings, message: InboundMessage) -> tuple[Channel, ...]:
+        """The pairs' channels an opt-out in *message* covers, its own channel's first: by the
+        account's scope at the message's ``received_at`` (docs/topics.md).  A topic nobody
+        declared, or a scope that finds no topic, covers the channel group: the safe side."""
+        ch = message.channel
+        scope = settings.scope_at(message.received_at)
+        if scope is OptOutScope.CHANNEL:
+            return (ch,)
+        if scope is OptOutScope.REVOKE_ALL:
+            return (ch, *sorted(set(self.channels.known.values()) - {ch}))
+        group = (ch, *sorted(self.channel_groups.group_of(ch) - {ch}))
+        topic = (
+            message.topic
+            if scope is OptOutScope.TOPIC
+            else settings.senders.get(message.recipient or "")
+            if scope is OptOutScope.SENDER
+            else None
+        )
+        if topic is None or topic not in self.topics.by_key:
+            return group
+        return tuple(c.with_topic(topic) for c in group)
 
     def _apply_in_tx(
         self, tx: StoreTransaction, request: ChangeRequest, contact_ids: Iterable[str]

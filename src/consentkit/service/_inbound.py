@@ -144,7 +144,7 @@ class InboundMixin(ServiceCore):
         delivery = Delivery(
             message=message,
             key=key,
-            channels=self._scope(settings, message.channel),
+            channels=self._scope(settings, message),
             contact_ids=tuple(sorted(contact_ids)),
             received=received,
             now=now,
@@ -425,11 +425,14 @@ def opt_out_request(delivery: Delivery, contact_id: str, reason: str) -> ChangeR
 
 def _digest(message: InboundMessage) -> str:
     """What identifies a message's content for redelivery checks: its text, and the provider's
-    verdict and source when there are any (a retry carries the same)."""
+    verdict and source, the topic answered and the recipient when there are any (a retry carries
+    the same; a message without them keeps the digest it always had)."""
     text = message.body
     if message.verdict is not None or message.source is not Source.INBOUND_KEYWORD:
         verdict = "" if message.verdict is None else message.verdict.value
         text = f"{text}\x00{verdict}\x00{message.source.value}"
+    if message.topic is not None or message.recipient is not None:
+        text = f"{text}\x00topic={message.topic or ''}\x00to={message.recipient or ''}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 

@@ -135,12 +135,13 @@ class ReviewMixin(ServiceCore):
         # (queued with the item, or since departed) and those that have it now.
         candidates = opt_out_contacts(tx, key, item.received_at) | set(item.contact_ids)
         present = candidates - set(tx.missing_contacts(sorted(candidates)))
+        message = InboundMessage(
+            item.account, ch, item.sender, item.text, item.message_id, item.received_at
+        )
         delivery = Delivery(
-            message=InboundMessage(
-                item.account, ch, item.sender, item.text, item.message_id, item.received_at
-            ),
+            message=message,
             key=key,
-            channels=self._scope(self.settings_for(item.account).inbound, ch),
+            channels=self._scope(self.settings_for(item.account).inbound, message),
             contact_ids=tuple(sorted(present)),
             received=item.received_at,
             now=now,

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from consentkit.channels import EMAIL, SMS, Channel
+from consentkit.channels import EMAIL, MMS, SMS, WHATSAPP, Channel
 from consentkit.errors import ChannelConsentRequiredError, JustificationError, ValidationError
-from consentkit.inbound import InboundMessage
+from consentkit.inbound import InboundMessage, InboundSettings
 from consentkit.model import (
     Actor,
     Contact,
@@ -27,7 +27,9 @@ from consentkit.model import (
     ResubscribeReason,
     SubscriptionState,
 )
+from consentkit.scopes import OptOutScope, ScopeSchedule
 from consentkit.service import ConsentService
+from consentkit.settings import AccountSettings
 from consentkit.testing.clock import FakeClock
 from consentkit.testing.replay import check_replay
 from consentkit.topics import MessageClass, Topic, TopicDefault, UnknownTopicError
@@ -258,3 +260,114 @@ class TopicsContract:
         assert plain.audience(_ADMIN, EMAIL, ["ann"]) == {"ann"}
         subs = {s.channel.key for s in with_topics.subscriptions(_ADMIN, "ann")}
         assert subs == {"email", "email/receipts"}
+
+    @pytest.mark.parametrize(
+        ("scope", "message", "expected"),
+        [
+            pytest.param("group", {}, {"sms", "mms", "rcs"}, id="group"),
+            pytest.param("channel", {}, {"sms"}, id="channel"),
+            pytest.param(
+                "topic", {"topic": "promotions"},
+                {"sms/promotions", "mms/promotions", "rcs/promotions"}, id="topic",
+            ),
+            pytest.param("topic", {}, {"sms", "mms", "rcs"}, id="topic-unknown-falls-back"),
+            pytest.param(
+                "sender", {"recipient": "+1 415 555 0199"},
+                {"sms/promotions", "mms/promotions", "rcs/promotions"}, id="sender",
+            ),
+            pytest.param(
+                "sender", {"recipient": "+14155550111"}, {"sms", "mms", "rcs"},
+                id="sender-unmapped-falls-back",
+            ),
+            pytest.param(
+                "revoke_all", {}, {"sms", "mms", "rcs", "whatsapp", "email", "voice", "push"},
+                id="revoke_all",
+            ),
+        ],
+    )
+    def test_an_sms_stop_changes_exactly_the_pairs_of_its_scope(
+        self,
+        store: Store,
+        clock: FakeClock,
+        scope: str,
+        message: dict[str, str],
+        expected: set[str],
+    ) -> None:
+        """Ann is subscribed to SMS, MMS, WhatsApp and email, and to promotions and alerts on
+        SMS and MMS: a STOP to the SMS number unsubscribes the pairs of the account's scope and
+        nothing else (docs/topics.md, "Opt-out scopes")."""
+        service = self._scoped(store, clock, scope)
+        before = self._states(service)
+        result = service.handle_inbound(
+            InboundMessage(
+                _ACCOUNT, SMS, "+14155550100", "STOP", "stop-1", clock.now(), **message
+            )
+        )
+        assert {ch.key for _, ch in result.changed} == expected
+        after = self._states(service)
+        moved = {key for key, state in after.items() if state != before.get(key)}
+        assert moved == expected
+        assert all(after[key] == "unsubscribed" for key in expected)
+        sendable = {
+            topic: service.can_send(_ADMIN, "ann", SMS, topic=topic)
+            for topic in ("promotions", "alerts")
+        }
+        stopped_channel = "sms" in expected
+        assert sendable == {
+            "promotions": not stopped_channel and "sms/promotions" not in expected,
+            "alerts": not stopped_channel,
+        }
+        check_replay(store, _ACCOUNT)
+
+    def test_a_scheduled_scope_is_decided_by_when_the_stop_was_received(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """A ScopeSchedule switches the scope at its date: a STOP received before it (delivered
+        late, after the switch) gets the old scope, one received after it the new one."""
+        switch = clock.now() + timedelta(days=1)
+        schedule = ScopeSchedule(until=switch, before="group", after="revoke_all")
+        service = self._scoped(store, clock, schedule)
+        clock.advance(timedelta(days=2))
+        late = service.handle_inbound(
+            InboundMessage(
+                _ACCOUNT, SMS, "+14155550100", "STOP", "old-stop",
+                switch - timedelta(minutes=5),
+            )
+        )
+        assert {ch.key for _, ch in late.changed} == {"sms", "mms", "rcs"}
+        service.upsert_contacts(_ADMIN, [Contact(_ACCOUNT, "cy", phone="+14155550102")])
+        service.opt_in(_ADMIN, ["cy"], [SMS, WHATSAPP], evidence=_EVIDENCE)
+        fresh = service.handle_inbound(
+            InboundMessage(_ACCOUNT, SMS, "+14155550102", "STOP", "new-stop", clock.now())
+        )
+        assert {ch.key for _, ch in fresh.changed} >= {"sms", "whatsapp", "email", "push"}
+        assert schedule.at(switch) is OptOutScope.REVOKE_ALL
+        assert schedule.at(switch - timedelta(microseconds=1)) is OptOutScope.GROUP
+
+    def _scoped(
+        self, store: Store, clock: FakeClock, scope: str | ScopeSchedule
+    ) -> ConsentService:
+        settings = AccountSettings(
+            inbound=InboundSettings(scope=scope, senders={"+14155550199": "promotions"})
+        )
+        service = ConsentService(
+            store,
+            clock=clock,
+            settings=settings,
+            topics=[
+                Topic("promotions", "Offers", MessageClass.MARKETING),
+                Topic("alerts", "Alerts", MessageClass.INFORMATIONAL, TopicDefault.OPT_OUT),
+            ],
+        )
+        service.upsert_contacts(
+            _ADMIN, [Contact(_ACCOUNT, "ann", phone="+14155550100", email="ann@example.com")]
+        )
+        service.opt_in(_ADMIN, ["ann"], [SMS, MMS, WHATSAPP, EMAIL], evidence=_EVIDENCE)
+        service.opt_in(_ADMIN, ["ann"], [SMS, MMS], evidence=_EVIDENCE, topic="promotions")
+        service.opt_in(_ADMIN, ["ann"], [SMS, MMS], evidence=_EVIDENCE, topic="alerts")
+        clock.advance(timedelta(minutes=1))
+        return service
+
+    @staticmethod
+    def _states(service: ConsentService) -> dict[str, str]:
+        return {s.channel.key: s.state.value for s in service.subscriptions(_ADMIN, "ann")}
