@@ -76,7 +76,14 @@ class UnknownTopicError(ValidationError):
 
     code: ClassVar[str] = "unknown_topic"
 
-    def __init__(self, key: str, known: tuple[str, ...], suggestion: str | None = None) -> None:
+    def __init__(
+        self,
+        key: str,
+        known: tuple[str, ...],
+        suggestion: str | None = None,
+        *,
+        how_to_declare: str = "ConsentService(store, topics=[Topic(...)])",
+    ) -> None:
         self.key = key
         self.known = known
         self.suggestion = suggestion
@@ -85,7 +92,7 @@ class UnknownTopicError(ValidationError):
         super().__init__(
             "topic",
             f"{key!r} is not a declared topic{hint} Declared topics: {declared}. Declare it: "
-            "ConsentService(store, topics=[Topic(...)])",
+            f"{how_to_declare}",
         )
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "add_paging",
     "add_progress",
     "add_source",
+    "add_topic",
     "channels_of",
     "count_lines",
     "ids_of",
@@ -107,6 +108,16 @@ def add_global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> No
         "may name besides the built-in ones; repeat it or separate keys with commas (env "
         "CONSENTKIT_CUSTOM_CHANNELS, added to the ones given here)",
     )
+    parser.add_argument(
+        "--topics",
+        dest="topics_file" if not suppress else "topics_file_after",
+        type=Path,
+        metavar="FILE",
+        default=default,
+        help="a JSON file declaring the host's topics (key, title, message_class, default) and "
+        "the classes surviving a channel unsubscribe (see docs/topics.md; env "
+        "CONSENTKIT_TOPICS)",
+    )
 
 
 def add_ids(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +143,12 @@ def add_channels(parser: argparse.ArgumentParser) -> None:
         help="a channel (sms, mms, rcs, whatsapp, email, voice, push or a --custom-channel); "
         "repeat it or separate with commas for several: --channel sms,whatsapp",
     )
+    add_topic(parser, "the pairs are that declared topic on each channel (see --topics)")
+
+
+def add_topic(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--topic KEY``: a declared topic on the channel(s) given."""
+    parser.add_argument("--topic", metavar="KEY", help=what)
 
 
 def add_source(parser: argparse.ArgumentParser) -> None:
@@ -201,8 +218,10 @@ def split_keys(values: Iterable[str]) -> list[str]:
 
 
 def channels_of(ctx: Context, args: argparse.Namespace) -> list[Channel]:
-    """The channels of ``--channel``, each one the service knows (else a ValidationError)."""
-    return [ctx.channel(key) for key in split_keys(args.channels)]
+    """The channels of ``--channel`` (with ``--topic``: that topic on each), each one the
+    service knows (else a ValidationError)."""
+    topic = getattr(args, "topic", None)
+    return [ctx.subject(key, topic) for key in split_keys(args.channels)]
 
 
 def instant(field: str, option: str, text: str) -> datetime:

@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 from consentkit import __version__
-from consentkit.cli import changes, contacts, demo, inbound, reads, review, trends
+from consentkit.cli import changes, contacts, demo, inbound, reads, review, topics, trends
 from consentkit.cli.args import add_global_options
 from consentkit.cli.context import DEFAULT_READER, PROG, Command
 
@@ -155,6 +155,13 @@ COMMANDS: tuple[Command, ...] = (
         "unsubscribed totals now and one calendar month earlier with the change and "
         "percentage, a sparkline of each monthly series, and the unsubscribe spikes flagged "
         "against the account's own recent history.",
+    ),
+    Command(
+        "topics",
+        "list the declared topics (--topics FILE), their class and default, and what survives",
+        topics.topics_arguments,
+        topics.topics,
+        access="standalone",
     ),
     Command(
         "demo",

@@ -17,6 +17,7 @@ from consentkit.channels import Channel
 from consentkit.clock import Clock
 from consentkit.errors import ValidationError
 from consentkit.model import Actor
+from consentkit.topics import UnknownTopicError
 
 if TYPE_CHECKING:
     import cattrs
@@ -196,6 +197,22 @@ class Context:
         """A progress line for a long operation (see :class:`Progress`); *force* shows it also
         when stderr is not a terminal (``--progress``)."""
         return Progress(self.err, label, unit, force=force)
+
+    def subject(self, key: str, topic: str | None, option: str = "channel") -> Channel:
+        """The channel *key* names, or with *topic* (or a key such as ``sms/promotions``) that
+        declared topic on it."""
+        if topic is None and "/" not in key:
+            return self.channel(key, option)
+        self.channel(key.partition("/")[0], option)  # the CLI's message for an unknown channel
+        try:
+            return self.svc.channels.resolve_subject(key, self.svc.topics, option, topic)
+        except UnknownTopicError as e:
+            raise UnknownTopicError(
+                e.key,
+                e.known,
+                e.suggestion,
+                how_to_declare="add it to the --topics FILE (or CONSENTKIT_TOPICS)",
+            ) from None
 
     def channel(self, key: str | Channel, option: str = "channel") -> Channel:
         """The known channel *key* names, refused (naming *option*) when the service does not

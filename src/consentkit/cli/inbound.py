@@ -39,6 +39,17 @@ def inbound_arguments(parser: argparse.ArgumentParser) -> None:
         "channel and id is recognised and changes nothing",
     )
     parser.add_argument(
+        "--topic",
+        metavar="KEY",
+        help="the topic of the message the contact answered (the 'topic' opt-out scope)",
+    )
+    parser.add_argument(
+        "--to",
+        dest="recipient",
+        metavar="ADDRESS",
+        help="the number or address the reply was sent to (the 'sender' opt-out scope)",
+    )
+    parser.add_argument(
         "--received-at",
         metavar="TIME",
         help="when the provider received it, ISO 8601 with a UTC offset, e.g. "
@@ -86,6 +97,8 @@ def inbound(ctx: Context, args: argparse.Namespace) -> int:
         body=body,
         message_id=args.message_id,
         received_at=received,
+        topic=args.topic,
+        recipient=args.recipient,
     )
     result = ctx.svc.handle_inbound(message)
     if args.format == "json":

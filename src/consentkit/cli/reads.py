@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TextIO
 
 from consentkit.cli import render
-from consentkit.cli.args import add_format, add_paging, add_progress
+from consentkit.cli.args import add_format, add_paging, add_progress, add_topic
 from consentkit.cli.context import Context
+from consentkit.errors import ValidationError
 from consentkit.model import ConsentEvent, Source, SubscriptionState
 from consentkit.serialization import EVENT_CSV_FIELDS, event_to_csv_row, event_to_json
 
@@ -31,6 +32,7 @@ __all__ = [
 def subscribers_arguments(parser: argparse.ArgumentParser) -> None:
     """The channel, the state and the filters."""
     parser.add_argument("--channel", required=True, metavar="C", help="the channel")
+    add_topic(parser, "list that declared topic's pairs on the channel (see --topics)")
     parser.add_argument(
         "--state",
         choices=["subscribed", "unsubscribed"],
@@ -55,7 +57,7 @@ def subscribers(ctx: Context, args: argparse.Namespace) -> int:
     """One page of a channel's pairs in one state."""
     page = ctx.svc.list_subscriptions(
         ctx.actor,
-        ctx.channel(args.channel),
+        ctx.subject(args.channel, args.topic),
         SubscriptionState(args.state),
         source=args.source,
         reason=args.reason,
@@ -88,9 +90,18 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
         (ch, recorded.get(ch), svc.can_send(ctx.actor, contact.id, ch))
         for ch in known
     ]
-    # A record on a channel the service does not know (written before unknown keys were
-    # refused) is shown, but nothing can be sent there.
-    rows += [(ch, recorded[ch], None) for ch in sorted(set(recorded) - set(known))]
+    # A declared topic's pair answers by both layers; a record on a channel the service does
+    # not know (written before unknown keys were refused) is shown, but nothing can be sent.
+    rows += [
+        (
+            ch,
+            recorded[ch],
+            svc.can_send(ctx.actor, contact.id, ch)
+            if ch.topic in svc.topics.by_key and ch.base.key in svc.channels.known
+            else None,
+        )
+        for ch in sorted(set(recorded) - set(known))
+    ]
     if args.format == "json":
         ctx.print(render.json_text(render.status_document(contact, rows)))
     else:
@@ -102,13 +113,16 @@ def history_arguments(parser: argparse.ArgumentParser) -> None:
     """The contact id, an optional channel, paging and the format."""
     parser.add_argument("id", metavar="ID", help="the contact id")
     parser.add_argument("--channel", metavar="C", help="only this channel")
+    add_topic(parser, "only that declared topic on --channel (see --topics)")
     add_paging(parser, default=100)
     add_format(parser)
 
 
 def history(ctx: Context, args: argparse.Namespace) -> int:
     """One page of a contact's audit trail, oldest first."""
-    only = None if args.channel is None else ctx.channel(args.channel)
+    if args.channel is None and args.topic is not None:
+        raise ValidationError("--topic", "name the channel of the topic with --channel too")
+    only = None if args.channel is None else ctx.subject(args.channel, args.topic)
     page = ctx.svc.history_page(
         ctx.actor, args.id, only, cursor=args.cursor, limit=args.limit
     )

@@ -19,6 +19,7 @@ from consentkit.cli.context import (
     Context,
     StoreFactory,
 )
+from consentkit.cli.topics import load_topics, topics_file_of
 from consentkit.clock import Clock
 from consentkit.errors import ValidationError
 from consentkit.model import Actor, ActorKind
@@ -105,10 +106,18 @@ def run(args: argparse.Namespace, store_factory: StoreFactory, clock: Clock) -> 
     actor = _actor_of(args, command)
     settings = _settings_of(args)
     custom = _custom_channels_of(args)
+    declared, surviving = load_topics(topics_file_of(args))
     db = args.db or Path(os.environ.get("CONSENTKIT_DB") or DEFAULT_DB)
     store = store_factory(db, create=command.creates_db)
     try:
-        service = ConsentService(store, clock=clock, settings=settings, channels=custom)
+        service = ConsentService(
+            store,
+            clock=clock,
+            settings=settings,
+            channels=custom,
+            topics=declared,
+            surviving_classes=surviving,
+        )
         ctx = Context(service, actor, sys.stdout, sys.stderr, converter, clock, store_factory)
         return command.run(ctx, args)
     finally:
