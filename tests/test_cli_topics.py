@@ -60,9 +60,15 @@ def test_topic_consent_from_the_command_line(
     out = cli.ok(*admin, "opt-in", "ann", "--channel", "sms", "--topic", "promotions", *EVIDENCE)
     assert "changed    ann sms/promotions" in out
     cli.ok(*admin, "unsubscribe", "ann", "--channel", "email")
+    cli.ok(*admin, "toggle", "ann", "email", "--topic", "receipts", "off")
+    cli.ok(*admin, "toggle", "ann", "email/receipts", "on", "--reason", "contact_request",
+           "--note", "asked for receipts again")
     status = cli.ok("status", "ann")
     rows = [line.split()[:3] for line in status.splitlines()]
     assert ["sms/promotions", "subscribed", "yes"] in rows
+    # Transactional email survives the email unsubscribe (configured in the file).
+    assert ["email/receipts", "subscribed", "yes"] in rows
+    assert ["email", "unsubscribed", "no"] in rows
     listed = cli.ok("subscribers", "--channel", "sms", "--topic", "promotions")
     assert "ann      sms/promotions  subscribed" in listed
     history = cli.ok("history", "ann", "--channel", "sms/promotions")

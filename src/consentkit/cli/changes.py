@@ -14,6 +14,7 @@ from consentkit.cli.args import (
     add_ids,
     add_progress,
     add_source,
+    add_topic,
     channels_of,
     ids_of,
 )
@@ -194,6 +195,7 @@ def toggle_arguments(parser: argparse.ArgumentParser) -> None:
     """The pair, on or off, the version seen, the justification or evidence and the source."""
     parser.add_argument("contact", metavar="CONTACT", help="the contact id")
     parser.add_argument("channel", metavar="CHANNEL", help="the channel, e.g. sms")
+    add_topic(parser, "the pair is that declared topic on the channel (see --topics)")
     parser.add_argument(
         "state",
         choices=["on", "off"],
@@ -233,7 +235,7 @@ def _justification_of(args: argparse.Namespace) -> Justification | None:
 
 def toggle(ctx: Context, args: argparse.Namespace) -> int:
     """Set one pair on or off, refusing it when ``--expected-version`` is stale."""
-    ch = ctx.channel(args.channel)
+    ch = ctx.subject(args.channel, args.topic)
     result = ctx.svc.set_subscribed(
         ctx.actor,
         args.contact,
