@@ -26,10 +26,18 @@ Design notes (the *why*; ``docs/postgres.md`` is the user guide):
   pairs), and a second statement copies the other locked pairs there with their row ids and
   returns the grouped situations; the pairs of chosen situations are then listed or changed from
   that table (changes by row id, events staged for COMMIT as any write's), with no Python object
-  per pair.  Both tables are created per transaction if missing and emptied at COMMIT, so
-  nothing in them crosses transactions (behind PgBouncer in transaction mode the next one may
-  run on another server connection).  A chunk of a few pairs (a call on one contact) is
-  changed by the per-pair statements instead, which cost less than the tables.
+  per pair.  Once a chunk of a call has written absent pairs, the next chunk's absent pairs are
+  not inserted as placeholders but as the rows that change writes (a *guess*: same lock, no
+  second write); apply_staged confirms the guessed rows it writes that way without touching
+  them, and any other guessed row is turned back into a placeholder before anything else of
+  the transaction reads or writes subscriptions (at the latest before COMMIT), so what commits,
+  and what any statement of the transaction reads, is what the placeholder scheme gives.  (The
+  placeholder itself stays: a transaction that read a chunk holds its absent pairs, and a second
+  writer waits for it, then sees its result.)  Both tables are created per transaction if
+  missing and emptied at COMMIT, so nothing in them crosses transactions (behind PgBouncer in
+  transaction mode the next one may run on another server connection).  A chunk of a few pairs
+  (a call on one contact) is changed by the per-pair statements instead, which cost less than
+  the tables.
 * **Addresses.**  Which contacts and suppressions an address has is not a row one could lock, so
   :meth:`lock_addresses` takes a transaction-level advisory lock per address key (scoped to the
   schema and the account, in lock-id order, in one statement); at READ COMMITTED every later
@@ -55,7 +63,8 @@ Design notes (the *why*; ``docs/postgres.md`` is the user guide):
   lock of the account's counter row, so sequences are dense per account and increase in commit
   order: a reader resuming an audit log "after N" never misses an event that commits later with
   a smaller sequence.  Until then the pairs of each write wait in a session temporary table;
-  the roll-ups are updated from it at the same moment.
+  the roll-ups are updated at the same moment, from counts the transaction kept as it wrote (per
+  pair for the per-pair writes, per situation for the set-based ones).
 * **Errors.**  Driver errors become :class:`~consentkit.errors.ConflictError` (unique
   violations, deadlocks, serialization failures, lock waits past ``lock_timeout``) or
   :class:`~consentkit.errors.StorageError` (everything else), in :func:`_translate`; a wait for a
@@ -76,6 +85,7 @@ import random
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from datetime import datetime
@@ -158,7 +168,8 @@ _EVENT_PAGE = 1000
 _STATES = STATES
 _PENDING = "pg_temp.consentkit_pending_changes"
 _STAGED = "pg_temp.consentkit_staged"
-_STAGED_PAIRS = "pg_temp.consentkit_staged_pairs"
+# Renamed when its columns change: a pooled server session (PgBouncer) may hold the old one.
+_STAGED_PAIRS = "pg_temp.consentkit_staged_pairs_2"
 _RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
 # The select lists of the shared row decoder (consentkit.storage._rows), in its order; JSON and
 # array columns come as JSON text, empty role lists as NULL, like SQLite's columns.
@@ -701,7 +712,8 @@ class _Queries:
                 updated_at timestamptz,
                 changed_by text,
                 source text,
-                opted_out_by text
+                opted_out_by text,
+                guessed boolean NOT NULL DEFAULT false
             ) ON COMMIT DELETE ROWS"""
         self.clear_staged = f"TRUNCATE {_STAGED}, {_STAGED_PAIRS}"
         self.clear_staged_pairs = f"TRUNCATE {_STAGED_PAIRS}"
@@ -713,23 +725,40 @@ class _Queries:
             INSERT INTO {_STAGED} (pos, contact_id)
             SELECT u.n, u.contact_id
             FROM unnest({s}.unpack(%s)) WITH ORDINALITY AS u(contact_id, n)"""
-        # lock_pairs over the staged ids: every pair locked (absent ones as placeholders) in
-        # (contact id, channel) order by one statement.  The placeholders it created go straight
-        # into the pairs table (this transaction holds them, so they are as inserted).
+        # lock_pairs over the staged ids: every pair locked (absent ones as new rows) in
+        # (contact id, channel) order by one statement.  The rows it created go straight into the
+        # pairs table as never subscribed (this transaction holds them, so they are as inserted).
+        # A new row is a placeholder, or on the channels %(g_channels)s the row the transaction's
+        # last apply_staged wrote for an absent pair (columns g_*): a guess that apply_staged
+        # confirms without writing the row again, or that is reverted to a placeholder (see
+        # _PostgresTransaction._guess).
         self.lock_staged = f"""
             WITH locked AS (
-                INSERT INTO {s}.subscriptions AS s (account, contact_id, channel, state, version)
+                INSERT INTO {s}.subscriptions AS s (account, contact_id, channel, state, version,
+                    updated_at, changed_by, source, reason, opted_out_by, opted_out_via,
+                    last_opt_out_at)
                 SELECT DISTINCT %(account)s, st.contact_id, ch.channel COLLATE "C",
-                    'never_subscribed', 0
+                    coalesce(g.state, 'never_subscribed'), coalesce(g.version, 0), g.updated_at,
+                    g.changed_by, g.source, g.reason, g.opted_out_by, g.opted_out_via,
+                    g.last_opt_out_at
                 FROM {_STAGED} st
                 CROSS JOIN unnest({s}.unpack(%(channels)s)) AS ch(channel)
+                LEFT JOIN (
+                    SELECT %(g_state)s::text AS state, 1::bigint AS version,
+                        %(g_at)s::timestamptz AS updated_at, %(g_by)s::text AS changed_by,
+                        %(g_source)s::text AS source, %(g_reason)s::text AS reason,
+                        %(g_opted_out_by)s::text AS opted_out_by,
+                        %(g_opted_out_via)s::text AS opted_out_via,
+                        %(g_opt_out_at)s::timestamptz AS last_opt_out_at
+                ) AS g ON ch.channel = ANY(%(g_channels)s::text[])
                 ORDER BY 2, 3
                 ON CONFLICT (account, contact_id, channel) DO UPDATE SET version = s.version
                 WHERE false
-                RETURNING s.contact_id, s.channel, s.ctid
+                RETURNING s.contact_id, s.channel, s.ctid, s.version > 0 AS guessed
             )
-            INSERT INTO {_STAGED_PAIRS} (pos, ch, contact_id, channel, row_id, state, version)
-            SELECT st.pos, ch.n, l.contact_id, l.channel, l.ctid, 'never_subscribed', 0
+            INSERT INTO {_STAGED_PAIRS}
+                (pos, ch, contact_id, channel, row_id, state, version, guessed)
+            SELECT st.pos, ch.n, l.contact_id, l.channel, l.ctid, 'never_subscribed', 0, l.guessed
             FROM locked l
             JOIN {_STAGED} st ON st.contact_id = l.contact_id
             JOIN unnest({s}.unpack(%(channels)s)) WITH ORDINALITY AS ch(channel, n)
@@ -741,7 +770,8 @@ class _Queries:
         # placeholder's columns read as those of no record.
         self.read_staged = f"""
             WITH p AS (
-                INSERT INTO {_STAGED_PAIRS}
+                INSERT INTO {_STAGED_PAIRS} (pos, ch, contact_id, channel, row_id, state, version,
+                    updated_at, changed_by, source, opted_out_by)
                 SELECT st.pos, ch.n, st.contact_id, ch.channel, s.ctid, s.state, s.version,
                     s.updated_at, s.changed_by, s.source, s.opted_out_by
                 FROM {_STAGED} st
@@ -764,13 +794,16 @@ class _Queries:
                 RETURNING pos, ch, channel, state, updated_at, changed_by, source, opted_out_by
             ),
             every AS (
-                SELECT pos, ch, channel, state, updated_at, changed_by, source, opted_out_by
+                SELECT pos, ch, channel, state, updated_at, changed_by, source, opted_out_by,
+                    false AS guessed
                 FROM p
                 UNION ALL
-                SELECT pos, ch, channel, state, updated_at, changed_by, source, opted_out_by
+                SELECT pos, ch, channel, state, updated_at, changed_by, source, opted_out_by,
+                    guessed
                 FROM {_STAGED_PAIRS}
             )
-            SELECT channel, state, changed_by, source, opted_out_by, count(*), max(updated_at)
+            SELECT channel, state, changed_by, source, opted_out_by, count(*), max(updated_at),
+                count(*) FILTER (WHERE guessed)
             FROM every
             GROUP BY 1, 2, 3, 4, 5
             ORDER BY min(pos::bigint * %(width)s + ch)"""
@@ -794,7 +827,9 @@ class _Queries:
             LIMIT %(limit)s"""
         # Every pair of the situations to write or to note, from the pairs table: the notes and
         # the changes by row id (the rows are locked, so they are where read_staged found them),
-        # and the changes' events staged in staging order, their previous state the pair's.
+        # and the changes' events staged in staging order, their previous state the pair's.  A
+        # guessed row (see lock_staged) is called here only when the guess is right: it holds
+        # the change already and is not written again.
         # Only unsubscribed pairs are noted, as the pairs table says (a condition on the
         # subscriptions' state would let the planner scan the whole partial index of
         # unsubscribed rows instead of fetching the rows by id: a bulk unsubscribe, which adds
@@ -802,7 +837,8 @@ class _Queries:
         self.apply_staged = f"""
             WITH k AS MATERIALIZED ({situations}),
             hit AS MATERIALIZED (
-                SELECT p.pos, p.ch, p.contact_id, p.channel, p.row_id, p.state, k.write
+                SELECT p.pos, p.ch, p.contact_id, p.channel, p.row_id, p.state, p.guessed,
+                    k.write
                 FROM {_STAGED_PAIRS} p JOIN k ON {in_situation}
             ),
             noted AS (
@@ -815,7 +851,7 @@ class _Queries:
             updated AS (
                 UPDATE {s}.subscriptions s
                 SET {set_change}
-                WHERE s.ctid = ANY(ARRAY(SELECT row_id FROM hit WHERE write))
+                WHERE s.ctid = ANY(ARRAY(SELECT row_id FROM hit WHERE write AND NOT guessed))
                 RETURNING 1
             ),
             staged AS (
@@ -825,7 +861,16 @@ class _Queries:
                 FROM hit h WHERE h.write
                 RETURNING 1
             )
-            SELECT (SELECT count(*) FROM updated), (SELECT count(*) FROM staged)"""
+            SELECT (SELECT count(*) FROM updated)
+                    + (SELECT count(*) FROM hit WHERE write AND guessed),
+                (SELECT count(*) FROM staged)"""
+        # Guessed rows back to placeholders (then read again: they moved).
+        self.revert_guesses = f"""
+            UPDATE {s}.subscriptions s
+            SET state = 'never_subscribed', version = 0, updated_at = NULL, changed_by = NULL,
+                source = NULL, reason = NULL, opted_out_by = NULL, opted_out_via = NULL,
+                last_opt_out_at = NULL
+            WHERE s.ctid = ANY(ARRAY(SELECT row_id FROM {_STAGED_PAIRS} WHERE guessed))"""
         # Address locks, smallest lock id first (the subquery is sorted before the aggregate
         # takes each lock: a subquery with ORDER BY is never flattened), so two transactions
         # never wait for each other's keys in a cycle.  Different keys may hash to one id; that
@@ -867,14 +912,15 @@ class _Queries:
             SELECT {event_values}
             FROM {_PENDING} p JOIN {s}.accounts a ON a.account = %(account)s
             WHERE p.batch_no = %(batch_no)s"""
+        # The counts come from Python (see _PostgresTransaction._rollups), one row per key: a
+        # GROUP BY over the pending table, which has no statistics, was planned as a sort that
+        # spilled to disk (115 ms for 100,000 events).
         self.add_rollups = f"""
             INSERT INTO {s}.hourly_changes AS h
                 (account, hour, channel, previous_state, new_state, events)
-            SELECT %s, b.hour, p.channel, p.previous_state, b.new_state, count(*)
-            FROM {_PENDING} p
-            JOIN unnest(%b::integer[], %b::bigint[], %b::text[]) AS b(batch_no, hour, new_state)
-                ON b.batch_no = p.batch_no
-            GROUP BY 2, 3, 4, 5
+            SELECT %s, u.hour, u.channel, u.previous_state, u.new_state, u.events
+            FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::bigint[])
+                AS u(hour, channel, previous_state, new_state, events)
             ORDER BY 2, 3, 4, 5
             ON CONFLICT (account, hour, channel, previous_state, new_state)
             DO UPDATE SET events = h.events + excluded.events"""
@@ -1027,11 +1073,24 @@ _RawKey = tuple[str, str, str | None, str | None, str | None]
 _NO_ORIGINS: frozenset[OptOutOrigin] = frozenset()
 
 
+# The columns of a pair's row that a change writes (the keys of _row_columns), and the
+# parameters of lock_staged that carry a guess of them.
+_ROW_COLUMNS = (
+    "state", "at", "by", "source", "reason", "opted_out_by", "opted_out_via", "opt_out_at"
+)
+_GUESS_COLUMNS = tuple(f"g_{name}" for name in _ROW_COLUMNS)
+
+
+def _never_key(ch: Channel) -> SituationKey:
+    """The situation of the never-subscribed pairs of *ch*."""
+    return (ch, SubscriptionState.NEVER_SUBSCRIBED, None, None, _NO_ORIGINS)
+
+
 def _situation_key(ch: Channel, raw: _RawKey) -> SituationKey:
     """The situation of the pairs whose columns read *raw* (channel object *ch*)."""
     _, state, changed_by, source, opted_out_by = raw
     if state == SubscriptionState.NEVER_SUBSCRIBED.value:
-        return (ch, SubscriptionState.NEVER_SUBSCRIBED, None, None, _NO_ORIGINS)
+        return _never_key(ch)
     return (
         ch,
         STATES[state],
@@ -1073,6 +1132,16 @@ class _PostgresTransaction:
         self._staged_for: tuple[str, ...] | None = None
         self._situations: dict[SituationKey, list[_RawKey]] = {}
         self._small: list[Pair] | None = None
+        # The guess (see _Queries.lock_staged): the channel keys of the call, the row columns of
+        # its last apply_staged that wrote absent pairs, and the channels it wrote them on; the
+        # channels of the pairs table's guessed rows, unconfirmed (they must be confirmed by
+        # apply_staged or reverted before anything else reads or writes subscriptions).
+        self._guess: tuple[tuple[str, ...], dict[str, Any], frozenset[str]] | None = None
+        self._guessed: frozenset[str] = frozenset()
+        # The staged pairs per situation column values, as read_staged counted them.
+        self._counts: dict[_RawKey, int] = {}
+        # The events written so far per roll-up row (hour, channel, previous state, new state).
+        self._rollups: Counter[tuple[int, str, str, str]] = Counter()
 
     @contextmanager
     def _translating(self, doing: str) -> Iterator[None]:
@@ -1184,6 +1253,7 @@ class _PostgresTransaction:
         prepare = _prepare(len(ids) * len(keys))
         with self._translating("locking subscriptions"):
             with self._conn.pipeline():
+                self._revert_guesses()
                 self._enter_bulk(len(ids) * len(keys))
                 packed_ids, packed_keys = _pack(ids), _pack(keys)
                 self._conn.execute(
@@ -1199,13 +1269,12 @@ class _PostgresTransaction:
         self._locked = locked
         return found
 
-    def _batch_columns(self, batch: ChangeBatch, batch_no: int) -> dict[str, Any]:
-        """The statement parameters every pair of *batch* shares (its pending events are
-        numbered from ``ord``)."""
+    def _row_columns(self, batch: ChangeBatch) -> dict[str, Any]:
+        """The column values (as statement parameters) a change of *batch* writes on a pair
+        that had no record."""
         opted_out_by, opted_out_via = opt_out_record(batch)
         unsubscribing = batch.new_state is SubscriptionState.UNSUBSCRIBED
         return {
-            "account": self._account,
             "state": batch.new_state.value,
             "at": batch.occurred_at,
             "by": batch.actor.kind.value,
@@ -1214,6 +1283,14 @@ class _PostgresTransaction:
             "opted_out_by": opted_out_by,
             "opted_out_via": opted_out_via,
             "opt_out_at": batch.occurred_at if unsubscribing else None,
+        }
+
+    def _batch_columns(self, batch: ChangeBatch, batch_no: int) -> dict[str, Any]:
+        """The statement parameters every pair of *batch* shares (its pending events are
+        numbered from ``ord``)."""
+        return {
+            "account": self._account,
+            **self._row_columns(batch),
             "batch_no": batch_no,
             "ord": self._events,
         }
@@ -1234,13 +1311,15 @@ class _PostgresTransaction:
             "expected": _pack([str(c.expected_version) for c in changes]),
             **self._batch_columns(batch, batch_no),
         }
+        with self._translating("writing changes"):
+            self._revert_guesses()
         row_ids = self._locked_rows(changes)
         self._locked = {}
         self._staged_for = None
         with self._translating("writing changes"):
             if row_ids is not None:
                 self._write_locked(params, row_ids, changes)
-                self._events += len(changes)
+                self._count_changes(batch, changes)
                 return
             if not self._pending_ready:
                 # Created per transaction (IF NOT EXISTS is cheap): behind PgBouncer in
@@ -1275,6 +1354,16 @@ class _PostgresTransaction:
                         "that had not locked it; lock pairs before writing them, then retry"
                     )
                     raise self._broken
+        self._count_changes(batch, changes)
+
+    def _count_changes(self, batch: ChangeBatch, changes: Sequence[PairChange]) -> None:
+        """Count the events of *changes* (one each, staged) in the roll-ups."""
+        hour, new_state = hour_bucket(batch.occurred_at), batch.new_state.value
+        rollups = self._rollups
+        for (key, previous), events in Counter(
+            (c.channel.key, c.previous_state.value) for c in changes
+        ).items():
+            rollups[(hour, key, previous, new_state)] += events
         self._events += len(changes)
 
     def _locked_rows(self, changes: Sequence[PairChange]) -> list[str] | None:
@@ -1316,6 +1405,8 @@ class _PostgresTransaction:
         """Number the staged events and update the roll-ups: the last step before COMMIT."""
         if self._broken is not None:
             raise self._broken
+        with self._translating("writing staged changes"):
+            self._revert_guesses()
         if not self._events:
             return
         account = self._account
@@ -1329,16 +1420,10 @@ class _PostgresTransaction:
                     for batch, batch_no in self._batches.items()
                 ],
             )
-            batches = list(self._batches.items())
+            rollups = [(*key, events) for key, events in sorted(self._rollups.items())]
+            columns = [list(column) for column in zip(*rollups, strict=True)]
             self._conn.execute(
-                self._q.add_rollups,
-                (
-                    account,
-                    [batch_no for _, batch_no in batches],
-                    [hour_bucket(batch.occurred_at) for batch, _ in batches],
-                    [batch.new_state.value for batch, _ in batches],
-                ),
-                prepare=_prepare(total),
+                self._q.add_rollups, (account, *columns), prepare=_prepare(len(rollups))
             )
 
     def _event_params(self, batch: ChangeBatch, batch_no: int, total: int) -> dict[str, Any]:
@@ -1376,6 +1461,7 @@ class _PostgresTransaction:
         }
         self._staged_for = None
         with self._translating("recording opt-out requests"):
+            self._revert_guesses()
             self._enter_bulk(len(pairs))
             self._conn.execute(self._q.note_opt_outs, params, prepare=_prepare(len(pairs)))
         # The updated rows moved; the other locked pairs keep their row ids.
@@ -1400,12 +1486,16 @@ class _PostgresTransaction:
 
     def staged_situations(self, channels: Sequence[Channel]) -> list[Situation]:
         """Lock the staged pairs as :meth:`lock_subscriptions` does (absent ones as
-        placeholders, in (contact id, channel) order, by one statement), copy them with their row
-        ids into the pairs table and return their situations: one round trip.
+        placeholders, or as guessed rows: see _Queries.lock_staged; in (contact id, channel)
+        order, by one statement), copy them with their row ids into the pairs table and return
+        their situations: one round trip.  Guessed rows left from the last chunk become
+        placeholders first.
 
         A chunk of fewer than _SMALL_STAGE pairs (a call on one contact) is locked and read by
         :meth:`lock_subscriptions` itself, and its pairs are kept here: the temporary tables
         would cost more than the pairs."""
+        with self._translating("locking staged subscriptions"):
+            self._revert_guesses()
         keys = tuple(ch.key for ch in channels)
         ids = self._stage_ids
         pairs = len(ids) * len(keys)
@@ -1420,6 +1510,7 @@ class _PostgresTransaction:
         packed = _pack(list(keys))
         prepare = _prepare(pairs)
         params = {"channels": packed, "account": account, "width": len(keys)}
+        params.update(self._guess_params(keys))
         with self._translating("locking staged subscriptions"):
             with self._conn.pipeline():
                 if not self._stage_tables:
@@ -1446,18 +1537,52 @@ class _PostgresTransaction:
                 cur = self._conn.execute(self._q.read_staged, params, prepare=prepare)
             rows = cur.fetchall()
         self._pairs_filled = True
+        return self._read_situations(channels, rows)
+
+    def _read_situations(
+        self, channels: Sequence[Channel], rows: list[tuple[Any, ...]]
+    ) -> list[Situation]:
+        """The situations of the rows read_staged returned; notes their column values, and the
+        channels with guessed rows."""
         by_key = {ch.key: ch for ch in channels}
         found: dict[SituationKey, tuple[int, datetime | None]] = {}
         raw_of = self._situations
-        for key_, state, changed_by, source, opted_out_by, count, latest in rows:
+        counts = self._counts = {}
+        guessed: set[str] = set()
+        for key_, state, changed_by, source, opted_out_by, count, latest, guesses in rows:
+            if guesses:
+                guessed.add(key_)
             raw: _RawKey = (key_, state, changed_by, source, opted_out_by)
             key = _situation_key(by_key[key_], raw)
             raw_of.setdefault(key, []).append(raw)
+            counts[raw] = count
             total, last = found.get(key, (0, None))
             if latest is not None and (last is None or latest > last):
                 last = utc(latest)
             found[key] = (total + count, last)
+        self._guessed = frozenset(guessed)
         return [Situation(key, total, latest) for key, (total, latest) in found.items()]
+
+    def _guess_params(self, keys: tuple[str, ...]) -> dict[str, Any]:
+        """The g_* parameters of lock_staged: the guessed row of an absent pair on the channels
+        where the call's last apply_staged wrote absent pairs (none before it has)."""
+        guess = self._guess
+        if guess is None or guess[0] != keys:
+            return dict.fromkeys(_GUESS_COLUMNS, None) | {"g_channels": []}
+        columns = guess[1]
+        return {f"g_{name}": columns[name] for name in _ROW_COLUMNS} | {
+            "g_channels": sorted(guess[2])
+        }
+
+    def _revert_guesses(self) -> None:
+        """Turn the pairs table's unconfirmed guessed rows back into placeholders; they moved,
+        so the staged pairs are read again when next needed."""
+        if not self._guessed:
+            return
+        self._conn.execute(self._q.revert_guesses)
+        self._guessed = frozenset()
+        self._staged_for = None
+        self._locked = {}
 
     def _small_situations(self, ids: list[str], channels: Sequence[Channel]) -> list[Situation]:
         """staged_situations of a small chunk, over lock_subscriptions."""
@@ -1514,6 +1639,18 @@ class _PostgresTransaction:
         self._ensure_staged(channels)
         if self._small is not None:
             return self._apply_small(batch, writing, frozenset(noting))
+        columns = self._row_columns(batch)
+        if self._guessed:
+            guess = self._guess
+            by_key = {ch.key: ch for ch in channels}
+            if (
+                guess is None
+                or guess[1] != columns
+                or any(_never_key(by_key[key]) not in writing for key in self._guessed)
+            ):
+                # A wrong guess (another change, or absent pairs left alone): the rows become
+                # placeholders again, read again, and are written as any other.
+                self._ensure_staged(channels, revert=True)
         params = self._situation_params([*writes, *noting], writing)
         if params is None:
             return 0
@@ -1532,14 +1669,24 @@ class _PostgresTransaction:
         # The written and noted rows moved: a later staged read locks and reads them again.
         self._staged_for = None
         self._locked = {}
+        self._guessed = frozenset()
+        wrote_absent = frozenset(ch.key for ch in channels if _never_key(ch) in writing)
+        if wrote_absent:
+            self._guess = (tuple(ch.key for ch in channels), columns, wrote_absent)
         assert row is not None
         updated, written = row
-        if updated != written:
+        hour, new_state = hour_bucket(batch.occurred_at), batch.new_state.value
+        counted: Counter[tuple[int, str, str, str]] = Counter()
+        for key in writing:
+            for raw in self._situations.get(key, ()):
+                counted[(hour, raw[0], raw[1], new_state)] += self._counts[raw]
+        if updated != written or counted.total() != written:
             # Locked rows cannot move under us; if they did, nothing of this may commit.
             self._broken = ConflictError(
                 "a locked subscription changed during the transaction; retry the call"
             )
             raise self._broken
+        self._rollups.update(counted)
         self._events += written
         return int(written)
 
@@ -1553,8 +1700,12 @@ class _PostgresTransaction:
         assert self._small is not None
         return apply_pairs(self, batch, self._small, writing, noting)
 
-    def _ensure_staged(self, channels: Sequence[Channel]) -> None:
-        """Lock and read the staged pairs of *channels* unless the pairs table holds them."""
+    def _ensure_staged(self, channels: Sequence[Channel], *, revert: bool = False) -> None:
+        """Lock and read the staged pairs of *channels* unless the pairs table holds them; with
+        *revert*, turn its guessed rows into placeholders first (so they are read again)."""
+        if revert:
+            with self._translating("writing staged changes"):
+                self._revert_guesses()
         if self._staged_for != tuple(ch.key for ch in channels):
             self.staged_situations(channels)
 
