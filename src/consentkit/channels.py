@@ -131,6 +131,12 @@ class Channel:
         order=False,
         repr=False,
     )
+    # A topic channel's channel, built once (None for a channel: its base is itself).
+    _base: Channel | None = attrs.field(init=False, default=None, eq=False, order=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if TOPIC_SEPARATOR in self.key:
+            object.__setattr__(self, "_base", Channel(_base_key(self.key), self.address_kind))
 
     def __str__(self) -> str:
         return self.key
@@ -144,9 +150,7 @@ class Channel:
     @property
     def base(self) -> Channel:
         """The channel itself, or a topic channel's channel (``sms`` for ``sms/promotions``)."""
-        if TOPIC_SEPARATOR not in self.key:
-            return self
-        return Channel(_base_key(self.key), self.address_kind)
+        return self if self._base is None else self._base
 
     def with_topic(self, topic: str) -> Channel:
         """The topic channel of *topic* on this channel: ``SMS.with_topic("promotions")`` is
@@ -231,6 +235,10 @@ class ChannelRegistry:
 
     custom: tuple[Channel, ...] = attrs.field(default=(), converter=_custom_channels)
     _known: Mapping[str, Channel] = attrs.field(init=False, repr=False, eq=False)
+    # The topic channels resolved so far, by (channel key, topic key): built once each.
+    _topic_channels: dict[tuple[str, str], Channel] = attrs.field(
+        init=False, repr=False, eq=False, factory=dict
+    )
 
     def __attrs_post_init__(self) -> None:
         known = dict(BUILTIN_CHANNELS)
@@ -311,7 +319,13 @@ class ChannelRegistry:
             topic_key, separator = topic, TOPIC_SEPARATOR
         if not separator:
             return base
-        return base.with_topic(topics.get(topic_key).key)
+        found = self._topic_channels.get((base.key, topic_key))
+        if found is None:
+            found = base.with_topic(topics.get(topic_key).key)
+            self._topic_channels[(base.key, topic_key)] = found
+        elif topic_key not in topics.by_key:  # another service's rules
+            topics.get(topic_key)  # raises
+        return found
 
 
 class UnknownChannelError(ValidationError):

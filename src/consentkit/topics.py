@@ -23,7 +23,7 @@ from consentkit.errors import ValidationError
 
 if TYPE_CHECKING:
     from consentkit.channels import Channel
-    from consentkit.model import Subscription
+    from consentkit.model import Subscription, SubscriptionState
 
 __all__ = [
     "MessageClass",
@@ -262,26 +262,27 @@ def after_complaint(pair: Subscription) -> bool:
 
 
 def topic_sendable(
-    channel_pair: Subscription | None,
-    topic_pair: Subscription | None,
+    channel_state: SubscriptionState,
+    topic_state: SubscriptionState,
     topic: Topic,
     survives: bool,
+    *,
+    complaint: bool = False,
 ) -> bool:
     """The truth table of ``can_send(contact, channel, topic=...)`` (docs/topics.md).
 
-    *channel_pair* and *topic_pair* are the records of the two layers (``None``: never
-    subscribed), *survives* whether the topic's class survives an unsubscribe of the channel.
+    *channel_state* and *topic_state* are the states of the two layers' pairs, *survives*
+    whether the topic's class survives an unsubscribe of the channel, *complaint* whether the
+    channel's opt-out came from a complaint (:func:`after_complaint` of its record).
     """
     from consentkit.model import SubscriptionState
 
-    if channel_pair is None:  # row 10: no consent to the channel at all
+    if channel_state is SubscriptionState.NEVER_SUBSCRIBED:  # row 10: no consent to the channel
         return False
     # Rows 5 to 9: the channel is the master switch, unless the class survives (never after a
     # complaint: a spam report stops everything on the channel).
-    if channel_pair.state is not SubscriptionState.SUBSCRIBED and (
-        not survives or after_complaint(channel_pair)
-    ):
+    if channel_state is not SubscriptionState.SUBSCRIBED and (not survives or complaint):
         return False
-    if topic_pair is None:  # rows 2, 3, 7, 8: the topic's default decides
+    if topic_state is SubscriptionState.NEVER_SUBSCRIBED:  # rows 2, 3, 7, 8: the default decides
         return topic.default is TopicDefault.OPT_OUT
-    return topic_pair.state is SubscriptionState.SUBSCRIBED  # rows 1, 4, 6, 9
+    return topic_state is SubscriptionState.SUBSCRIBED  # rows 1, 4, 6, 9

@@ -36,6 +36,7 @@ from consentkit.storage.base import (
     CHUNK_SIZE,
     Store,
     StoreTransaction,
+    TopicReads,
 )
 from consentkit.topics import MessageClass, Topic, TopicRules
 
@@ -62,6 +63,8 @@ class ServiceCore:
         if not 1 <= chunk_size <= CHUNK_SIZE:
             raise ValidationError("chunk_size", f"must be from 1 to {CHUNK_SIZE}")
         self.store = store
+        # Reads of both layers of a topic in one query, where the store has them.
+        self._topic_reads: TopicReads | None = store if isinstance(store, TopicReads) else None
         self.policy: Policy = policy if policy is not None else AdminOnlyPolicy()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.channels = ChannelRegistry(channels)

@@ -44,6 +44,7 @@ from consentkit.storage.base import (
     SituationKey,
     StagingTransaction,
     StoreTransaction,
+    TopicTransaction,
 )
 
 _UNDECIDED: ConsentError = ConsentError("placeholder for a policy decision not made yet")
@@ -324,9 +325,21 @@ class ChangeRun:
 
     def _lacking_channel(self, chunk: list[str]) -> frozenset[tuple[str, Channel]]:
         """The (contact, topic channel) pairs of *chunk* whose contact never subscribed to the
-        topic's channel (read, and locked, before the topic pairs: every writer locks a
-        channel's pair before its topics')."""
-        current = self._tx.lock_subscriptions(chunk, self._topic_bases)
+        topic's channel: read before the topic pairs are locked (with the store's one-query
+        read where it has one, else locked as every writer locks a channel's pair before its
+        topics')."""
+        tx = self._tx
+        if isinstance(tx, TopicTransaction):
+            # A pair never goes back to having no record: no lock needed, one query a channel.
+            recorded = {base: tx.recorded_among(chunk, base) for base in self._topic_bases}
+            return frozenset(
+                (cid, ch)
+                for ch in self._request.channels
+                if ch.topic is not None
+                for cid in chunk
+                if cid not in recorded[ch.base]
+            )
+        current = tx.lock_subscriptions(chunk, self._topic_bases)
         return frozenset(
             (cid, ch)
             for cid in chunk

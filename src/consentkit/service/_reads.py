@@ -118,12 +118,23 @@ class ReadsMixin(ServiceCore):
             state = self.store.get_state(account, contact_id, ch)
             return state is SubscriptionState.SUBSCRIBED
         declared = self.topics.get(ch.topic)
-        return topic_sendable(
-            self.store.get_subscription(account, contact_id, ch.base),
-            self.store.get_subscription(account, contact_id, ch),
-            declared,
-            self.topics.survives(ch, declared),
+        store = self.store
+        reads = self._topic_reads
+        channel_state, topic_state = (
+            reads.states_of(account, contact_id, (ch.base, ch))
+            if reads is not None
+            else (
+                store.get_state(account, contact_id, ch.base),
+                store.get_state(account, contact_id, ch),
+            )
         )
+        survives = self.topics.survives(ch, declared)
+        complaint = False
+        if channel_state is SubscriptionState.UNSUBSCRIBED and survives:
+            # Whether the channel's opt-out came from a complaint is on its record.
+            record = store.get_subscription(account, contact_id, ch.base)
+            complaint = record is None or after_complaint(record)
+        return topic_sendable(channel_state, topic_state, declared, survives, complaint=complaint)
 
     def audience(
         self,
@@ -136,9 +147,11 @@ class ReadsMixin(ServiceCore):
         """The subset of *contact_ids* (any number, streamed) that may be messaged on a channel
         (with *topic*: that topic on the channel, by the rules of :meth:`can_send`).
 
-        Ids that are not contacts of the account are simply not in the result.  With a topic
-        the ids are held in memory, and the account's unsubscribed pairs of the topic (and, where
-        its class survives, of the channel) are read once, a page at a time.
+        Ids that are not contacts of the account are simply not in the result.  With a topic,
+        a store that reads both layers at once (:class:`~consentkit.storage.base.TopicReads`)
+        answers in one query per chunk of ids; otherwise, and where the topic's class survives
+        the channel's unsubscribe, the ids are held in memory and the account's unsubscribed
+        pairs of the topic (and of the channel) are read once, a page at a time.
         """
         account = self._account_scope(actor, "filter the audience of the account")
         ch = self._subject(channel_, topic)
@@ -146,6 +159,12 @@ class ReadsMixin(ServiceCore):
         valid = (validate_id("contact_ids", cid) for cid in ids)
         if ch.topic is None:
             return self.store.subscribed_among(account, ch, valid)
+        declared = self.topics.get(ch.topic)
+        if self._topic_reads is not None and not self.topics.survives(ch, declared):
+            # Rows 1 to 5 and 10, in one query per chunk of ids.
+            return self._topic_reads.subscribed_in_layers(
+                account, ch, valid, opt_out_default=declared.default is TopicDefault.OPT_OUT
+            )
         return self._topic_audience(account, ch, list(valid))
 
     def _topic_audience(self, account: str, ch: Channel, ids: list[str]) -> set[str]:
@@ -166,8 +185,7 @@ class ReadsMixin(ServiceCore):
         if declared.default is TopicDefault.OPT_IN:
             return self.store.subscribed_among(account, ch, eligible)
         left = {
-            sub.contact_id
-            for sub in self._all_pairs(account, ch, SubscriptionState.UNSUBSCRIBED)
+            sub.contact_id for sub in self._all_pairs(account, ch, SubscriptionState.UNSUBSCRIBED)
         }
         return eligible - left
 

@@ -57,6 +57,8 @@ __all__ = [
     "Store",
     "StoreTransaction",
     "SubscriptionFilter",
+    "TopicReads",
+    "TopicTransaction",
 ]
 
 CHUNK_SIZE = 5000
@@ -382,6 +384,18 @@ class StagingTransaction(StoreTransaction, Protocol):
 
 
 @runtime_checkable
+class TopicTransaction(StoreTransaction, Protocol):
+    """A transaction that reads which pairs of one channel have a record in one query (optional:
+    without it the service locks and reads the pairs with :meth:`lock_subscriptions`)."""
+
+    def recorded_among(self, contact_ids: Sequence[str], channel: Channel) -> set[str]:
+        """The ids among *contact_ids* whose pair on *channel* has a record (subscribed or
+        unsubscribed): a topic's opt-in needs one on its channel.  A pair never goes back to
+        having no record, so no lock is needed."""
+        ...
+
+
+@runtime_checkable
 class Store(Protocol):
     """A consent store.  Reads that are not made through a transaction see committed data."""
 
@@ -468,3 +482,28 @@ class Store(Protocol):
         """Release connections and files."""
         ...
 
+
+@runtime_checkable
+class TopicReads(Protocol):
+    """A store that reads both layers of a topic channel in one query (optional: without it the
+    service reads each layer with :meth:`Store.get_state` and :meth:`Store.subscribed_among`)."""
+
+    def states_of(
+        self, account: str, contact_id: str, channels: Sequence[Channel]
+    ) -> list[SubscriptionState]:
+        """The states of one contact's pairs on *channels*, in that order (``NEVER_SUBSCRIBED``
+        for a pair without a record)."""
+        ...
+
+    def subscribed_in_layers(
+        self,
+        account: str,
+        topic_channel: Channel,
+        contact_ids: Iterable[str],
+        *,
+        opt_out_default: bool,
+    ) -> set[str]:
+        """The ids among *contact_ids* (any number, streamed) subscribed on the topic channel's
+        channel (``topic_channel.base``) whose topic pair is subscribed, or, with
+        *opt_out_default*, not unsubscribed (never subscribed counts as in)."""
+        ...

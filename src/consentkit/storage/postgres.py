@@ -1009,6 +1009,36 @@ class _Queries:
                 WHERE s.account = %s AND s.channel = %s AND s.state = 'subscribed'
                     AND s.contact_id = u.contact_id
             )"""
+        # Topic channels: one contact's two layers, and the ids sendable by both (the topic's
+        # pair subscribed, or with an opt-out default not unsubscribed), semi-joins as above.
+        self.states_of = f"""
+            SELECT channel, state FROM {s}.subscriptions
+            WHERE account = %s AND contact_id = %s AND channel = ANY(%s)"""
+        layers = f"""
+            SELECT coalesce(array_agg(u.contact_id), '{{}}')
+            FROM unnest({s}.unpack(%(ids)s)) AS u(contact_id)
+            WHERE EXISTS (
+                SELECT 1 FROM {s}.subscriptions c
+                WHERE c.account = %(account)s AND c.channel = %(channel)s
+                    AND c.state = 'subscribed' AND c.contact_id = u.contact_id
+            ) AND {{test}} EXISTS (
+                SELECT 1 FROM {s}.subscriptions t
+                WHERE t.account = %(account)s AND t.channel = %(topic)s
+                    AND t.state = '{{state}}' AND t.contact_id = u.contact_id
+            )"""
+        self.subscribed_in_layers = {
+            False: layers.replace("{test}", "").replace("{state}", "subscribed"),
+            True: layers.replace("{test}", "NOT").replace("{state}", "unsubscribed"),
+        }
+        # The staged ids with a record (placeholders are none) on one channel, in a transaction.
+        self.recorded_among = f"""
+            SELECT coalesce(array_agg(u.contact_id), '{{}}')
+            FROM unnest({s}.unpack(%s)) AS u(contact_id)
+            WHERE EXISTS (
+                SELECT 1 FROM {s}.subscriptions s
+                WHERE s.account = %s AND s.channel = %s AND s.state <> 'never_subscribed'
+                    AND s.contact_id = u.contact_id
+            )"""
         # One query per state, with the state spelled out, so even a generic plan can use the
         # partial index of that state.
         self.list_subscriptions: dict[SubscriptionState, str] = {
@@ -1166,6 +1196,21 @@ class _PostgresTransaction:
                 self._q.missing_contacts, (packed, self._account), prepare=_prepare(len(ids))
             ).fetchall()
         return [row[0] for row in rows]
+
+    def recorded_among(self, contact_ids: Sequence[str], channel: Channel) -> set[str]:
+        """The ids among *contact_ids* with a record on *channel* (placeholders are none), in one
+        query; no lock is taken: a pair never goes back to having no record."""
+        ids = list(dict.fromkeys(contact_ids))
+        if not ids:
+            return set()
+        with self._translating("reading subscriptions"):
+            self._revert_guesses()
+            row = self._conn.execute(
+                self._q.recorded_among,
+                (_pack(ids), self._account, channel.key),
+                prepare=_prepare(len(ids)),
+            ).fetchone()
+        return set() if row is None else set(row[0])
 
     def get_contacts(self, contact_ids: Sequence[str]) -> dict[str, Contact]:
         """The registered contacts among *contact_ids*, locked until the transaction ends (in
@@ -2222,6 +2267,43 @@ class PostgresStore:
             return SubscriptionState.NEVER_SUBSCRIBED if row is None else _STATES[row[0]]
 
         return self._read("reading a subscription state", run)
+
+    def states_of(
+        self, account: str, contact_id: str, channels: Sequence[Channel]
+    ) -> list[SubscriptionState]:
+        """The states of one contact's pairs on *channels*, in that order (one query)."""
+        keys = [ch.key for ch in channels]
+
+        def run(conn: Conn) -> list[SubscriptionState]:
+            rows = conn.execute(self._queries.states_of, (account, contact_id, keys)).fetchall()
+            found = {key: _STATES[state] for key, state in rows}
+            return [found.get(key, SubscriptionState.NEVER_SUBSCRIBED) for key in keys]
+
+        return self._read("reading subscription states", run)
+
+    def subscribed_in_layers(
+        self,
+        account: str,
+        topic_channel: Channel,
+        contact_ids: Iterable[str],
+        *,
+        opt_out_default: bool,
+    ) -> set[str]:
+        """The ids among *contact_ids* (streamed) sendable on a topic channel by both layers,
+        one query per chunk of ids."""
+        result: set[str] = set()
+        iterator = iter(contact_ids)
+        query = self._queries.subscribed_in_layers[opt_out_default]
+        base, topic = topic_channel.base.key, topic_channel.key
+        while chunk := list(itertools.islice(iterator, _READ_CHUNK)):
+
+            def run(conn: Conn, chunk: list[str] = chunk) -> list[str]:
+                params = {"ids": _pack(chunk), "account": account, "channel": base, "topic": topic}
+                row = conn.execute(query, params, prepare=_prepare(len(chunk))).fetchone()
+                return [] if row is None else list(row[0])
+
+            result.update(self._read("filtering an audience", run))
+        return result
 
     def subscriptions_of(self, account: str, contact_id: str) -> list[Subscription]:
         """Every recorded subscription of one contact, ordered by channel key."""

@@ -593,6 +593,12 @@ _INSERT_CONTACT_ADDRESSES: Final = (
     "ON CONFLICT DO NOTHING"
 )
 
+# The states of one contact's pair and its topic pair (can_send with a topic).
+_STATES_OF: Final = {
+    2: "SELECT channel, state FROM subscriptions WHERE account = ? AND contact_id = ? "
+    "AND channel IN (?, ?)"
+}
+
 # ---------------------------------------------------------------------------- set-based changes
 # (the StagingTransaction methods): a chunk's contact ids are staged in a temporary table, its
 # channels in another, and every statement joins them with the subscriptions inside SQLite.
@@ -1061,6 +1067,18 @@ class _SQLiteTransaction:
                 (_ids_json(dict.fromkeys(contact_ids)), self._account),
             ).fetchall()
         return [row[0] for row in rows]
+
+    def recorded_among(self, contact_ids: Sequence[str], channel: Channel) -> set[str]:
+        """The ids among *contact_ids* with a row on *channel* (one indexed query)."""
+        if not contact_ids:
+            return set()
+        with self._errors("read subscriptions"):
+            rows = self._conn.execute(
+                "SELECT contact_id FROM subscriptions WHERE account = ? AND channel = ? "
+                "AND contact_id IN (SELECT value FROM json_each(?))",
+                (self._account, channel.key, _ids_json(contact_ids)),
+            ).fetchall()
+        return {row[0] for row in rows}
 
     def get_contacts(self, contact_ids: Sequence[str]) -> dict[str, Contact]:
         """The registered contacts among *contact_ids*, by id."""
@@ -2237,6 +2255,56 @@ class SQLiteStore:
                 .fetchone()
             )
         return _NEVER if row is None else _STATES[row[0]]
+
+    def states_of(
+        self, account: str, contact_id: str, channels: Sequence[Channel]
+    ) -> list[SubscriptionState]:
+        """The states of one contact's pairs on *channels* (one range of its rows)."""
+        keys = [ch.key for ch in channels]
+        sql = _STATES_OF.get(len(keys)) or (
+            "SELECT channel, state FROM subscriptions WHERE account = ? AND contact_id = ? "
+            f"AND channel IN {_in_channels(len(keys))}"
+        )
+        with self._errors("read subscription states"):
+            rows = self._connection().execute(sql, (account, contact_id, *keys)).fetchall()
+        found = {key: _STATES[state] for key, state in rows}
+        return [found.get(key, _NEVER) for key in keys]
+
+    def subscribed_in_layers(
+        self,
+        account: str,
+        topic_channel: Channel,
+        contact_ids: Iterable[str],
+        *,
+        opt_out_default: bool,
+    ) -> set[str]:
+        """The ids among *contact_ids* sendable on a topic channel by both layers, streamed in
+        chunks, each matched with one query joining the channel's rows and the topic's."""
+        if isinstance(contact_ids, str):
+            contact_ids = [contact_ids]
+        topic_rows = (
+            "LEFT JOIN subscriptions AS t ON t.account = c.account "
+            "AND t.contact_id = c.contact_id AND t.channel = ?3 "
+            "WHERE t.state IS NOT 'unsubscribed'"
+            if opt_out_default
+            else "JOIN subscriptions AS t ON t.account = c.account "
+            "AND t.contact_id = c.contact_id AND t.channel = ?3 WHERE t.state = 'subscribed'"
+        )
+        sql = (
+            f"SELECT c.contact_id FROM subscriptions AS c {topic_rows} AND c.account = ?1 "
+            "AND c.channel = ?2 AND c.state = 'subscribed' "
+            "AND c.contact_id IN (SELECT value FROM json_each(?4))"
+        )
+        conn = self._connection()
+        result: set[str] = set()
+        iterator = iter(contact_ids)
+        base, topic = topic_channel.base.key, topic_channel.key
+        with self._errors("filter the audience"):
+            while chunk := list(itertools.islice(iterator, _IDS_PER_QUERY)):
+                result.update(
+                    row[0] for row in conn.execute(sql, (account, base, topic, _ids_json(chunk)))
+                )
+        return result
 
     def subscriptions_of(self, account: str, contact_id: str) -> list[Subscription]:
         """Every recorded subscription of one contact, ordered by channel key."""

@@ -180,6 +180,12 @@ class TopicsContract:
         others applied."""
         service = self._service(store, clock, TopicDefault.OPT_IN, False)
         service.opt_in(_ADMIN, ["bob"], [EMAIL], evidence=_EVIDENCE)
+        # A call that looked at ann's email pair and changed nothing leaves no record of it (a
+        # store may keep a lock row for it, which is no consent).
+        refused = service.resubscribe(
+            _ADMIN, ["ann"], [EMAIL], justification=_ASKED, partial=True
+        )
+        assert refused.refused
         with pytest.raises(ChannelConsentRequiredError, match="email") as raised:
             service.opt_in(_ADMIN, ["bob", "ann"], [EMAIL], evidence=_EVIDENCE, topic="receipts")
         assert raised.value.required_channel == "email"
