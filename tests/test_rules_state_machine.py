@@ -8,6 +8,14 @@ the rules written from docs/policy.md alone (plain dicts, no consentkit logic). 
 the store's states, ``can_send``, subscriptions (who opted out, via which address), histories and
 audit logs must equal the model's, and ``check_replay`` must pass.
 
+The service declares one topic (``promotions``: marketing, opt-in, surviving no channel
+unsubscribe), and the consent calls also pick its topic channel ``sms/promotions``, a pair of its
+own under the same rules, plus docs/topics.md's rule that a topic is subscribed only once its
+contact has consent to the channel (never-subscribed SMS at the start of the call refuses it with
+``ChannelConsentRequiredError``).  Inbound STOP/START (default scope), suppressions and unreachable
+reports concern the channels only, and ``can_send`` of the topic channel needs both layers
+subscribed.
+
 Readings of docs/policy.md where the text leaves room (each the safer one):
 
 * The suppression of an address that joins a contact is applied at the time of the join (the
@@ -65,6 +73,7 @@ from hypothesis.stateful import (
 
 from consentkit.channels import EMAIL, MMS, RCS, SMS, WHATSAPP, Channel
 from consentkit.errors import (
+    ChannelConsentRequiredError,
     ConflictError,
     ConsentError,
     JustificationError,
@@ -91,6 +100,7 @@ from consentkit.storage.base import Store
 from consentkit.storage.memory import InMemoryStore
 from consentkit.storage.sqlite import SQLiteStore
 from consentkit.testing import FakeClock, check_replay
+from consentkit.topics import MessageClass, Topic, TopicDefault
 from tests.storage._pg_support import DSN, SKIP_REASON, new_schema
 
 R = TypeVar("R")
@@ -117,8 +127,18 @@ CONTACT_IDS = (("a1", "a2", "a3", "a4"), ("b1", "b2", "b3", "b4"))
 PHONES = ("+14155550101", "+14155550102", "+14155550103")
 UNKNOWN_PHONE = "+14155550199"  # no contact ever has it
 EMAILS = ("pat@example.com", "shared@example.com")
-API_CHANNELS = (SMS, MMS, WHATSAPP, EMAIL)
+# One declared topic: marketing, opt-in by default, and no class survives a channel unsubscribe
+# (no surviving_classes), so its topic channel may be sent to only when both layers are
+# subscribed (rows 1, 3, 4, 5 and 10 of the truth table of docs/topics.md).
+PROMOTIONS = Topic("promotions", "Offers", MessageClass.MARKETING, TopicDefault.OPT_IN)
+SMS_PROMOTIONS = SMS.with_topic("promotions")
+CHANNEL_OF_TOPIC = {SMS_PROMOTIONS: SMS}
+"""The channel pair each topic channel's pair lives under (the master switch)."""
+API_CHANNELS = (SMS, MMS, WHATSAPP, EMAIL, SMS_PROMOTIONS)
 ALL_CHANNELS = (SMS, MMS, RCS, WHATSAPP, EMAIL)
+"""The channels themselves: the only ones addresses, suppressions and inbound messages reach."""
+CHECKED_CHANNELS = (*ALL_CHANNELS, SMS_PROMOTIONS)
+"""Every pair the invariant compares: the channels and the topic channel."""
 INBOUND_CHANNELS = (SMS, MMS, WHATSAPP)
 SMS_GROUP = frozenset({SMS, MMS, RCS})
 PHONE_CHANNELS = (SMS, MMS, RCS, WHATSAPP)
@@ -334,6 +354,42 @@ class RulesModel:
             return _error(JustificationError)
         return _change(SUBSCRIBED)
 
+    @staticmethod
+    def _channel_first(op: str, kind: ActorKind, pair: PairModel, decision: Decision) -> Decision:
+        """The fate of a topic pair whose contact never subscribed to the topic's channel, given
+        its *decision* as a pair of its own (docs/topics.md, "open questions": consent to the
+        channel comes first, with its own evidence).
+
+        Subscribing the topic (an opt-in, a resubscription, the toggle turned on) is refused
+        with ChannelConsentRequiredError, in place of any other reason the pair had to refuse it
+        (no evidence, nothing to resubscribe, no or the wrong justification), except that an
+        actor refused as not authorised is told that first.  Leaving a topic needs nothing, and
+        an opt-in that meets an unsubscribed topic pair, by anyone but the contact, is judged as
+        an opt-in and skipped as for any pair: it asks for no subscription of the topic."""
+        if op in ("unsubscribe", "set_off"):
+            return decision
+        if op == "opt_in" and pair.state is UNSUBSCRIBED and kind is not ActorKind.CONTACT:
+            return decision
+        what, _, errors = decision
+        if what == "error" and errors <= {NotAuthorizedError}:
+            return decision
+        if what == "error" and NotAuthorizedError in errors:
+            # The rules leave the pair's own refusal open between the two (the system asking
+            # to resubscribe a never-subscribed pair): either still takes precedence.
+            return _error(NotAuthorizedError, ChannelConsentRequiredError)
+        return _error(ChannelConsentRequiredError)
+
+    def sendable(self, account: str, cid: str, ch: Channel) -> bool:
+        """``can_send`` of one pair: a channel's, when it is subscribed; a topic channel's, by
+        the truth table of docs/topics.md for an opt-in topic whose class survives no channel
+        unsubscribe: the channel is the master switch (rows 5 and 10) and the topic needs its
+        own opt-in (rows 1, 3 and 4), so both layers must be subscribed."""
+        pair = self.pair(account, cid, ch)
+        under = CHANNEL_OF_TOPIC.get(ch)
+        if under is None:
+            return pair.state is SUBSCRIBED
+        return self.pair(account, cid, under).state is SUBSCRIBED and pair.state is SUBSCRIBED
+
     def change(
         self,
         actor: Actor,
@@ -356,11 +412,18 @@ class RulesModel:
             call_errors.add(NotAuthorizedError)
         if call_errors:
             return Expected(errors=frozenset(call_errors))
-        decisions = {
-            (cid, ch): self._decide(op, actor.kind, self.pair(account, cid, ch), evidence, reason)
-            for cid in ids
-            for ch in channels
-        }
+        decisions: dict[tuple[str, Channel], Decision] = {}
+        for cid in ids:
+            for ch in channels:
+                pair = self.pair(account, cid, ch)
+                decision = self._decide(op, actor.kind, pair, evidence, reason)
+                under = CHANNEL_OF_TOPIC.get(ch)
+                # The channel's pair as it was before this call: nothing is applied before every
+                # pair of the call is decided, so the call's own opt-in to the channel does not
+                # count for a topic of it in the same call.
+                if under is not None and self.pair(account, cid, under).state is NEVER:
+                    decision = self._channel_first(op, actor.kind, pair, decision)
+                decisions[(cid, ch)] = decision
         pair_errors = frozenset().union(*(d[2] for d in decisions.values()))
         if pair_errors:
             return Expected(errors=pair_errors)
@@ -412,6 +475,7 @@ class RulesModel:
                     old[1] if contact.email is None else contact.email,
                 )
             for key in sorted(self._keys(book[contact.id]) - old_keys):
+                # A suppression reaches the channels of the address, never a topic pair.
                 channels = PHONE_CHANNELS if key.startswith("phone:") else (EMAIL,)
                 for ch in channels:
                     word = self.words.get((account, key, ch))
@@ -428,7 +492,8 @@ class RulesModel:
                     )
                     expected.changed.add((contact.id, ch))
             if old is not None:
-                # Subscribed pairs left without an address on their channel.
+                # Subscribed pairs left without an address on their channel (the channels'
+                # pairs only: a topic pair is not reported, its channel's pair is).
                 phone, email = book[contact.id]
                 for ch in ALL_CHANNELS:
                     had = old[1] if ch is EMAIL else old[0]
@@ -468,6 +533,8 @@ class RulesModel:
                 for (acc, phone, cid), left in self.departures.items()
                 if acc == account and phone == message.sender and left >= received
             }
+        # The default opt-out scope (channel_group): the channels of the group, never a topic
+        # pair on them.
         group = sorted(group_of(ch))
         changed: set[tuple[str, Channel]] = set()
         superseded = 0
@@ -631,10 +698,12 @@ one_contact = st.integers(0, 3).map(lambda index: [index])
 contact_picks = st.one_of(
     one_contact, one_contact, st.lists(st.integers(0, 3), min_size=2, max_size=2, unique=True)
 )
-api_channels = st.sampled_from((SMS, SMS, MMS, WHATSAPP, EMAIL))
+api_channels = st.sampled_from((SMS, SMS, MMS, WHATSAPP, EMAIL, SMS_PROMOTIONS, SMS_PROMOTIONS))
 channel_picks = st.lists(api_channels, min_size=1, max_size=2, unique=True)
 mostly = st.sampled_from((True, True, True, False))
-channel_sets = st.lists(st.sampled_from((SMS, MMS, RCS, WHATSAPP, EMAIL)), max_size=4, unique=True)
+channel_sets = st.lists(
+    st.sampled_from((SMS, MMS, RCS, WHATSAPP, EMAIL, SMS_PROMOTIONS)), max_size=4, unique=True
+)
 reasons = st.sampled_from(
     (None, ResubscribeReason.MISTAKEN_UNSUBSCRIBE, ResubscribeReason.CONTACT_REQUEST)
 )
@@ -661,7 +730,7 @@ class ConsentRulesMachine(RuleBasedStateMachine):
         self.accounts = tuple(f"{prefix}{number}" for prefix in ACCOUNT_PREFIXES)
         self.store, self._close = opener()
         self.clock = FakeClock(T0)
-        self.service = ConsentService(self.store, clock=self.clock)
+        self.service = ConsentService(self.store, clock=self.clock, topics=[PROMOTIONS])
         self.model = RulesModel(self.accounts)
         self.times = [T0]
         self._touched: set[str] = set(self.accounts)
@@ -744,7 +813,8 @@ class ConsentRulesMachine(RuleBasedStateMachine):
         second: list[tuple[int | None, int | None, list[Channel]]],
     ) -> None:
         """Register three contacts per account (the fourth comes later, or never) and opt them
-        in on some channels, so later STOPs and STARTs have consent to take and give back."""
+        in on some channels, so later STOPs and STARTs have consent to take and give back, and
+        then to the topic where chosen (after its channel, as a host must)."""
         for account, specs in enumerate((first, second)):
             self.upsert_contacts(
                 account=account,
@@ -754,16 +824,19 @@ class ConsentRulesMachine(RuleBasedStateMachine):
                 wait=0,
             )
             for index, (_, _, channels) in enumerate(specs):
-                if channels:
-                    self.opt_in(
-                        account=account,
-                        who="admin",
-                        picks=[index],
-                        channels=channels,
-                        with_evidence=True,
-                        source=Source.IMPORT,
-                        wait=0,
-                    )
+                bases = [ch for ch in channels if ch not in CHANNEL_OF_TOPIC]
+                topics = [ch for ch in channels if ch in CHANNEL_OF_TOPIC]
+                for chosen in (bases, topics):
+                    if chosen:
+                        self.opt_in(
+                            account=account,
+                            who="admin",
+                            picks=[index],
+                            channels=chosen,
+                            with_evidence=True,
+                            source=Source.IMPORT,
+                            wait=0,
+                        )
         self._touched = set(self.accounts)
 
     @rule(
@@ -1110,18 +1183,24 @@ class ConsentRulesMachine(RuleBasedStateMachine):
                     with pytest.raises(UnknownContactError):
                         self.service.state(reader, cid, SMS)
                     assert not self.service.can_send(reader, cid, SMS)
+                    with pytest.raises(UnknownContactError):
+                        self.service.state(reader, cid, SMS_PROMOTIONS)
+                    assert not self.service.can_send(reader, cid, SMS_PROMOTIONS)
                     assert self.service.subscriptions(reader, cid) == []
                     continue
                 subs = {sub.channel: sub for sub in self.service.subscriptions(reader, cid)}
                 history = self.service.history(reader, cid)
                 assert history == of_contact.get(cid, []), f"{account}/{cid}: history"
-                for ch in ALL_CHANNELS:
+                for ch in CHECKED_CHANNELS:
                     pair = self.model.pair(account, cid, ch)
                     where = f"{account}/{cid}/{ch}"
                     assert self.service.state(reader, cid, ch) is pair.state, (
                         f"{where}: state {self.service.state(reader, cid, ch)}, model {pair}"
                     )
-                    assert self.service.can_send(reader, cid, ch) is (pair.state is SUBSCRIBED)
+                    sendable = self.model.sendable(account, cid, ch)
+                    assert self.service.can_send(reader, cid, ch) is sendable, (
+                        f"{where}: can_send {not sendable}, model {sendable}"
+                    )
                     sub = self.service.subscription(reader, cid, ch)
                     assert sub == subs.get(ch), f"{where}: subscription() != subscriptions()"
                     self._compare_subscription(where, sub, pair)
@@ -1135,7 +1214,7 @@ class ConsentRulesMachine(RuleBasedStateMachine):
         assert sum(1 for _ in self.service.audit_log(reader)) == events, f"{account}: events"
         for cid in CONTACT_IDS[account_index]:
             subs = {sub.channel: sub for sub in self.service.subscriptions(reader, cid)}
-            for ch in ALL_CHANNELS:
+            for ch in CHECKED_CHANNELS:
                 pair = self.model.pair(account, cid, ch)
                 self._compare_subscription(f"{account}/{cid}/{ch}", subs.get(ch), pair)
 
