@@ -95,3 +95,21 @@ def test_a_redelivery_with_another_topic_is_a_conflict() -> None:
         )
     assert service.can_send(ADMIN, "ann", SMS)
     assert not service.can_send(ADMIN, "ann", SMS, topic="promotions")
+
+
+def test_a_topic_stop_from_an_unknown_number_suppresses_only_the_topic() -> None:
+    """The address's last word is kept for the pairs the scope covered: a contact who later
+    takes the number is unsubscribed from the topic, not from the channel."""
+    service = _service("topic")
+    stranger = "+14155550177"
+    result = service.handle_inbound(
+        InboundMessage("acme", SMS, stranger, "STOP", "m9", T0, topic="promotions")
+    )
+    assert result.changed == ()
+    joined = service.upsert_contacts(ADMIN, [Contact("acme", "new", phone=stranger)])
+    assert {p.channel.key for p in joined.suppressed} == {
+        "sms/promotions", "mms/promotions", "rcs/promotions"
+    }
+    service.opt_in(ADMIN, ["new"], [SMS], evidence=Evidence("web", "yes", "v1"))
+    assert service.can_send(ADMIN, "new", SMS)
+    assert not service.can_send(ADMIN, "new", SMS, topic="promotions")

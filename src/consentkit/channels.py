@@ -299,6 +299,16 @@ class ChannelRegistry:
             ValidationError: as :meth:`resolve`, or *topic* given with a topic channel.
             UnknownTopicError: the topic is not declared in *topics*.
         """
+        if topic is None:  # the common case, a plain channel, found as resolve() finds it
+            plain = (
+                self._known.get(value.key)
+                if isinstance(value, Channel)
+                else self._known.get(value)
+                if isinstance(value, str)
+                else None
+            )
+            if plain is not None:
+                return plain
         if isinstance(value, Channel):
             key = value.key
         elif isinstance(value, str):
