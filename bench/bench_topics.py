@@ -123,7 +123,7 @@ def main() -> int:
     parser.add_argument("--dsn", help="also run on the PostgreSQL store at this DSN")
     args = parser.parse_args()
     n = args.contacts
-    print(f"consentkit from {code_under_test()}; N = {n:,}; best of {REPEATS}, alternating")
+    print(f"{code_under_test()}; N = {n:,}; best of {REPEATS}, alternating")
     print("store = the call on a topic pair; raw = the same call on a channel pair")
     missed = 0
     directory = Path(tempfile.mkdtemp(prefix="consentkit-bench-topics-"))

@@ -113,3 +113,16 @@ def test_any_topic_key_round_trips_through_its_channel_key(topic: str) -> None:
     made = EMAIL.with_topic(topic)
     assert channel(made.key) == made
     assert (made.base, made.topic) == (EMAIL, topic)
+
+
+def test_revoke_all_exemptions_are_validated() -> None:
+    rules = TopicRules([RECEIPTS], revoke_all_exempt=["informational"])
+    assert rules.revoke_all_exempt == {MessageClass.INFORMATIONAL}
+    assert rules.may_survive(SMS, Topic("alerts", "Alerts", "informational"))
+    assert not rules.may_survive(SMS, PROMOTIONS)
+    with pytest.raises(ValidationError, match="never exempt"):
+        TopicRules([PROMOTIONS], revoke_all_exempt=[MessageClass.MARKETING])
+    with pytest.raises(ValidationError, match="revoke_all_exempt"):
+        TopicRules([PROMOTIONS], revoke_all_exempt="informational")
+    with pytest.raises(ValidationError, match="revoke_all_exempt"):
+        ConsentService(InMemoryStore(), revoke_all_exempt=["newsletter"])

@@ -622,6 +622,10 @@ class OptOutOrigin(enum.Enum):
     """A member of the account, where a custom policy lets members unsubscribe."""
     SYSTEM = "system"
     """An automatic process: a bounce, a carrier deactivation."""
+    REVOKE_ALL = "revoke_all"
+    """The contact's own request, as ``CONTACT``, by an inbound opt-out under the ``revoke_all``
+    scope (every channel): while it is the pair's only origin, topics of the classes exempt from
+    "revoke all" keep going (``ConsentService(revoke_all_exempt=...)``, docs/topics.md)."""
     COMPLAINT = "complaint"
     """A spam complaint (a provider's complaint feed, ``ProviderVerdict.COMPLAINT``): the
     system's opt-out, which no keyword or provider opt-in undoes, and after which no topic class

@@ -104,7 +104,9 @@ class Policy(Protocol):
         ...
 
 
-_CONTACTS_OWN = frozenset({OptOutOrigin.CONTACT, OptOutOrigin.SUPPRESSION})
+_CONTACTS_OWN = frozenset(
+    {OptOutOrigin.CONTACT, OptOutOrigin.REVOKE_ALL, OptOutOrigin.SUPPRESSION}
+)
 """Opt-outs the contact asked for: a mistake is ruled out."""
 
 
@@ -178,7 +180,7 @@ class AdminOnlyPolicy:
         ):
             how = (
                 "a STOP sent from their address before it was theirs"
-                if OptOutOrigin.CONTACT not in change.current_opted_out_by
+                if not change.current_opted_out_by & (_CONTACTS_OWN - {OptOutOrigin.SUPPRESSION})
                 else change.current_source.value
                 if change.current_source is not None
                 and change.current_changed_by is ActorKind.CONTACT

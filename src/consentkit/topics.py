@@ -206,6 +206,20 @@ def _surviving(value: object) -> Mapping[str, frozenset[MessageClass]]:
     return out
 
 
+def _exempt(value: object) -> frozenset[MessageClass]:
+    if isinstance(value, str | MessageClass) or not isinstance(value, Iterable):
+        raise ValidationError(
+            "revoke_all_exempt",
+            f"expected a collection of message classes, got {type(value).__name__}",
+        )
+    members = frozenset(_member(MessageClass, "revoke_all_exempt", c) for c in value)
+    if MessageClass.MARKETING in members:
+        raise ValidationError(
+            "revoke_all_exempt", "marketing messages are never exempt from a revocation"
+        )
+    return members
+
+
 @attrs.frozen
 class TopicRules:
     """The topics a service knows and the classes that survive a channel unsubscribe.
@@ -216,11 +230,18 @@ class TopicRules:
             the channel pair is unsubscribed, e.g. ``{EMAIL: {MessageClass.TRANSACTIONAL}}``
             (email law lets a receipt go out after a marketing unsubscribe; SMS rules do not).
             Marketing never survives, and nothing survives an opt-out that came from a complaint.
+        revoke_all_exempt: the classes exempt from the FCC's "revoke all" (typically
+            informational): their topics keep going on a channel unsubscribed by a STOP under the
+            ``revoke_all`` scope, while that is the pair's only opt-out (a later plain STOP, an
+            admin's unsubscribe or a complaint ends it).
     """
 
     topics: tuple[Topic, ...] = attrs.field(default=(), converter=_topics)
     surviving_classes: Mapping[str, frozenset[MessageClass]] = attrs.field(
         factory=dict, converter=_surviving
+    )
+    revoke_all_exempt: frozenset[MessageClass] = attrs.field(
+        default=frozenset(), converter=_exempt
     )
     _by_key: Mapping[str, Topic] = attrs.field(init=False, repr=False, eq=False)
 
@@ -250,6 +271,24 @@ class TopicRules:
         """Whether *topic*'s class survives an unsubscribe of *channel* (configured per
         channel; before the complaint exception of :func:`topic_sendable`)."""
         return topic.message_class in self.surviving_classes.get(channel.base.key, ())
+
+    def may_survive(self, channel: Channel, topic: Topic) -> bool:
+        """Whether *topic* can survive some unsubscribe of *channel* (configured, or exempt from
+        "revoke all"): only then does the channel pair's record matter."""
+        return self.survives(channel, topic) or topic.message_class in self.revoke_all_exempt
+
+    def survives_opt_out(self, channel: Channel, topic: Topic, pair: Subscription | None) -> bool:
+        """Whether *topic* survives the unsubscribe recorded on *pair* (the channel's pair):
+        configured for the channel, or exempt from a "revoke all" that is the pair's only
+        opt-out; never after a complaint."""
+        from consentkit.model import OptOutOrigin
+
+        if pair is None or after_complaint(pair):
+            return False
+        return self.survives(channel, topic) or (
+            topic.message_class in self.revoke_all_exempt
+            and pair.opted_out_by == {OptOutOrigin.REVOKE_ALL}
+        )
 
 
 def after_complaint(pair: Subscription) -> bool:

@@ -61,4 +61,7 @@ class ConsentService(
         surviving_classes: per channel, the message classes whose topics may still be sent after
             the channel is unsubscribed, e.g. ``{EMAIL: {MessageClass.TRANSACTIONAL}}`` (nothing
             by default; see docs/topics.md).
+        revoke_all_exempt: the message classes exempt from the FCC's "revoke all" (e.g.
+            ``{MessageClass.INFORMATIONAL}``): their topics keep going after a STOP under the
+            ``revoke_all`` opt-out scope, while it is the channel pair's only opt-out.
     """

@@ -23,6 +23,7 @@ from consentkit.inbound import (
 from consentkit.model import (
     Actor,
     ActorKind,
+    OptOutOrigin,
     ensure_aware,
     validate_id,
 )
@@ -59,6 +60,7 @@ class ServiceCore:
         channels: Iterable[Channel | str] = (),
         topics: Iterable[Topic] = (),
         surviving_classes: Mapping[Channel | str, Iterable[MessageClass | str]] | None = None,
+        revoke_all_exempt: Iterable[MessageClass | str] = (),
     ) -> None:
         if not 1 <= chunk_size <= CHUNK_SIZE:
             raise ValidationError("chunk_size", f"must be from 1 to {CHUNK_SIZE}")
@@ -86,6 +88,7 @@ class ServiceCore:
         self.topics = TopicRules(
             topics,
             {self.channels.resolve(ch, "surviving_classes"): v for ch, v in surviving.items()},
+            revoke_all_exempt,
         )
 
     def settings_for(self, account: str) -> AccountSettings:
@@ -182,6 +185,15 @@ class ServiceCore:
         if topic is None or topic not in self.topics.by_key:
             return group
         return tuple(c.with_topic(topic) for c in group)
+
+    def _scope_origin(
+        self, settings: InboundSettings, message: InboundMessage
+    ) -> OptOutOrigin | None:
+        """The origin an opt-out in *message* records: ``REVOKE_ALL`` under that scope (the
+        contact's own request, which exempt topics survive), else the contact's (None)."""
+        if settings.scope_at(message.received_at) is OptOutScope.REVOKE_ALL:
+            return OptOutOrigin.REVOKE_ALL
+        return None
 
     def _apply_in_tx(
         self, tx: StoreTransaction, request: ChangeRequest, contact_ids: Iterable[str]

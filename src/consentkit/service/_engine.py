@@ -538,7 +538,9 @@ _SKIPPED_UNSUBSCRIBED = (
 )
 
 
-_UNDOABLE_BY_START: Final = frozenset({OptOutOrigin.CONTACT, OptOutOrigin.SUPPRESSION})
+_UNDOABLE_BY_START: Final = frozenset(
+    {OptOutOrigin.CONTACT, OptOutOrigin.REVOKE_ALL, OptOutOrigin.SUPPRESSION}
+)
 
 
 def undone_by_start(sub: Subscription | None, sender: str, received_at: datetime) -> bool:

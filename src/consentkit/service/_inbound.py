@@ -145,6 +145,7 @@ class InboundMixin(ServiceCore):
             message=message,
             key=key,
             channels=self._scope(settings, message),
+            origin=self._scope_origin(settings, message),
             contact_ids=tuple(sorted(contact_ids)),
             received=received,
             now=now,
@@ -305,6 +306,8 @@ class Delivery:
         received: when it was received (never later than *now*).
         now: the clock reading under the write lock.
         batch_id: shared by every event it writes.
+        origin: the origin its opt-out records on the pairs (None: the contact's, ``CONTACT``;
+            ``REVOKE_ALL`` under that scope).
     """
 
     message: InboundMessage
@@ -314,6 +317,7 @@ class Delivery:
     received: datetime
     now: datetime
     batch_id: str
+    origin: OptOutOrigin | None = None
 
     def request(
         self,
@@ -419,7 +423,7 @@ def opt_out_request(delivery: Delivery, contact_id: str, reason: str) -> ChangeR
         # undoes and after which no topic class survives the channel's unsubscribe.
         origin=OptOutOrigin.COMPLAINT
         if delivery.message.verdict is ProviderVerdict.COMPLAINT
-        else None,
+        else delivery.origin,
     )
 
 

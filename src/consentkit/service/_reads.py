@@ -28,7 +28,7 @@ from consentkit.service._results import Page, check_limit, decode_cursor, page_o
 from consentkit.storage.base import (
     SubscriptionFilter,
 )
-from consentkit.topics import TopicDefault, after_complaint, topic_sendable
+from consentkit.topics import TopicDefault, topic_sendable
 
 
 class ReadsMixin(ServiceCore):
@@ -128,13 +128,15 @@ class ReadsMixin(ServiceCore):
                 store.get_state(account, contact_id, ch),
             )
         )
-        survives = self.topics.survives(ch, declared)
-        complaint = False
-        if channel_state is SubscriptionState.UNSUBSCRIBED and survives:
-            # Whether the channel's opt-out came from a complaint is on its record.
+        survives = False
+        if channel_state is SubscriptionState.UNSUBSCRIBED and self.topics.may_survive(
+            ch, declared
+        ):
+            # Whether the class survives this opt-out (a complaint's, a revoke-all's) is on the
+            # channel pair's record.
             record = store.get_subscription(account, contact_id, ch.base)
-            complaint = record is None or after_complaint(record)
-        return topic_sendable(channel_state, topic_state, declared, survives, complaint=complaint)
+            survives = self.topics.survives_opt_out(ch, declared, record)
+        return topic_sendable(channel_state, topic_state, declared, survives)
 
     def audience(
         self,
@@ -160,7 +162,7 @@ class ReadsMixin(ServiceCore):
         if ch.topic is None:
             return self.store.subscribed_among(account, ch, valid)
         declared = self.topics.get(ch.topic)
-        if self._topic_reads is not None and not self.topics.survives(ch, declared):
+        if self._topic_reads is not None and not self.topics.may_survive(ch, declared):
             # Rows 1 to 5 and 10, in one query per chunk of ids.
             return self._topic_reads.subscribed_in_layers(
                 account, ch, valid, opt_out_default=declared.default is TopicDefault.OPT_OUT
@@ -171,8 +173,9 @@ class ReadsMixin(ServiceCore):
         """The audience of a topic channel: rows 1 to 10 of the truth table, set-based per layer
         (each layer's subscribed ids among the candidates, and its unsubscribed pairs)."""
         declared = self.topics.get(ch.topic or "")
+        rules = self.topics
         eligible = self.store.subscribed_among(account, ch.base, ids)
-        if self.topics.survives(ch, declared):
+        if rules.may_survive(ch, declared):
             # Rows 6 to 9: a channel unsubscribed by anything but a complaint lets the class
             # through (never-subscribed channels do not: row 10).
             others = set(ids) - eligible
@@ -180,7 +183,7 @@ class ReadsMixin(ServiceCore):
                 eligible.update(
                     sub.contact_id
                     for sub in self._all_pairs(account, ch.base, SubscriptionState.UNSUBSCRIBED)
-                    if sub.contact_id in others and not after_complaint(sub)
+                    if sub.contact_id in others and rules.survives_opt_out(ch, declared, sub)
                 )
         if declared.default is TopicDefault.OPT_IN:
             return self.store.subscribed_among(account, ch, eligible)

@@ -142,6 +142,7 @@ class ReviewMixin(ServiceCore):
             message=message,
             key=key,
             channels=self._scope(self.settings_for(item.account).inbound, message),
+            origin=self._scope_origin(self.settings_for(item.account).inbound, message),
             contact_ids=tuple(sorted(present)),
             received=item.received_at,
             now=now,

@@ -377,3 +377,59 @@ class TopicsContract:
     @staticmethod
     def _states(service: ConsentService) -> dict[str, str]:
         return {s.channel.key: s.state.value for s in service.subscriptions(_ADMIN, "ann")}
+
+    def test_revoke_all_lets_exempt_topics_go_on_until_another_opt_out(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """A STOP under revoke_all unsubscribes every channel, recorded as the contact's own
+        request (origin REVOKE_ALL): topics of an exempt class keep going on every channel, no
+        other send does; a later plain STOP (here after the scope's date) ends the exemption on
+        its channels, and MISTAKEN_UNSUBSCRIBE never undoes it."""
+        switch = clock.now() + timedelta(days=1)
+        service = ConsentService(
+            store,
+            clock=clock,
+            settings=AccountSettings(
+                inbound=InboundSettings(
+                    scope=ScopeSchedule(until=switch, before="revoke_all", after="group")
+                )
+            ),
+            topics=[
+                Topic("promotions", "Offers", MessageClass.MARKETING),
+                Topic("alerts", "Alerts", MessageClass.INFORMATIONAL, TopicDefault.OPT_OUT),
+            ],
+            revoke_all_exempt=[MessageClass.INFORMATIONAL],
+        )
+        service.upsert_contacts(
+            _ADMIN, [Contact(_ACCOUNT, "ann", phone="+14155550100", email="ann@example.com")]
+        )
+        service.opt_in(_ADMIN, ["ann"], [SMS, WHATSAPP, EMAIL], evidence=_EVIDENCE)
+        service.opt_in(_ADMIN, ["ann"], [SMS], evidence=_EVIDENCE, topic="promotions")
+        clock.advance(timedelta(minutes=1))
+        stop = service.handle_inbound(
+            InboundMessage(_ACCOUNT, SMS, "+14155550100", "STOP", "revoke-1", clock.now())
+        )
+        assert {"sms", "whatsapp", "email"} <= {ch.key for _, ch in stop.changed}
+        sub = service.subscription(_ADMIN, "ann", WHATSAPP)
+        assert sub is not None
+        assert sub.opted_out_by == {OptOutOrigin.REVOKE_ALL}
+        for ch in (SMS, WHATSAPP, EMAIL):
+            assert not service.can_send(_ADMIN, "ann", ch)
+            assert service.can_send(_ADMIN, "ann", ch, topic="alerts")
+            assert not service.can_send(_ADMIN, "ann", ch, topic="promotions")
+            assert service.audience(_ADMIN, ch, ["ann"], topic="alerts") == {"ann"}
+        with pytest.raises(JustificationError, match="CONTACT_REQUEST"):
+            service.resubscribe(
+                _ADMIN, ["ann"], [SMS],
+                justification=Justification(ResubscribeReason.MISTAKEN_UNSUBSCRIBE, "oops"),
+            )
+        clock.advance(timedelta(days=2))
+        service.handle_inbound(
+            InboundMessage(_ACCOUNT, SMS, "+14155550100", "STOP", "plain-1", clock.now())
+        )
+        assert not service.can_send(_ADMIN, "ann", SMS, topic="alerts")
+        assert service.audience(_ADMIN, SMS, ["ann"], topic="alerts") == set()
+        assert service.can_send(_ADMIN, "ann", WHATSAPP, topic="alerts")  # not in SMS's group
+        service.unsubscribe(_ADMIN, ["ann"], [EMAIL])  # an admin's opt-out ends it too
+        assert not service.can_send(_ADMIN, "ann", EMAIL, topic="alerts")
+        check_replay(store, _ACCOUNT)
