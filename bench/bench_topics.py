@@ -5,6 +5,7 @@ Run from the repository root (``make bench`` runs it)::
     PYTHONPATH=src .venv/bin/python bench/bench_topics.py --contacts 100000
     PYTHONPATH=src .venv/bin/python bench/bench_topics.py --contacts 100000 \\
         --dsn postgresql://postgres@127.0.0.1:5432/test       # the PostgreSQL store too
+                                  # (the default when CONSENTKIT_TEST_POSTGRES_DSN is set)
 
 Set-up: one store (a SQLite file, and with ``--dsn`` a PostgreSQL schema dropped afterwards)
 holds N contacts with a phone number each, every one opted in on SMS with evidence, and a
@@ -26,6 +27,7 @@ The ratio is topic / channel; the target (issue 15) is 1.1: topics add at most 1
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import sys
@@ -120,7 +122,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=100_000, help="N (default 100,000)")
     parser.add_argument("--lookups", type=int, default=20_000, help="can_send calls per pass")
-    parser.add_argument("--dsn", help="also run on the PostgreSQL store at this DSN")
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("CONSENTKIT_TEST_POSTGRES_DSN"),
+        help="also run on the PostgreSQL store at this DSN (default $CONSENTKIT_TEST_POSTGRES_DSN)",
+    )
     args = parser.parse_args()
     n = args.contacts
     print(f"{code_under_test()}; N = {n:,}; best of {REPEATS}, alternating")
