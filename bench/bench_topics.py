@@ -118,6 +118,10 @@ def figures(service: ConsentService, n: int, lookups: int) -> list[Row]:
     return rows
 
 
+class _Skip(Exception):
+    """The SQLite run is skipped (``--no-sqlite``)."""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=100_000, help="N (default 100,000)")
@@ -127,6 +131,9 @@ def main() -> int:
         default=os.environ.get("CONSENTKIT_TEST_POSTGRES_DSN"),
         help="also run on the PostgreSQL store at this DSN (default $CONSENTKIT_TEST_POSTGRES_DSN)",
     )
+    parser.add_argument(
+        "--no-sqlite", action="store_true", help="skip the SQLite store (PostgreSQL only)"
+    )
     args = parser.parse_args()
     n = args.contacts
     print(f"{code_under_test()}; N = {n:,}; best of {REPEATS}, alternating")
@@ -134,6 +141,8 @@ def main() -> int:
     missed = 0
     directory = Path(tempfile.mkdtemp(prefix="consentkit-bench-topics-"))
     try:
+        if args.no_sqlite:
+            raise _Skip
         store = SQLiteStore(directory / "consent.db")
         try:
             missed += print_summary(
@@ -143,6 +152,8 @@ def main() -> int:
             )
         finally:
             store.close()
+    except _Skip:
+        pass
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     if args.dsn:

@@ -1009,36 +1009,29 @@ class _Queries:
                 WHERE s.account = %s AND s.channel = %s AND s.state = 'subscribed'
                     AND s.contact_id = u.contact_id
             )"""
-        # Topic channels: one contact's two layers, and the ids sendable by both (the topic's
-        # pair subscribed, or with an opt-out default not unsubscribed), semi-joins as above.
+        # Topic channels: one contact's two layers in one query.  (Two EXISTS semi-joins over one
+        # unnest, for an audience by both layers, got a plan that scanned the table per id; a
+        # LATERAL probe per id and layer was four times the channel's semi-join: the audience
+        # runs the semi-join once per layer instead.)
         self.states_of = f"""
             SELECT channel, state FROM {s}.subscriptions
             WHERE account = %s AND contact_id = %s AND channel = ANY(%s)"""
-        layers = f"""
-            SELECT coalesce(array_agg(u.contact_id), '{{}}')
-            FROM unnest({s}.unpack(%(ids)s)) AS u(contact_id)
-            WHERE EXISTS (
-                SELECT 1 FROM {s}.subscriptions c
-                WHERE c.account = %(account)s AND c.channel = %(channel)s
-                    AND c.state = 'subscribed' AND c.contact_id = u.contact_id
-            ) AND {{test}} EXISTS (
-                SELECT 1 FROM {s}.subscriptions t
-                WHERE t.account = %(account)s AND t.channel = %(topic)s
-                    AND t.state = '{{state}}' AND t.contact_id = u.contact_id
-            )"""
-        self.subscribed_in_layers = {
-            False: layers.replace("{test}", "").replace("{state}", "subscribed"),
-            True: layers.replace("{test}", "NOT").replace("{state}", "unsubscribed"),
+        # The ids of a chunk whose pair on a channel is in one state: the semi-join above, for
+        # the topic layer of an audience (subscribed, or for an opt-out default unsubscribed).
+        self.among_in_state = {
+            state: self.subscribed_among.replace("s.state = 'subscribed'", f"s.state = '{state}'")
+            for state in ("subscribed", "unsubscribed")
         }
         # The staged ids with a record (placeholders are none) on one channel, in a transaction.
         self.recorded_among = f"""
             SELECT coalesce(array_agg(u.contact_id), '{{}}')
             FROM unnest({s}.unpack(%s)) AS u(contact_id)
-            WHERE EXISTS (
+            CROSS JOIN LATERAL (
                 SELECT 1 FROM {s}.subscriptions s
-                WHERE s.account = %s AND s.channel = %s AND s.state <> 'never_subscribed'
-                    AND s.contact_id = u.contact_id
-            )"""
+                WHERE s.account = %s AND s.contact_id = u.contact_id AND s.channel = %s
+                    AND s.state <> 'never_subscribed'
+                LIMIT 1
+            ) AS s"""
         # One query per state, with the state spelled out, so even a generic plan can use the
         # partial index of that state.
         self.list_subscriptions: dict[SubscriptionState, str] = {
@@ -2289,18 +2282,30 @@ class PostgresStore:
         *,
         opt_out_default: bool,
     ) -> set[str]:
-        """The ids among *contact_ids* (streamed) sendable on a topic channel by both layers,
-        one query per chunk of ids."""
+        """The ids among *contact_ids* (streamed) sendable on a topic channel by both layers:
+        per chunk of ids, the channel's subscribed ones, then among those the topic's subscribed
+        (or, with an opt-out default, all but its unsubscribed) ones: two indexed queries."""
         result: set[str] = set()
         iterator = iter(contact_ids)
-        query = self._queries.subscribed_in_layers[opt_out_default]
+        base_query = self._queries.subscribed_among
+        topic_query = self._queries.among_in_state[
+            "unsubscribed" if opt_out_default else "subscribed"
+        ]
         base, topic = topic_channel.base.key, topic_channel.key
         while chunk := list(itertools.islice(iterator, _READ_CHUNK)):
 
-            def run(conn: Conn, chunk: list[str] = chunk) -> list[str]:
-                params = {"ids": _pack(chunk), "account": account, "channel": base, "topic": topic}
-                row = conn.execute(query, params, prepare=_prepare(len(chunk))).fetchone()
-                return [] if row is None else list(row[0])
+            def run(conn: Conn, chunk: list[str] = chunk) -> set[str]:
+                row = conn.execute(
+                    base_query, (_pack(chunk), account, base), prepare=_prepare(len(chunk))
+                ).fetchone()
+                eligible = [] if row is None else list(row[0])
+                if not eligible:
+                    return set()
+                row = conn.execute(
+                    topic_query, (_pack(eligible), account, topic), prepare=_prepare(len(eligible))
+                ).fetchone()
+                found = set() if row is None else set(row[0])
+                return set(eligible) - found if opt_out_default else found
 
             result.update(self._read("filtering an audience", run))
         return result
