@@ -43,6 +43,36 @@ def test_topics_lists_the_declarations(cli: CLI, topics_file: Path) -> None:
     assert document["surviving_classes"] == {"email": ["transactional"]}
     assert [t["key"] for t in document["topics"]] == ["promotions", "receipts"]
     assert "no topics declared" in cli.ok("topics")
+    assert "promotions" in cli.ok("topics", "--topics", str(topics_file))  # after the command
+
+
+def test_the_file_sets_the_opt_out_scope(cli: CLI, tmp_path: Path) -> None:
+    """scope, senders and revoke_all_exempt come from the file; --topic on inbound names the
+    topic answered, and a topic nobody declared is refused."""
+    path = tmp_path / "scoped.json"
+    path.write_text(
+        json.dumps({**TOPICS, "scope": "topic", "revoke_all_exempt": ["informational"]}),
+        encoding="utf-8",
+    )
+    admin = ("--as", "admin:alice", "--topics", str(path))
+    cli.ok(*admin, "contacts", "add", "ann", "--phone", "+14155550100")
+    cli.ok(*admin, "opt-in", "ann", "--channel", "sms", *EVIDENCE)
+    cli.ok(*admin, "opt-in", "ann", "--channel", "sms", "--topic", "promotions", *EVIDENCE)
+    listing = cli.ok("--topics", str(path), "topics")
+    assert "opt-out scope: topic" in listing
+    assert "exempt from revoke all: informational" in listing
+    bogus = cli(
+        "--topics", str(path), "inbound", "--channel", "sms", "--from", "+14155550100",
+        "--message-id", "m0", "--topic", "promotion", "STOP",
+    )
+    assert bogus.code == 1
+    assert "did you mean 'promotions'" in bogus.err
+    out = cli.ok(
+        "--topics", str(path), "inbound", "--channel", "sms", "--from", "+14155550100",
+        "--message-id", "m1", "--topic", "promotions", "STOP",
+    )
+    assert "ann  sms/promotions -> unsubscribed" in out
+    assert "ann  sms -> unsubscribed" not in out
 
 
 def test_topic_consent_from_the_command_line(
@@ -102,6 +132,10 @@ def test_topic_consent_from_the_command_line(
         ),
         ('{"surviving_classes": {"email": "transactional"}}', "must be a list"),
         ('{"surviving_classes": {"email": ["marketing"]}}', "never survive"),
+        ('{"surviving_classes": {"smss": ["transactional"]}}', "not a known channel"),
+        ('{"scope": "everything"}', "scope"),
+        ('{"senders": {"+15550100": "Promo!"}}', "senders"),
+        ('{"revoke_all_exempt": ["marketing"]}', "never exempt"),
     ],
 )
 def test_a_bad_topics_file_is_refused(

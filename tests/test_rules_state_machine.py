@@ -420,8 +420,11 @@ class RulesModel:
                 under = CHANNEL_OF_TOPIC.get(ch)
                 # The channel's pair as it was before this call: nothing is applied before every
                 # pair of the call is decided, so the call's own opt-in to the channel does not
-                # count for a topic of it in the same call.
-                if under is not None and self.pair(account, cid, under).state is NEVER:
+                # count for a topic of it in the same call.  An opt-out recorded before any
+                # consent (a STOP, an admin's unsubscribe) is no consent to the channel either.
+                if under is not None and not any(
+                    event.new is SUBSCRIBED for event in self.pair(account, cid, under).events
+                ):
                     decision = self._channel_first(op, actor.kind, pair, decision)
                 decisions[(cid, ch)] = decision
         pair_errors = frozenset().union(*(d[2] for d in decisions.values()))

@@ -58,6 +58,8 @@ def test_scope_settings_are_validated() -> None:
         InboundSettings(senders=["+15550100"])
     schedule = ScopeSchedule(until=T0, before="group", after="revoke_all")
     assert InboundSettings(scope=schedule).scope_at(T0 - timedelta(seconds=1)) is OptOutScope.GROUP
+    with pytest.raises(ValidationError, match="received_at"):
+        schedule.at(datetime(2026, 12, 1))
 
 
 def _service(scope: str) -> ConsentService:

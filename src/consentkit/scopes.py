@@ -72,7 +72,15 @@ class ScopeSchedule:
     after: OptOutScope = attrs.field(converter=_scope)
 
     def at(self, received_at: datetime) -> OptOutScope:
-        """The scope of a message received at *received_at*."""
+        """The scope of a message received at *received_at* (aware).
+
+        Raises:
+            ValidationError: *received_at* is not an aware datetime.
+        """
+        if not isinstance(received_at, datetime) or received_at.utcoffset() is None:
+            raise ValidationError(
+                "received_at", f"expected an aware datetime, got {received_at!r}"
+            )
         return self.before if received_at < self.until else self.after
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "TopicRules",
     "UnknownTopicError",
     "after_complaint",
+    "ever_subscribed",
     "topic_sendable",
 ]
 
@@ -283,12 +284,22 @@ class TopicRules:
         opt-out; never after a complaint."""
         from consentkit.model import OptOutOrigin
 
-        if pair is None or after_complaint(pair):
+        if pair is None or not ever_subscribed(pair) or after_complaint(pair):
             return False
         return self.survives(channel, topic) or (
             topic.message_class in self.revoke_all_exempt
             and pair.opted_out_by == {OptOutOrigin.REVOKE_ALL}
         )
+
+
+def ever_subscribed(pair: Subscription) -> bool:
+    """Whether a recorded pair was subscribed at some point: a pair's first change leaves never
+    subscribed and its states alternate after that, so an unsubscribed pair at version 1 is an
+    opt-out recorded before any consent (a STOP, a suppression, an admin's unsubscribe of a
+    contact who never subscribed), which is no consent to the channel (row 10)."""
+    from consentkit.model import SubscriptionState
+
+    return not (pair.state is SubscriptionState.UNSUBSCRIBED and pair.version <= 1)
 
 
 def after_complaint(pair: Subscription) -> bool:

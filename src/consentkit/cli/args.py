@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -13,7 +14,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from consentkit.channels import Channel
+from consentkit.channels import Channel, channel
 from consentkit.cli.context import DEFAULT_ACCOUNT, DEFAULT_DB, DEFAULT_READER, Context
 from consentkit.errors import ValidationError
 from consentkit.model import ActorKind, Source, validate_id
@@ -32,6 +33,7 @@ __all__ = [
     "add_topic",
     "channels_of",
     "count_lines",
+    "custom_channels_of",
     "ids_of",
     "instant",
     "split_keys",
@@ -302,3 +304,21 @@ def ids_of(args: argparse.Namespace) -> Ids:
         typed=typed,
         file=args.ids_file,
     )
+
+
+def custom_channels_of(args: argparse.Namespace) -> list[Channel]:
+    """The custom channels of CONSENTKIT_CUSTOM_CHANNELS and every ``--custom-channel``."""
+    given = [
+        *split_keys([os.environ.get("CONSENTKIT_CUSTOM_CHANNELS", "")]),
+        *split_keys(args.custom_channels),
+        *split_keys(getattr(args, CUSTOM_CHANNELS_AFTER, [])),
+    ]
+    found: list[Channel] = []
+    for key in given:
+        try:
+            found.append(channel(key))
+        except ValidationError as e:
+            raise ValidationError(
+                "--custom-channel", str(e).removeprefix("channel: ")
+            ) from None
+    return found

@@ -84,6 +84,8 @@ def _read_body(path: Path) -> str:
 def inbound(ctx: Context, args: argparse.Namespace) -> int:
     """Feed one message through the account's keyword rules and print what it did."""
     ch = ctx.channel(args.channel)
+    if args.topic is not None:
+        ctx.subject(args.channel, args.topic, "--topic")  # a typo'd topic is refused here
     received = (
         ctx.clock.now()
         if args.received_at is None

@@ -8,8 +8,9 @@ import os
 import sys
 from pathlib import Path
 
-from consentkit.channels import Channel, channel
-from consentkit.cli.args import CUSTOM_CHANNELS_AFTER, actor_spec, split_keys
+import attrs
+
+from consentkit.cli.args import actor_spec, custom_channels_of
 from consentkit.cli.context import (
     DEFAULT_ACCOUNT,
     DEFAULT_DB,
@@ -69,24 +70,6 @@ def _settings_of(args: argparse.Namespace) -> AccountSettings:
         ) from None
 
 
-def _custom_channels_of(args: argparse.Namespace) -> list[Channel]:
-    """The custom channels of CONSENTKIT_CUSTOM_CHANNELS and every ``--custom-channel``."""
-    given = [
-        *split_keys([os.environ.get("CONSENTKIT_CUSTOM_CHANNELS", "")]),
-        *split_keys(args.custom_channels),
-        *split_keys(getattr(args, CUSTOM_CHANNELS_AFTER, [])),
-    ]
-    found: list[Channel] = []
-    for key in given:
-        try:
-            found.append(channel(key))
-        except ValidationError as e:
-            raise ValidationError(
-                "--custom-channel", str(e).removeprefix("channel: ")
-            ) from None
-    return found
-
-
 def run(args: argparse.Namespace, store_factory: StoreFactory, clock: Clock) -> int:
     """Run the parsed command line *args* and return its exit code."""
     command: Command = args.command_spec
@@ -105,8 +88,11 @@ def run(args: argparse.Namespace, store_factory: StoreFactory, clock: Clock) -> 
         return command.run(ctx, args)
     actor = _actor_of(args, command)
     settings = _settings_of(args)
-    custom = _custom_channels_of(args)
-    declared, surviving = load_topics(topics_file_of(args))
+    custom = custom_channels_of(args)
+    declared = load_topics(topics_file_of(args))
+    inbound = declared.inbound()
+    if inbound is not None:
+        settings = attrs.evolve(settings, inbound=inbound)
     db = args.db or Path(os.environ.get("CONSENTKIT_DB") or DEFAULT_DB)
     store = store_factory(db, create=command.creates_db)
     try:
@@ -115,8 +101,7 @@ def run(args: argparse.Namespace, store_factory: StoreFactory, clock: Clock) -> 
             clock=clock,
             settings=settings,
             channels=custom,
-            topics=declared,
-            surviving_classes=surviving,
+            **declared.service_options(),
         )
         ctx = Context(service, actor, sys.stdout, sys.stderr, converter, clock, store_factory)
         return command.run(ctx, args)

@@ -4,9 +4,15 @@ The file is JSON::
 
     {"topics": [{"key": "promotions", "title": "Offers and sales",
                  "message_class": "marketing", "default": "opt_in"}],
-     "surviving_classes": {"email": ["transactional"]}}
+     "surviving_classes": {"email": ["transactional"]},
+     "revoke_all_exempt": ["informational"],
+     "scope": "topic",
+     "senders": {"+15550100": "promotions"}}
 
-``default`` may be left out (``opt_in``), and so may ``surviving_classes`` (nothing survives).
+Only ``topics`` is needed: ``default`` may be left out (``opt_in``), and so may the rest
+(nothing survives, nothing is exempt, the ``group`` opt-out scope, no senders).  ``scope`` is the
+opt-out scope of inbound messages (``group``, ``channel``, ``topic``, ``sender``,
+``revoke_all``) and ``senders`` maps the numbers replies go to to topics (the ``sender`` scope).
 """
 
 from __future__ import annotations
@@ -16,18 +22,51 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
+
+import attrs
 
 from consentkit.channels import Channel
 from consentkit.cli import render
-from consentkit.cli.args import add_format
+from consentkit.cli.args import add_format, custom_channels_of
 from consentkit.cli.context import Context
 from consentkit.errors import ValidationError
-from consentkit.topics import MessageClass, Topic, TopicRules
+from consentkit.inbound import InboundSettings
+from consentkit.service import ConsentService
+from consentkit.storage.memory import InMemoryStore
+from consentkit.topics import MessageClass, Topic
 
 __all__ = ["TopicFile", "load_topics", "topics", "topics_arguments", "topics_file_of"]
 
-TopicFile = tuple[list[Topic], Mapping[Channel | str, Iterable[MessageClass | str]]]
-"""The declarations of a ``--topics`` file: the topics and the surviving classes per channel."""
+_KEYS = frozenset({"topics", "surviving_classes", "revoke_all_exempt", "scope", "senders"})
+
+
+@attrs.frozen
+class TopicFile:
+    """The declarations of a ``--topics`` file (all empty without one)."""
+
+    topics: list[Topic] = attrs.Factory(list)
+    surviving_classes: Mapping[Channel | str, Iterable[MessageClass | str]] = attrs.Factory(dict)
+    revoke_all_exempt: list[str] = attrs.Factory(list)
+    scope: str | None = None
+    senders: Mapping[str, str] = attrs.Factory(dict)
+
+    def service_options(self) -> dict[str, Any]:
+        """The ConsentService keyword arguments these declarations give."""
+        return {
+            "topics": self.topics,
+            "surviving_classes": self.surviving_classes,
+            "revoke_all_exempt": self.revoke_all_exempt,
+        }
+
+    def inbound(self) -> InboundSettings | None:
+        """The inbound settings of ``scope`` and ``senders`` (None when neither is given)."""
+        if self.scope is None and not self.senders:
+            return None
+        try:
+            return InboundSettings(scope=self.scope or "group", senders=self.senders)
+        except ValidationError as error:
+            raise ValidationError("--topics", str(error)) from None
 
 
 def topics_file_of(args: argparse.Namespace) -> Path | None:
@@ -46,25 +85,35 @@ def load_topics(path: Path | None) -> TopicFile:
         ValidationError: naming ``--topics``: unreadable, not JSON, or not the shape above.
     """
     if path is None:
-        return [], {}
+        return TopicFile()
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise ValidationError("--topics", f"cannot read {path}: {error.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValidationError("--topics", f"{path} is not JSON: {error}") from None
-    if not isinstance(document, dict) or not set(document) <= {"topics", "surviving_classes"}:
+    if not isinstance(document, dict) or not set(document) <= _KEYS:
         raise ValidationError(
             "--topics",
             f"{path} must hold an object with 'topics' (a list) and optionally "
-            "'surviving_classes' (an object)",
+            "'surviving_classes', 'senders' (objects), 'revoke_all_exempt' (a list) and "
+            "'scope' (a string)",
         )
     declared = document.get("topics", [])
     surviving = document.get("surviving_classes", {})
+    exempt = document.get("revoke_all_exempt", [])
+    scope = document.get("scope")
+    senders = document.get("senders", {})
     if not isinstance(declared, list) or not isinstance(surviving, dict):
         raise ValidationError(
             "--topics", f"{path}: 'topics' must be a list and 'surviving_classes' an object"
         )
+    if not isinstance(exempt, list) or not isinstance(senders, dict):
+        raise ValidationError(
+            "--topics", f"{path}: 'revoke_all_exempt' must be a list and 'senders' an object"
+        )
+    if scope is not None and not isinstance(scope, str):
+        raise ValidationError("--topics", f"{path}: 'scope' must be a string")
     survival: dict[Channel | str, Iterable[MessageClass | str]] = {}
     for key, classes in surviving.items():
         if not isinstance(classes, list):
@@ -72,33 +121,48 @@ def load_topics(path: Path | None) -> TopicFile:
                 "--topics", f"{path}: surviving_classes of {key!r} must be a list of classes"
             )
         survival[key] = classes
-    found: list[Topic] = []
-    for entry in declared:
-        if not isinstance(entry, dict) or not {"key", "title", "message_class"} <= set(entry):
-            raise ValidationError(
-                "--topics", f"{path}: each topic needs key, title and message_class: {entry!r}"
-            )
-        unknown = set(entry) - {"key", "title", "message_class", "default"}
-        if unknown:
-            raise ValidationError(
-                "--topics", f"{path}: unknown topic field(s) {', '.join(sorted(unknown))}"
-            )
-        try:
-            found.append(Topic(**entry))
-        except ValidationError as error:
-            raise ValidationError("--topics", f"{path}: {error}") from None
-    return found, survival
+    return TopicFile([_topic(path, entry) for entry in declared], survival, exempt, scope, senders)
+
+
+def _topic(path: Path, entry: object) -> Topic:
+    """One entry of the file's ``topics``."""
+    if not isinstance(entry, dict) or not {"key", "title", "message_class"} <= set(entry):
+        raise ValidationError(
+            "--topics", f"{path}: each topic needs key, title and message_class: {entry!r}"
+        )
+    unknown = set(entry) - {"key", "title", "message_class", "default"}
+    if unknown:
+        raise ValidationError(
+            "--topics", f"{path}: unknown topic field(s) {', '.join(sorted(unknown))}"
+        )
+    try:
+        return Topic(**entry)
+    except ValidationError as error:
+        raise ValidationError("--topics", f"{path}: {error}") from None
 
 
 def topics_arguments(parser: argparse.ArgumentParser) -> None:
-    """The format."""
+    """The file (also accepted here, after the command) and the format."""
+    parser.add_argument(
+        "--topics",
+        dest="topics_file_after",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="the JSON file declaring the topics (as before the command)",
+    )
     add_format(parser)
 
 
 def topics(ctx: Context, args: argparse.Namespace) -> int:
     """The declared topics, with their class and default, and the survival rules (read from
     the file alone: no database is needed)."""
-    rules = TopicRules(*load_topics(topics_file_of(args)))
+    declared = load_topics(topics_file_of(args))
+    declared.inbound()  # a bad scope or senders entry is refused here too
+    # Built as a service builds them: the channels of surviving_classes must be known ones.
+    rules = ConsentService(
+        InMemoryStore(), channels=custom_channels_of(args), **declared.service_options()
+    ).topics
     if args.format == "json":
         ctx.print(
             render.json_text(
@@ -122,7 +186,6 @@ def topics(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     if not rules.topics:
         ctx.print("no topics declared (declare them with --topics FILE)")
-        return 0
     ctx.print_lines(
         render.table_lines(
             ("TOPIC", "TITLE", "CLASS", "DEFAULT"),
@@ -132,6 +195,11 @@ def topics(ctx: Context, args: argparse.Namespace) -> int:
             ),
         )
     )
+    if rules.revoke_all_exempt:
+        names = ", ".join(sorted(c.value for c in rules.revoke_all_exempt))
+        ctx.print(f"exempt from revoke all: {names}")
+    if declared.scope is not None:
+        ctx.print(f"opt-out scope: {declared.scope}")
     if rules.surviving_classes:
         for key, classes in sorted(rules.surviving_classes.items()):
             names = ", ".join(sorted(c.value for c in classes))

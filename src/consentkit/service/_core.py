@@ -19,6 +19,7 @@ from consentkit.errors import (
 from consentkit.inbound import (
     InboundMessage,
     InboundSettings,
+    ProviderVerdict,
 )
 from consentkit.model import (
     Actor,
@@ -85,11 +86,13 @@ class ServiceCore:
                 "surviving_classes",
                 f"expected a mapping {{channel: message classes}}, got {type(surviving).__name__}",
             )
-        self.topics = TopicRules(
-            topics,
-            {self.channels.resolve(ch, "surviving_classes"): v for ch, v in surviving.items()},
-            revoke_all_exempt,
-        )
+        by_channel: dict[Channel, list[object]] = {}
+        for key, classes in surviving.items():  # keys that name one channel are merged
+            given = [classes] if isinstance(classes, str | MessageClass) else classes
+            by_channel.setdefault(self.channels.resolve(key, "surviving_classes"), []).extend(
+                iterate_arg("surviving_classes", given, "message classes")
+            )
+        self.topics = TopicRules(topics, by_channel, revoke_all_exempt)  # converters check them
 
     def settings_for(self, account: str) -> AccountSettings:
         """The settings of *account*."""
@@ -170,6 +173,11 @@ class ServiceCore:
         declared, or a scope that finds no topic, covers the channel group: the safe side."""
         ch = message.channel
         scope = settings.scope_at(message.received_at)
+        if message.verdict is ProviderVerdict.COMPLAINT and scope in (
+            OptOutScope.TOPIC,
+            OptOutScope.SENDER,
+        ):
+            scope = OptOutScope.GROUP  # a spam report stops everything on the channel
         if scope is OptOutScope.CHANNEL:
             return (ch,)
         if scope is OptOutScope.REVOKE_ALL:

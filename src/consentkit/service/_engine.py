@@ -46,6 +46,7 @@ from consentkit.storage.base import (
     StoreTransaction,
     TopicTransaction,
 )
+from consentkit.topics import ever_subscribed
 
 _UNDECIDED: ConsentError = ConsentError("placeholder for a policy decision not made yet")
 
@@ -330,7 +331,7 @@ class ChangeRun:
         topics')."""
         tx = self._tx
         if isinstance(tx, TopicTransaction):
-            # A pair never goes back to having no record: no lock needed, one query a channel.
+            # A pair once subscribed stays so in this sense: no lock needed, one query a channel.
             recorded = {base: tx.recorded_among(chunk, base) for base in self._topic_bases}
             return frozenset(
                 (cid, ch)
@@ -344,7 +345,8 @@ class ChangeRun:
             (cid, ch)
             for cid in chunk
             for ch in self._request.channels
-            if ch.topic is not None and (cid, ch.base) not in current
+            if ch.topic is not None
+            and ((sub := current.get((cid, ch.base))) is None or not ever_subscribed(sub))
         )
 
     def _settle_time(self, current: Mapping[tuple[str, Channel], Subscription]) -> None:
@@ -543,17 +545,21 @@ _UNDOABLE_BY_START: Final = frozenset(
 )
 
 
-def undone_by_start(sub: Subscription | None, sender: str, received_at: datetime) -> bool:
+def undone_by_start(
+    sub: Subscription | None, sender: str, received_at: datetime, *, in_by_default: bool = False
+) -> bool:
     """Whether a START from *sender* received at *received_at* undoes the pair's opt-out: only one
     that took a subscription away, the contact's own (or its address's), sent from that same
-    address, and received after every change and opt-out request of the pair."""
+    address, and received after every change and opt-out request of the pair.  *in_by_default*:
+    the pair is a topic the contact is in until they opt out (then even its first opt-out took
+    something away; the channel stays the master switch)."""
     return (
         sub is not None
         and sub.state is SubscriptionState.UNSUBSCRIBED
         # The opt-out took a subscription away: a pair's first event leaves never-subscribed and
         # states alternate after it, so an unsubscribed pair at version 1 was never subscribed,
         # and START must not turn that into consent.
-        and sub.version >= 2
+        and (sub.version >= 2 or in_by_default)
         and bool(sub.opted_out_by)
         and sub.opted_out_by <= _UNDOABLE_BY_START
         and sub.opted_out_via == sender

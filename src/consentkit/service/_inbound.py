@@ -49,6 +49,7 @@ from consentkit.storage.base import (
     InboundRecord,
     StoreTransaction,
 )
+from consentkit.topics import TopicDefault
 
 _INBOUND_ATTEMPTS = 5
 _PROMPT = timedelta(minutes=5)
@@ -103,6 +104,13 @@ class InboundMixin(ServiceCore):
             return redelivered(record, message, digest)
         assert last_conflict is not None
         raise last_conflict
+
+    def _in_by_default(self, sub: Subscription | None) -> bool:
+        """Whether *sub* is the pair of a declared topic the contact is in until they opt out."""
+        if sub is None or sub.channel.topic is None:
+            return False
+        declared = self.topics.by_key.get(sub.channel.topic)
+        return declared is not None and declared.default is TopicDefault.OPT_OUT
 
     def _known_channel(self, message: InboundMessage) -> InboundMessage:
         """The message on the service's own channel of that key, its sender normalised for it (a
@@ -239,8 +247,13 @@ class InboundMixin(ServiceCore):
                 reason="start_keyword" if delivery.message.verdict is None else "provider_opt_in",
                 # START undoes only the contact's own opt-out from this address, and only when
                 # nothing happened to the pair since the START was received.
-                keep=lambda sub: undone_by_start(sub, key, received),
+                keep=lambda sub: undone_by_start(
+                    sub, key, received, in_by_default=self._in_by_default(sub)
+                ),
             )
+            # A topic of a channel the contact never subscribed to is left as it is (consent to
+            # the channel comes first), not an error that would lose the START.
+            request = attrs.evolve(request, partial=True)
             result = self._apply_in_tx(tx, request, [cid])
             changed.extend((p.contact_id, p.channel) for p in result.changed)
         programme = self.settings_for(delivery.message.account).inbound.programme

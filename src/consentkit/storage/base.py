@@ -385,13 +385,14 @@ class StagingTransaction(StoreTransaction, Protocol):
 
 @runtime_checkable
 class TopicTransaction(StoreTransaction, Protocol):
-    """A transaction that reads which pairs of one channel have a record in one query (optional:
-    without it the service locks and reads the pairs with :meth:`lock_subscriptions`)."""
+    """A transaction that reads which pairs of one channel were ever subscribed in one query
+    (optional: without it the service locks and reads the pairs with :meth:`lock_subscriptions`)."""
 
     def recorded_among(self, contact_ids: Sequence[str], channel: Channel) -> set[str]:
-        """The ids among *contact_ids* whose pair on *channel* has a record (subscribed or
-        unsubscribed): a topic's opt-in needs one on its channel.  A pair never goes back to
-        having no record, so no lock is needed."""
+        """The ids among *contact_ids* whose pair on *channel* was subscribed at some point: a
+        record that is not unsubscribed at version 1 (an opt-out recorded before any consent).
+        A topic's opt-in needs one on its channel.  A pair once subscribed stays so in this
+        sense, so no lock is needed."""
         ...
 
 

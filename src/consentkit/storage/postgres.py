@@ -1022,7 +1022,7 @@ class _Queries:
             state: self.subscribed_among.replace("s.state = 'subscribed'", f"s.state = '{state}'")
             for state in ("subscribed", "unsubscribed")
         }
-        # The staged ids with a record (placeholders are none) on one channel, in a transaction.
+        # The staged ids whose pair on one channel was ever subscribed, in a transaction.
         self.recorded_among = f"""
             SELECT coalesce(array_agg(u.contact_id), '{{}}')
             FROM unnest({s}.unpack(%s)) AS u(contact_id)
@@ -1030,6 +1030,7 @@ class _Queries:
                 SELECT 1 FROM {s}.subscriptions s
                 WHERE s.account = %s AND s.contact_id = u.contact_id AND s.channel = %s
                     AND s.state <> 'never_subscribed'
+                    AND NOT (s.state = 'unsubscribed' AND s.version <= 1)
                 LIMIT 1
             ) AS s"""
         # One query per state, with the state spelled out, so even a generic plan can use the
@@ -1191,8 +1192,9 @@ class _PostgresTransaction:
         return [row[0] for row in rows]
 
     def recorded_among(self, contact_ids: Sequence[str], channel: Channel) -> set[str]:
-        """The ids among *contact_ids* with a record on *channel* (placeholders are none), in one
-        query; no lock is taken: a pair never goes back to having no record."""
+        """The ids among *contact_ids* whose pair on *channel* was ever subscribed (placeholders
+        and opt-outs before any consent are not), in one query; no lock is taken: a pair once
+        subscribed stays so in this sense."""
         ids = list(dict.fromkeys(contact_ids))
         if not ids:
             return set()

@@ -1069,13 +1069,15 @@ class _SQLiteTransaction:
         return [row[0] for row in rows]
 
     def recorded_among(self, contact_ids: Sequence[str], channel: Channel) -> set[str]:
-        """The ids among *contact_ids* with a row on *channel* (one indexed query)."""
+        """The ids among *contact_ids* whose pair on *channel* was ever subscribed (one indexed
+        query)."""
         if not contact_ids:
             return set()
         with self._errors("read subscriptions"):
             rows = self._conn.execute(
                 "SELECT contact_id FROM subscriptions WHERE account = ? AND channel = ? "
-                "AND contact_id IN (SELECT value FROM json_each(?))",
+                "AND contact_id IN (SELECT value FROM json_each(?)) "
+                "AND NOT (state = 'unsubscribed' AND version <= 1)",
                 (self._account, channel.key, _ids_json(contact_ids)),
             ).fetchall()
         return {row[0] for row in rows}

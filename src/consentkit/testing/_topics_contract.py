@@ -433,3 +433,102 @@ class TopicsContract:
         service.unsubscribe(_ADMIN, ["ann"], [EMAIL])  # an admin's opt-out ends it too
         assert not service.can_send(_ADMIN, "ann", EMAIL, topic="alerts")
         check_replay(store, _ACCOUNT)
+
+    def test_an_opt_out_before_any_consent_is_no_consent_to_the_channel(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """A channel pair unsubscribed before it was ever subscribed (an admin's unsubscribe, a
+        STOP under revoke_all) answers as never subscribed (row 10): no class survives it, no
+        revoke-all exemption applies, and a topic opt-in still needs the channel first."""
+        service = ConsentService(
+            store,
+            clock=clock,
+            topics=[
+                Topic("receipts", "Receipts", MessageClass.TRANSACTIONAL, TopicDefault.OPT_OUT),
+                Topic("alerts", "Alerts", MessageClass.INFORMATIONAL, TopicDefault.OPT_OUT),
+            ],
+            surviving_classes={EMAIL: {MessageClass.TRANSACTIONAL}},
+            revoke_all_exempt=[MessageClass.INFORMATIONAL],
+            settings=AccountSettings(inbound=InboundSettings(scope="revoke_all")),
+        )
+        service.upsert_contacts(
+            _ADMIN, [Contact(_ACCOUNT, "ann", phone="+14155550100", email="ann@example.com")]
+        )
+        service.unsubscribe(_ADMIN, ["ann"], [EMAIL])
+        assert not service.can_send(_ADMIN, "ann", EMAIL, topic="receipts")
+        assert service.audience(_ADMIN, EMAIL, ["ann"], topic="receipts") == set()
+        with pytest.raises(ChannelConsentRequiredError):
+            service.opt_in(_ADMIN, ["ann"], [EMAIL], evidence=_EVIDENCE, topic="receipts")
+        service.opt_in(_ADMIN, ["ann"], [SMS], evidence=_EVIDENCE)
+        clock.advance(timedelta(minutes=1))
+        service.handle_inbound(
+            InboundMessage(_ACCOUNT, SMS, "+14155550100", "STOP", "revoke-2", clock.now())
+        )
+        assert service.can_send(_ADMIN, "ann", SMS, topic="alerts")  # SMS had consent
+        for ch in (WHATSAPP, EMAIL, Channel("voice")):  # these never had any
+            assert not service.can_send(_ADMIN, "ann", ch, topic="alerts")
+            assert service.audience(_ADMIN, ch, ["ann"], topic="alerts") == set()
+
+    def test_a_complaint_stops_the_channel_whatever_the_scope(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """A spam complaint under the topic scope (with the topic given) still unsubscribes the
+        channel group: a complaint stops everything on the channel."""
+        service = ConsentService(
+            store,
+            clock=clock,
+            topics=[Topic("promotions", "Offers", MessageClass.MARKETING)],
+            settings=AccountSettings(inbound=InboundSettings(scope="topic")),
+        )
+        service.upsert_contacts(_ADMIN, [Contact(_ACCOUNT, "ann", email="ann@example.com")])
+        service.opt_in(_ADMIN, ["ann"], [EMAIL], evidence=_EVIDENCE)
+        service.opt_in(_ADMIN, ["ann"], [EMAIL], evidence=_EVIDENCE, topic="promotions")
+        clock.advance(timedelta(minutes=1))
+        result = service.handle_inbound(
+            InboundMessage(
+                _ACCOUNT, EMAIL, "ann@example.com", "", "spam-1", clock.now(),
+                provider="sendgrid", verdict="complaint", source="carrier", topic="promotions",
+            )
+        )
+        assert [ch.key for ch in result.channels] == ["email"]
+        assert not service.can_send(_ADMIN, "ann", EMAIL)
+
+    def test_start_undoes_a_topic_stop_of_a_topic_in_by_default(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """Under the topic scope, STOP to an opt-out-default topic the contact was receiving, then
+        START, puts them back (their own word both times); for a contact who never subscribed to
+        the channel START creates nothing."""
+        service = ConsentService(
+            store,
+            clock=clock,
+            topics=[Topic("alerts", "Alerts", MessageClass.INFORMATIONAL, TopicDefault.OPT_OUT)],
+            settings=AccountSettings(inbound=InboundSettings(scope="topic")),
+        )
+        service.upsert_contacts(
+            _ADMIN,
+            [
+                Contact(_ACCOUNT, "ann", phone="+14155550100"),
+                Contact(_ACCOUNT, "bob", phone="+14155550101"),
+            ],
+        )
+        service.opt_in(_ADMIN, ["ann"], [SMS], evidence=_EVIDENCE)
+        assert service.can_send(_ADMIN, "ann", SMS, topic="alerts")
+        for sender, cid in (("+14155550100", "ann"), ("+14155550101", "bob")):
+            clock.advance(timedelta(minutes=1))
+            service.handle_inbound(
+                InboundMessage(
+                    _ACCOUNT, SMS, sender, "STOP", f"stop-{cid}", clock.now(), topic="alerts"
+                )
+            )
+            assert not service.can_send(_ADMIN, cid, SMS, topic="alerts")
+            clock.advance(timedelta(minutes=1))
+            service.handle_inbound(
+                InboundMessage(
+                    _ACCOUNT, SMS, sender, "START", f"start-{cid}", clock.now(), topic="alerts"
+                )
+            )
+        assert service.can_send(_ADMIN, "ann", SMS, topic="alerts")
+        assert not service.can_send(_ADMIN, "bob", SMS, topic="alerts")
+        assert service.state(_ADMIN, "bob", SMS) is SubscriptionState.NEVER_SUBSCRIBED
+        check_replay(store, _ACCOUNT)
