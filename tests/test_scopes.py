@@ -35,8 +35,11 @@ def test_an_inbound_message_carries_a_topic_and_a_recipient() -> None:
     assert (message.topic, message.recipient) == ("promotions", "+14155550199")
     with pytest.raises(ValidationError, match="topic"):
         InboundMessage("acme", SMS, "+14155550100", "STOP", "m1", T0, topic="Promo!")
+    # A short code or a messaging service's id is kept as given.
+    short = InboundMessage("acme", SMS, "+14155550100", "STOP", "m1", T0, recipient=" 72345 ")
+    assert short.recipient == "72345"
     with pytest.raises(ValidationError, match="recipient"):
-        InboundMessage("acme", SMS, "+14155550100", "STOP", "m1", T0, recipient="not a number")
+        InboundMessage("acme", SMS, "+14155550100", "STOP", "m1", T0, recipient="  ")
     with pytest.raises(ValidationError, match="recipient"):
         InboundMessage("acme", SMS, "+14155550100", "STOP", "m1", T0, recipient=5)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="topic channel"):
@@ -115,3 +118,34 @@ def test_a_topic_stop_from_an_unknown_number_suppresses_only_the_topic() -> None
     service.opt_in(ADMIN, ["new"], [SMS], evidence=Evidence("web", "yes", "v1"))
     assert service.can_send(ADMIN, "new", SMS)
     assert not service.can_send(ADMIN, "new", SMS, topic="promotions")
+
+
+def test_senders_keys_match_as_recipients_are_normalised_and_name_declared_topics() -> None:
+    """A senders key written in any phone format matches the recipient; a key mapped to a topic
+    nobody declared is refused when the service is built, not silently widened to the group."""
+    settings = InboundSettings(scope="sender", senders={"+1 (415) 555-0199": "promotions"})
+    assert settings.senders == {"+14155550199": "promotions"}
+    service = ConsentService(
+        InMemoryStore(),
+        clock=FakeClock(T0, tick=timedelta(seconds=1)),
+        topics=[Topic("promotions", "Offers", MessageClass.MARKETING)],
+        settings=AccountSettings(inbound=settings),
+    )
+    service.upsert_contacts(ADMIN, [Contact("acme", "ann", phone="+14155550100")])
+    service.opt_in(ADMIN, ["ann"], [SMS], evidence=Evidence("web", "yes", "v1"))
+    result = service.handle_inbound(
+        InboundMessage(
+            "acme", SMS, "+14155550100", "STOP", "m1", T0 + timedelta(minutes=1),
+            recipient="+14155550199",
+        )
+    )
+    covered = [ch.key for ch in result.channels]
+    assert covered == ["sms/promotions", "mms/promotions", "rcs/promotions"]
+    with pytest.raises(ValidationError, match="not a declared topic"):
+        ConsentService(
+            InMemoryStore(),
+            topics=[Topic("promotions", "Offers", MessageClass.MARKETING)],
+            settings=AccountSettings(
+                inbound=InboundSettings(scope="sender", senders={"+15550100": "promotion"})
+            ),
+        )

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from consentkit.channels import EMAIL, WHATSAPP, Channel, channel
+from consentkit.channels import SMS as SMS_CHANNEL
 from consentkit.errors import ValidationError
 from consentkit.keywords import (
     WHATSAPP_KEYWORDS,
@@ -193,9 +194,9 @@ class InboundMessage:
                 raise ValidationError(
                     "recipient", f"expected a string, got {type(self.recipient).__name__}"
                 )
-            object.__setattr__(
-                self, "recipient", normalize_address(self.channel, self.recipient, "recipient")
-            )
+            if not self.recipient.strip():
+                raise ValidationError("recipient", "must not be empty")
+            object.__setattr__(self, "recipient", _recipient_key(self.recipient, (self.channel,)))
         if self.verdict is not None and self.provider is None:
             raise ValidationError(
                 "provider", "a provider's verdict must name the provider that gave it"
@@ -446,8 +447,21 @@ def _senders(value: object) -> Mapping[str, str]:
     for recipient, topic in value.items():
         if not isinstance(recipient, str) or not recipient.strip():
             raise ValidationError("senders", f"expected recipient strings, got {recipient!r}")
-        out[recipient.strip()] = validate_topic_key(topic, "senders")
+        out[_recipient_key(recipient)] = validate_topic_key(topic, "senders")
     return out
+
+
+def _recipient_key(recipient: str, channels: tuple[Channel, ...] = ()) -> str:
+    """A recipient (or a senders key) normalised as an address of *channels* (by default a phone
+    number in E.164, then an email address), or as given, stripped, when it is none of them (a
+    short code, a messaging service's id)."""
+    text = recipient.strip()
+    for ch in channels or (SMS_CHANNEL, EMAIL):
+        try:
+            return normalize_address(ch, text, "senders")
+        except ValidationError:
+            continue
+    return text
 
 
 def _check_calendar(_: object, __: object, value: BusinessCalendar | None) -> None:

@@ -93,6 +93,15 @@ class ServiceCore:
                 iterate_arg("surviving_classes", given, "message classes")
             )
         self.topics = TopicRules(topics, by_channel, revoke_all_exempt)  # converters check them
+        if isinstance(self._settings, AccountSettings):
+            # A sender mapped to a topic nobody declared would silently cover the whole group.
+            for recipient, topic in self._settings.inbound.senders.items():
+                if topic not in self.topics.by_key:
+                    raise ValidationError(
+                        "senders",
+                        f"{recipient!r} is mapped to {topic!r}, which is not a declared topic "
+                        f"(declared: {', '.join(sorted(self.topics.by_key)) or 'none'})",
+                    )
 
     def settings_for(self, account: str) -> AccountSettings:
         """The settings of *account*."""
