@@ -270,7 +270,7 @@ class TopicRules:
 
     def survives(self, channel: Channel, topic: Topic) -> bool:
         """Whether *topic*'s class survives an unsubscribe of *channel* (configured per
-        channel; before the complaint exception of :func:`topic_sendable`)."""
+        channel; before the exceptions of :meth:`survives_opt_out`)."""
         return topic.message_class in self.surviving_classes.get(channel.base.key, ())
 
     def may_survive(self, channel: Channel, topic: Topic) -> bool:
@@ -316,14 +316,12 @@ def topic_sendable(
     topic_state: SubscriptionState,
     topic: Topic,
     survives: bool,
-    *,
-    complaint: bool = False,
 ) -> bool:
     """The truth table of ``can_send(contact, channel, topic=...)`` (docs/topics.md).
 
     *channel_state* and *topic_state* are the states of the two layers' pairs, *survives*
-    whether the topic's class survives an unsubscribe of the channel, *complaint* whether the
-    channel's opt-out came from a complaint (:func:`after_complaint` of its record).
+    whether the topic's class survives the channel pair's unsubscribe (a complaint's opt-out
+    never lets one survive: see :meth:`TopicRules.survives_opt_out`).
     """
     from consentkit.model import SubscriptionState
 
@@ -331,7 +329,7 @@ def topic_sendable(
         return False
     # Rows 5 to 9: the channel is the master switch, unless the class survives (never after a
     # complaint: a spam report stops everything on the channel).
-    if channel_state is not SubscriptionState.SUBSCRIBED and (not survives or complaint):
+    if channel_state is not SubscriptionState.SUBSCRIBED and not survives:
         return False
     if topic_state is SubscriptionState.NEVER_SUBSCRIBED:  # rows 2, 3, 7, 8: the default decides
         return topic.default is TopicDefault.OPT_OUT

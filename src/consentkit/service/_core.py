@@ -176,10 +176,14 @@ class ServiceCore:
 
     # ------------------------------------------------------------------ contacts
 
-    def _scope(self, settings: InboundSettings, message: InboundMessage) -> tuple[Channel, ...]:
-        """The pairs' channels an opt-out in *message* covers, its own channel's first: by the
-        account's scope at the message's ``received_at`` (docs/topics.md).  A topic nobody
-        declared, or a scope that finds no topic, covers the channel group: the safe side."""
+    def _scope(
+        self, settings: InboundSettings, message: InboundMessage
+    ) -> tuple[tuple[Channel, ...], OptOutOrigin | None]:
+        """What an opt-out in *message* covers, by the account's scope at the message's
+        ``received_at`` (docs/topics.md): the pairs' channels, its own channel's first, and the
+        origin it records (``REVOKE_ALL`` under that scope, the contact's own request which
+        exempt topics survive; None for the contact's, ``CONTACT``).  A topic nobody declared,
+        or a scope that finds no topic, covers the channel group: the safe side."""
         ch = message.channel
         scope = settings.scope_at(message.received_at)
         if message.verdict is ProviderVerdict.COMPLAINT and scope in (
@@ -188,9 +192,10 @@ class ServiceCore:
         ):
             scope = OptOutScope.GROUP  # a spam report stops everything on the channel
         if scope is OptOutScope.CHANNEL:
-            return (ch,)
+            return (ch,), None
         if scope is OptOutScope.REVOKE_ALL:
-            return (ch, *sorted(set(self.channels.known.values()) - {ch}))
+            everything = (ch, *sorted(set(self.channels.known.values()) - {ch}))
+            return everything, OptOutOrigin.REVOKE_ALL
         group = (ch, *sorted(self.channel_groups.group_of(ch) - {ch}))
         topic = (
             message.topic
@@ -200,17 +205,8 @@ class ServiceCore:
             else None
         )
         if topic is None or topic not in self.topics.by_key:
-            return group
-        return tuple(c.with_topic(topic) for c in group)
-
-    def _scope_origin(
-        self, settings: InboundSettings, message: InboundMessage
-    ) -> OptOutOrigin | None:
-        """The origin an opt-out in *message* records: ``REVOKE_ALL`` under that scope (the
-        contact's own request, which exempt topics survive), else the contact's (None)."""
-        if settings.scope_at(message.received_at) is OptOutScope.REVOKE_ALL:
-            return OptOutOrigin.REVOKE_ALL
-        return None
+            return group, None
+        return tuple(c.with_topic(topic) for c in group), None
 
     def _apply_in_tx(
         self, tx: StoreTransaction, request: ChangeRequest, contact_ids: Iterable[str]

@@ -149,11 +149,12 @@ class InboundMixin(ServiceCore):
             if opt_out
             else set(tx.find_contacts_by_address([key]).get(key, []))
         )
+        channels, origin = self._scope(settings, message)
         delivery = Delivery(
             message=message,
             key=key,
-            channels=self._scope(settings, message),
-            origin=self._scope_origin(settings, message),
+            channels=channels,
+            origin=origin,
             contact_ids=tuple(sorted(contact_ids)),
             received=received,
             now=now,

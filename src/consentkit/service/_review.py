@@ -138,11 +138,12 @@ class ReviewMixin(ServiceCore):
         message = InboundMessage(
             item.account, ch, item.sender, item.text, item.message_id, item.received_at
         )
+        channels, origin = self._scope(self.settings_for(item.account).inbound, message)
         delivery = Delivery(
             message=message,
             key=key,
-            channels=self._scope(self.settings_for(item.account).inbound, message),
-            origin=self._scope_origin(self.settings_for(item.account).inbound, message),
+            channels=channels,
+            origin=origin,
             contact_ids=tuple(sorted(present)),
             received=item.received_at,
             now=now,
