@@ -133,10 +133,13 @@ class Channel:
     )
     # A topic channel's channel, built once (None for a channel: its base is itself).
     _base: Channel | None = attrs.field(init=False, default=None, eq=False, order=False, repr=False)
+    _topic: str | None = attrs.field(init=False, default=None, eq=False, order=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        if TOPIC_SEPARATOR in self.key:
-            object.__setattr__(self, "_base", Channel(_base_key(self.key), self.address_kind))
+        base_key, separator, topic = self.key.partition(TOPIC_SEPARATOR)
+        if separator:
+            object.__setattr__(self, "_base", Channel(base_key, self.address_kind))
+            object.__setattr__(self, "_topic", topic)
 
     def __str__(self) -> str:
         return self.key
@@ -144,8 +147,7 @@ class Channel:
     @property
     def topic(self) -> str | None:
         """The topic of a topic channel (``"promotions"`` for ``sms/promotions``), else None."""
-        _, separator, topic = self.key.partition(TOPIC_SEPARATOR)
-        return topic if separator else None
+        return self._topic
 
     @property
     def base(self) -> Channel:
@@ -288,6 +290,14 @@ class ChannelRegistry:
             given=value if isinstance(value, str) else key,
         )
 
+    def _seen(self, value: object, topics: TopicRules, topic: object) -> Channel | None:
+        """A topic channel named before by its channel's key and the topic as given (and
+        declared in *topics*), else None."""
+        if not isinstance(topic, str) or not isinstance(value, Channel | str):
+            return None
+        seen = self._topic_channels.get((value if isinstance(value, str) else value.key, topic))
+        return seen if seen is not None and topic in topics.by_key else None
+
     def resolve_subject(
         self, value: object, topics: TopicRules, field: str = "channel", topic: object = None
     ) -> Channel:
@@ -299,6 +309,9 @@ class ChannelRegistry:
             ValidationError: as :meth:`resolve`, or *topic* given with a topic channel.
             UnknownTopicError: the topic is not declared in *topics*.
         """
+        seen = self._seen(value, topics, topic)
+        if seen is not None:
+            return seen
         if topic is None:  # the common case, a plain channel, found as resolve() finds it
             plain = (
                 self._known.get(value.key)

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from consentkit.errors import ValidationError
+from consentkit.model import OptOutOrigin, SubscriptionState
 
 if TYPE_CHECKING:
     from consentkit.channels import Channel
-    from consentkit.model import Subscription, SubscriptionState
+    from consentkit.model import Subscription
 
 __all__ = [
     "MessageClass",
@@ -282,8 +283,6 @@ class TopicRules:
         """Whether *topic* survives the unsubscribe recorded on *pair* (the channel's pair):
         configured for the channel, or exempt from a "revoke all" that is the pair's only
         opt-out; never after a complaint."""
-        from consentkit.model import OptOutOrigin
-
         if pair is None or not ever_subscribed(pair) or after_complaint(pair):
             return False
         return self.survives(channel, topic) or (
@@ -297,8 +296,6 @@ def ever_subscribed(pair: Subscription) -> bool:
     subscribed and its states alternate after that, so an unsubscribed pair at version 1 is an
     opt-out recorded before any consent (a STOP, a suppression, an admin's unsubscribe of a
     contact who never subscribed), which is no consent to the channel (row 10)."""
-    from consentkit.model import SubscriptionState
-
     return not (pair.state is SubscriptionState.UNSUBSCRIBED and pair.version <= 1)
 
 
@@ -306,8 +303,6 @@ def after_complaint(pair: Subscription) -> bool:
     """Whether an unsubscribed pair's opt-out came from a spam complaint (recorded as the origin
     ``COMPLAINT``; a complaint recorded before that origin existed is the pair's last change,
     with the reason ``provider_complaint``)."""
-    from consentkit.model import OptOutOrigin
-
     return OptOutOrigin.COMPLAINT in pair.opted_out_by or pair.reason == "provider_complaint"
 
 
@@ -323,8 +318,6 @@ def topic_sendable(
     whether the topic's class survives the channel pair's unsubscribe (a complaint's opt-out
     never lets one survive: see :meth:`TopicRules.survives_opt_out`).
     """
-    from consentkit.model import SubscriptionState
-
     if channel_state is SubscriptionState.NEVER_SUBSCRIBED:  # row 10: no consent to the channel
         return False
     # Rows 5 to 9: the channel is the master switch, unless the class survives (never after a

@@ -30,6 +30,8 @@ from consentkit.storage.base import (
 )
 from consentkit.topics import TopicDefault, topic_sendable
 
+_UNSUBSCRIBED = SubscriptionState.UNSUBSCRIBED
+
 
 class ReadsMixin(ServiceCore):
     """Everything that reads consent."""
@@ -120,21 +122,20 @@ class ReadsMixin(ServiceCore):
         declared = self.topics.get(ch.topic)
         store = self.store
         reads = self._topic_reads
+        base = ch.base
         channel_state, topic_state = (
-            reads.states_of(account, contact_id, (ch.base, ch))
+            reads.states_of(account, contact_id, (base, ch))
             if reads is not None
             else (
-                store.get_state(account, contact_id, ch.base),
+                store.get_state(account, contact_id, base),
                 store.get_state(account, contact_id, ch),
             )
         )
         survives = False
-        if channel_state is SubscriptionState.UNSUBSCRIBED and self.topics.may_survive(
-            ch, declared
-        ):
+        if channel_state is _UNSUBSCRIBED and self.topics.may_survive(ch, declared):
             # Whether the class survives this opt-out (a complaint's, a revoke-all's) is on the
             # channel pair's record.
-            record = store.get_subscription(account, contact_id, ch.base)
+            record = store.get_subscription(account, contact_id, base)
             survives = self.topics.survives_opt_out(ch, declared, record)
         return topic_sendable(channel_state, topic_state, declared, survives)
 

@@ -28,6 +28,11 @@ __all__ = [
 ]
 
 STATES: Final = {s.value: s for s in SubscriptionState}
+# A state column read through an outer join or a scalar subquery, where None is no row.
+STATE_OR_NEVER: Final[dict[str | None, SubscriptionState]] = {
+    None: SubscriptionState.NEVER_SUBSCRIBED,
+    **{s.value: s for s in SubscriptionState},
+}
 KINDS: Final = {k.value: k for k in ActorKind}
 SOURCES: Final = {s.value: s for s in Source}
 REASONS: Final = {r.value: r for r in ResubscribeReason}

@@ -110,7 +110,7 @@ from consentkit.model import (
 from consentkit.review import ReviewDecision, ReviewItem
 from consentkit.storage import _trend_counts
 from consentkit.storage._batch import check_batch, opt_out_record, replaces
-from consentkit.storage._codec import KINDS, SOURCES, STATES, evidence_document
+from consentkit.storage._codec import KINDS, SOURCES, STATE_OR_NEVER, STATES, evidence_document
 from consentkit.storage._rows import (
     EVENT_COLUMNS,
     REVIEW_COLUMNS,
@@ -1016,6 +1016,15 @@ class _Queries:
         self.states_of = f"""
             SELECT channel, state FROM {s}.subscriptions
             WHERE account = %s AND contact_id = %s AND channel = ANY(%s)"""
+        # A topic can_send's two layers: two primary-key probes, one row whatever is recorded,
+        # no array to adapt.
+        self.states_of_two = f"""
+            SELECT (SELECT state FROM {s}.subscriptions
+                    WHERE account = %(account)s AND contact_id = %(contact)s
+                        AND channel = %(one)s),
+                (SELECT state FROM {s}.subscriptions
+                    WHERE account = %(account)s AND contact_id = %(contact)s
+                        AND channel = %(two)s)"""
         # The ids of a chunk whose pair on a channel is in one state: the semi-join above, for
         # the topic layer of an audience (subscribed, or for an opt-out default unsubscribed).
         self.among_in_state = {
@@ -2267,6 +2276,20 @@ class PostgresStore:
         self, account: str, contact_id: str, channels: Sequence[Channel]
     ) -> list[SubscriptionState]:
         """The states of one contact's pairs on *channels*, in that order (one query)."""
+        if len(channels) == 2:  # a topic can_send's two layers
+            params = {
+                "account": account,
+                "contact": contact_id,
+                "one": channels[0].key,
+                "two": channels[1].key,
+            }
+
+            def layers(conn: Conn) -> list[SubscriptionState]:
+                row = conn.execute(self._queries.states_of_two, params).fetchone()
+                assert row is not None  # one row whatever is recorded
+                return [STATE_OR_NEVER[row[0]], STATE_OR_NEVER[row[1]]]
+
+            return self._read("reading subscription states", layers)
         keys = [ch.key for ch in channels]
 
         def run(conn: Conn) -> list[SubscriptionState]:

@@ -100,7 +100,7 @@ from consentkit.model import (
 from consentkit.review import ReviewDecision, ReviewItem
 from consentkit.storage import _trend_counts
 from consentkit.storage._batch import check_batch, opt_out_record
-from consentkit.storage._codec import KINDS, SOURCES, STATES, evidence_document
+from consentkit.storage._codec import KINDS, SOURCES, STATE_OR_NEVER, STATES, evidence_document
 from consentkit.storage._rows import (
     CONTACT_COLUMNS,
     EVENT_COLUMNS,
@@ -594,10 +594,14 @@ _INSERT_CONTACT_ADDRESSES: Final = (
 )
 
 # The states of one contact's pair and its topic pair (can_send with a topic).
-_STATES_OF: Final = {
-    2: "SELECT channel, state FROM subscriptions WHERE account = ? AND contact_id = ? "
-    "AND channel IN (?, ?)"
-}
+# Two pairs (a topic can_send: the channel's and the topic's) as two scalar subqueries, one row
+# whatever is recorded: each a primary-key probe, 1.3x the one probe of a channel's get_state
+# where "channel IN (?, ?)" and a fetchall of its rows took twice as long.
+_STATES_OF_TWO: Final = (
+    "SELECT (SELECT state FROM subscriptions WHERE account = ?1 AND contact_id = ?2 "
+    "AND channel = ?3), (SELECT state FROM subscriptions WHERE account = ?1 "
+    "AND contact_id = ?2 AND channel = ?4)"
+)
 
 # ---------------------------------------------------------------------------- set-based changes
 # (the StagingTransaction methods): a chunk's contact ids are staged in a temporary table, its
@@ -2262,8 +2266,17 @@ class SQLiteStore:
         self, account: str, contact_id: str, channels: Sequence[Channel]
     ) -> list[SubscriptionState]:
         """The states of one contact's pairs on *channels* (one range of its rows)."""
+        if len(channels) == 2:  # a topic can_send's two layers
+            first, second = channels
+            with self._errors("read subscription states"):
+                one, two = (
+                    self._connection()
+                    .execute(_STATES_OF_TWO, (account, contact_id, first.key, second.key))
+                    .fetchone()
+                )
+            return [STATE_OR_NEVER[one], STATE_OR_NEVER[two]]
         keys = [ch.key for ch in channels]
-        sql = _STATES_OF.get(len(keys)) or (
+        sql = (
             "SELECT channel, state FROM subscriptions WHERE account = ? AND contact_id = ? "
             f"AND channel IN {_in_channels(len(keys))}"
         )
