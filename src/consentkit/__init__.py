@@ -50,6 +50,7 @@ from consentkit.model import (
 )
 from consentkit.policy import AdminOnlyPolicy, Policy, ProposedChange
 from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
+from consentkit.sends import SentMessage
 from consentkit.service import (
     ChangeResult,
     ConsentService,
@@ -112,6 +113,7 @@ __all__ = [
     "ReviewKind",
     "ReviewResolution",
     "SQLiteStore",
+    "SentMessage",
     "SignatureError",
     "Source",
     "StorageError",

@@ -196,7 +196,7 @@ class InboundMessage:
                 )
             if not self.recipient.strip():
                 raise ValidationError("recipient", "must not be empty")
-            object.__setattr__(self, "recipient", _recipient_key(self.recipient, (self.channel,)))
+            object.__setattr__(self, "recipient", recipient_key(self.recipient, (self.channel,)))
         if self.verdict is not None and self.provider is None:
             raise ValidationError(
                 "provider", "a provider's verdict must name the provider that gave it"
@@ -447,11 +447,11 @@ def _senders(value: object) -> Mapping[str, str]:
     for recipient, topic in value.items():
         if not isinstance(recipient, str) or not recipient.strip():
             raise ValidationError("senders", f"expected recipient strings, got {recipient!r}")
-        out[_recipient_key(recipient)] = validate_topic_key(topic, "senders")
+        out[recipient_key(recipient)] = validate_topic_key(topic, "senders")
     return out
 
 
-def _recipient_key(recipient: str, channels: tuple[Channel, ...] = ()) -> str:
+def recipient_key(recipient: str, channels: tuple[Channel, ...] = ()) -> str:
     """A recipient (or a senders key) normalised as an address of *channels* (by default a phone
     number in E.164, then an email address), or as given, stripped, when it is none of them (a
     short code, a messaging service's id)."""
@@ -609,6 +609,10 @@ class InboundResult:
         provider: the provider that delivered the message, if the message named one.
         verdict: the provider's own classification, when it gave one (it was honoured, and
             the provider sends its own answer: ``reply`` is None).
+        scope: for an opt-out, a possible opt-out or an opt-in, the opt-out scope that chose
+            ``channels`` (docs/topics.md), after its fallback: ``GROUP`` where the ``topic`` or
+            ``sender`` scope found no declared topic, and for a complaint.  None for other
+            replies, and in results stored before consentkit recorded it.
         replayed: True when this message id had been handled before and this is the stored
             result: nothing was written this time.  A webhook that answers in its response
             (TwiML) must still answer with ``reply``: a provider retries because the first
@@ -634,6 +638,7 @@ class InboundResult:
     review_item: str | None = None
     provider: str | None = None
     verdict: ProviderVerdict | None = None
+    scope: OptOutScope | None = None
     replayed: bool = attrs.field(default=False, eq=False)
 
     def to_json(self) -> str:
@@ -690,6 +695,7 @@ class InboundResult:
             "review_item": self.review_item,
             "provider": self.provider,
             "verdict": None if self.verdict is None else self.verdict.value,
+            "scope": None if self.scope is None else self.scope.value,
         }
 
     @classmethod
@@ -714,5 +720,6 @@ class InboundResult:
             review_item=data.get("review_item"),
             provider=data.get("provider"),
             verdict=None if data.get("verdict") is None else ProviderVerdict(data["verdict"]),
+            scope=None if data.get("scope") is None else OptOutScope(data["scope"]),
             replayed=replayed,
         )

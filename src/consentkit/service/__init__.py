@@ -25,6 +25,7 @@ from consentkit.service._results import (
     SkippedPair,
 )
 from consentkit.service._review import ReviewMixin
+from consentkit.service._sends import SendsMixin
 from consentkit.service._trends import TrendsMixin
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
 
 
 class ConsentService(
-    ContactsMixin, ChangesMixin, ReadsMixin, InboundMixin, ReviewMixin, TrendsMixin
+    ContactsMixin, ChangesMixin, ReadsMixin, InboundMixin, ReviewMixin, TrendsMixin, SendsMixin
 ):
     """Records and answers per-channel consent for the contacts of many accounts.
 

@@ -178,12 +178,13 @@ class ServiceCore:
 
     def _scope(
         self, settings: InboundSettings, message: InboundMessage
-    ) -> tuple[tuple[Channel, ...], OptOutOrigin | None]:
+    ) -> tuple[tuple[Channel, ...], OptOutOrigin | None, OptOutScope]:
         """What an opt-out in *message* covers, by the account's scope at the message's
-        ``received_at`` (docs/topics.md): the pairs' channels, its own channel's first, and the
+        ``received_at`` (docs/topics.md): the pairs' channels, its own channel's first, the
         origin it records (``REVOKE_ALL`` under that scope, the contact's own request which
-        exempt topics survive; None for the contact's, ``CONTACT``).  A topic nobody declared,
-        or a scope that finds no topic, covers the channel group: the safe side."""
+        exempt topics survive; None for the contact's, ``CONTACT``), and the scope that chose
+        them.  A topic nobody declared, or a scope that finds no topic, covers the channel
+        group (and says ``GROUP``): the safe side."""
         ch = message.channel
         scope = settings.scope_at(message.received_at)
         if message.verdict is ProviderVerdict.COMPLAINT and scope in (
@@ -192,10 +193,10 @@ class ServiceCore:
         ):
             scope = OptOutScope.GROUP  # a spam report stops everything on the channel
         if scope is OptOutScope.CHANNEL:
-            return (ch,), None
+            return (ch,), None, scope
         if scope is OptOutScope.REVOKE_ALL:
             everything = (ch, *sorted(set(self.channels.known.values()) - {ch}))
-            return everything, OptOutOrigin.REVOKE_ALL
+            return everything, OptOutOrigin.REVOKE_ALL, scope
         group = (ch, *sorted(self.channel_groups.group_of(ch) - {ch}))
         topic = (
             message.topic
@@ -205,8 +206,8 @@ class ServiceCore:
             else None
         )
         if topic is None or topic not in self.topics.by_key:
-            return group, None
-        return tuple(c.with_topic(topic) for c in group), None
+            return group, None, OptOutScope.GROUP
+        return tuple(c.with_topic(topic) for c in group), None, scope
 
     def _apply_in_tx(
         self, tx: StoreTransaction, request: ChangeRequest, contact_ids: Iterable[str]

@@ -43,8 +43,10 @@ from consentkit.review import (
     ReviewKind,
     review_item_id,
 )
+from consentkit.scopes import OptOutScope
 from consentkit.service._core import ServiceCore
 from consentkit.service._engine import ChangeRequest, answered_later, undone_by_start
+from consentkit.service._sends import answered_topic
 from consentkit.storage.base import (
     InboundRecord,
     StoreTransaction,
@@ -83,6 +85,9 @@ class InboundMixin(ServiceCore):
         settings = self.settings_for(message.account).inbound
         match = message.classify(settings.matcher_for(message.channel))
         digest = _digest(message)
+        # The topic of the message answered, from the record of sends (after the digest: a
+        # redelivery is the same message whatever was sent since).
+        message = answered_topic(self, settings, message, match.classification)
         last_conflict: ConflictError | None = None
         for _ in range(_INBOUND_ATTEMPTS):
             try:
@@ -149,12 +154,13 @@ class InboundMixin(ServiceCore):
             if opt_out
             else set(tx.find_contacts_by_address([key]).get(key, []))
         )
-        channels, origin = self._scope(settings, message)
+        channels, origin, scope = self._scope(settings, message)
         delivery = Delivery(
             message=message,
             key=key,
             channels=channels,
             origin=origin,
+            scope=scope,
             contact_ids=tuple(sorted(contact_ids)),
             received=received,
             now=now,
@@ -322,6 +328,7 @@ class Delivery:
         batch_id: shared by every event it writes.
         origin: the origin its opt-out records on the pairs (None: the contact's, ``CONTACT``;
             ``REVOKE_ALL`` under that scope).
+        scope: the opt-out scope that chose *channels* (after its fallback to the group).
     """
 
     message: InboundMessage
@@ -332,6 +339,7 @@ class Delivery:
     now: datetime
     batch_id: str
     origin: OptOutOrigin | None = None
+    scope: OptOutScope | None = None
 
     def request(
         self,
@@ -379,9 +387,13 @@ class Delivery:
             batch_id=self.batch_id if changed else None,
             provider=message.provider,
             verdict=message.verdict,
+            scope=self.scope if match.classification in _CONSENT_REQUESTS else None,
         )
 
 
+_CONSENT_REQUESTS = frozenset(
+    {Classification.OPT_OUT, Classification.POSSIBLE_OPT_OUT, Classification.OPT_IN}
+)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 

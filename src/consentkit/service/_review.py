@@ -138,7 +138,7 @@ class ReviewMixin(ServiceCore):
         message = InboundMessage(
             item.account, ch, item.sender, item.text, item.message_id, item.received_at
         )
-        channels, origin = self._scope(self.settings_for(item.account).inbound, message)
+        channels, origin, _ = self._scope(self.settings_for(item.account).inbound, message)
         delivery = Delivery(
             message=message,
             key=key,

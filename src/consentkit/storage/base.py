@@ -44,12 +44,14 @@ from consentkit.model import (
     Transition,
 )
 from consentkit.review import ReviewDecision, ReviewItem
+from consentkit.sends import SentRecord
 
 __all__ = [
     "CHUNK_SIZE",
     "ChangeBatch",
     "InboundRecord",
     "PairChange",
+    "SentLog",
     "Situation",
     "SituationKey",
     "StagedPair",
@@ -507,4 +509,24 @@ class TopicReads(Protocol):
         """The ids among *contact_ids* (any number, streamed) subscribed on the topic channel's
         channel (``topic_channel.base``) whose topic pair is subscribed, or, with
         *opt_out_default*, not unsubscribed (never subscribed counts as in)."""
+        ...
+
+
+@runtime_checkable
+class SentLog(Protocol):
+    """A store that keeps the last message sent to each address, per channel and sender, for
+    the ``topic`` opt-out scope (optional: without it ``record_sent`` raises
+    :class:`~consentkit.errors.StorageError` and a STOP without a topic covers the group)."""
+
+    def put_sent(self, account: str, records: Sequence[SentRecord]) -> None:
+        """Keep each record as the last one sent to its (channel, address key, sender), unless
+        one sent later is kept already (a late record never replaces a newer one; of two sent
+        at the same instant the one put last is kept).  All or nothing."""
+        ...
+
+    def last_sent(
+        self, account: str, channel: Channel, address_key: str, sender: str | None
+    ) -> SentRecord | None:
+        """The record kept for (*channel*, *address_key*, *sender*); with *sender* None, the
+        latest of the address's on *channel* whatever the sender.  None if there is none."""
         ...

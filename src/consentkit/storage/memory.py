@@ -28,6 +28,7 @@ from consentkit.model import (
     transition_of,
 )
 from consentkit.review import ReviewDecision, ReviewItem
+from consentkit.sends import SentRecord
 from consentkit.storage._batch import check_batch, replaces
 from consentkit.storage._staging import PairwiseStaging
 from consentkit.storage._time import hour_bucket
@@ -53,6 +54,7 @@ class _Account:
     review: dict[str, ReviewItem] = attrs.Factory(dict)
     departures: dict[str, list[tuple[str, datetime]]] = attrs.Factory(lambda: defaultdict(list))
     suppressions: dict[tuple[str, Channel], Suppression] = attrs.Factory(dict)
+    sent: dict[tuple[str, str, str], SentRecord] = attrs.Factory(dict)
     # Roll-ups by UTC hour: state deltas and transition counts, plus the events of each hour so a
     # partial hour at either end of an interval can be counted exactly.
     hour_events: dict[int, list[tuple[datetime, Channel, SubscriptionState, SubscriptionState]]] = (
@@ -479,3 +481,26 @@ class InMemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    def put_sent(self, account: str, records: Sequence[SentRecord]) -> None:
+        with self._lock:
+            sent = self._account(account).sent
+            for record in records:
+                key = (record.channel.key, record.address_key, record.sender)
+                kept = sent.get(key)
+                if kept is None or kept.sent_at <= record.sent_at:
+                    sent[key] = record
+
+    def last_sent(
+        self, account: str, channel: Channel, address_key: str, sender: str | None
+    ) -> SentRecord | None:
+        with self._lock:
+            sent = self._account(account).sent
+            if sender is not None:
+                return sent.get((channel.key, address_key, sender))
+            found = [
+                record
+                for (key, address, _), record in sent.items()
+                if key == channel.key and address == address_key
+            ]
+            return max(found, key=lambda record: record.sent_at, default=None)

@@ -108,6 +108,7 @@ from consentkit.model import (
     Transition,
 )
 from consentkit.review import ReviewDecision, ReviewItem
+from consentkit.sends import SentRecord
 from consentkit.storage import _trend_counts
 from consentkit.storage._batch import check_batch, opt_out_record, replaces
 from consentkit.storage._codec import KINDS, SOURCES, STATE_OR_NEVER, STATES, evidence_document
@@ -138,7 +139,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema version this code reads and writes."""
 
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -372,6 +373,23 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                 left_at timestamptz NOT NULL,
                 contact_id text COLLATE "C" NOT NULL,
                 PRIMARY KEY (account, address_key, left_at, contact_id)
+            )""",
+        ),
+    ),
+    (
+        5,
+        "sent messages: the last one sent to each address, per channel and sender",
+        (
+            # record_sent: whose topic a STOP without one answers under the topic opt-out scope
+            # ('' is an unknown sender, NULL a message of no topic).
+            """CREATE TABLE __S__.sent_messages (
+                account text COLLATE "C" NOT NULL,
+                channel text COLLATE "C" NOT NULL,
+                address_key text COLLATE "C" NOT NULL,
+                sender text COLLATE "C" NOT NULL,
+                topic text COLLATE "C",
+                sent_at timestamptz NOT NULL,
+                PRIMARY KEY (account, channel, address_key, sender)
             )""",
         ),
     ),
@@ -1016,6 +1034,22 @@ class _Queries:
         self.states_of = f"""
             SELECT channel, state FROM {s}.subscriptions
             WHERE account = %s AND contact_id = %s AND channel = ANY(%s)"""
+        # The sent-message log: one row per (channel, address, sender), a later one replacing
+        # an earlier one (the rows of one statement are distinct: the caller keeps the last).
+        self.put_sent = f"""
+            INSERT INTO {s}.sent_messages AS m
+                (account, channel, address_key, sender, topic, sent_at)
+            SELECT %s, u.* FROM unnest(
+                %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[]
+            ) AS u
+            ON CONFLICT (account, channel, address_key, sender) DO UPDATE
+            SET topic = excluded.topic, sent_at = excluded.sent_at
+            WHERE excluded.sent_at >= m.sent_at"""
+        last_sent = f"""
+            SELECT sender, topic, sent_at FROM {s}.sent_messages
+            WHERE account = %s AND channel = %s AND address_key = %s"""
+        self.last_sent = f"{last_sent} AND sender = %s"
+        self.last_sent_any = f"{last_sent} ORDER BY sent_at DESC, sender LIMIT 1"
         # A topic can_send's two layers: two primary-key probes, one row whatever is recorded,
         # no array to adapt.
         self.states_of_two = f"""
@@ -2271,6 +2305,49 @@ class PostgresStore:
             return SubscriptionState.NEVER_SUBSCRIBED if row is None else _STATES[row[0]]
 
         return self._read("reading a subscription state", run)
+
+    def put_sent(self, account: str, records: Sequence[SentRecord]) -> None:
+        """Keep each record as the last sent to its address on its channel from its sender
+        (one statement; a record never replaces one sent later)."""
+        latest: dict[tuple[str, str, str], SentRecord] = {}
+        for record in records:
+            key = (record.channel.key, record.address_key, record.sender)
+            kept = latest.get(key)
+            if kept is None or kept.sent_at <= record.sent_at:
+                latest[key] = record
+        if not latest:
+            return
+        kept_records = list(latest.values())
+        params = (
+            account,
+            [r.channel.key for r in kept_records],
+            [r.address_key for r in kept_records],
+            [r.sender for r in kept_records],
+            [r.topic for r in kept_records],
+            [r.sent_at for r in kept_records],
+        )
+        with self.transaction(account) as tx:  # its errors are translated there
+            tx._conn.execute(self._queries.put_sent, params, prepare=False)
+
+    def last_sent(
+        self, account: str, channel: Channel, address_key: str, sender: str | None
+    ) -> SentRecord | None:
+        """The last message recorded as sent to *address_key* on *channel* (from *sender*, or
+        from any sender when it is None)."""
+
+        def run(conn: Conn) -> SentRecord | None:
+            row = (
+                conn.execute(self._queries.last_sent_any, (account, channel.key, address_key))
+                if sender is None
+                else conn.execute(
+                    self._queries.last_sent, (account, channel.key, address_key, sender)
+                )
+            ).fetchone()
+            if row is None:
+                return None
+            return SentRecord(channel, address_key, row[0], row[1], utc(row[2]))
+
+        return self._read("reading the last message sent", run)
 
     def states_of(
         self, account: str, contact_id: str, channels: Sequence[Channel]

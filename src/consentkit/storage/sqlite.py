@@ -98,6 +98,7 @@ from consentkit.model import (
     Transition,
 )
 from consentkit.review import ReviewDecision, ReviewItem
+from consentkit.sends import SentRecord
 from consentkit.storage import _trend_counts
 from consentkit.storage._batch import check_batch, opt_out_record
 from consentkit.storage._codec import KINDS, SOURCES, STATE_OR_NEVER, STATES, evidence_document
@@ -396,6 +397,22 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 6: the last message sent to each address, per channel and sender, whose topic a STOP
+    # without one answers under the topic opt-out scope (record_sent; '' is an unknown sender,
+    # NULL a message of no topic).
+    (
+        """
+        CREATE TABLE sent_messages (
+            account TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            address_key TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            topic TEXT,
+            sent_at INTEGER NOT NULL,
+            PRIMARY KEY (account, channel, address_key, sender)
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -594,6 +611,21 @@ _INSERT_CONTACT_ADDRESSES: Final = (
 )
 
 # The states of one contact's pair and its topic pair (can_send with a topic).
+# The sent-message log (record_sent): a later record replaces an earlier one, ties to the last.
+_PUT_SENT: Final = """
+    INSERT INTO sent_messages (account, channel, address_key, sender, topic, sent_at)
+    VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (account, channel, address_key, sender) DO UPDATE
+    SET topic = excluded.topic, sent_at = excluded.sent_at
+    WHERE excluded.sent_at >= sent_messages.sent_at"""
+_LAST_SENT_COLUMNS: Final = "SELECT sender, topic, sent_at FROM sent_messages"
+_LAST_SENT: Final = (
+    f"{_LAST_SENT_COLUMNS} WHERE account = ? AND channel = ? AND address_key = ? AND sender = ?"
+)
+_LAST_SENT_ANY: Final = (
+    f"{_LAST_SENT_COLUMNS} WHERE account = ? AND channel = ? AND address_key = ? "
+    "ORDER BY sent_at DESC, sender LIMIT 1"
+)
 # Two pairs (a topic can_send: the channel's and the topic's) as two scalar subqueries, one row
 # whatever is recorded: each a primary-key probe, 1.3x the one probe of a channel's get_state
 # where "channel IN (?, ?)" and a fetchall of its rows took twice as long.
@@ -2261,6 +2293,38 @@ class SQLiteStore:
                 .fetchone()
             )
         return _NEVER if row is None else _STATES[row[0]]
+
+    def put_sent(self, account: str, records: Sequence[SentRecord]) -> None:
+        """Keep each record as the last sent to its address on its channel from its sender
+        (one transaction; a record never replaces one sent later)."""
+        rows = [
+            (account, r.channel.key, r.address_key, r.sender, r.topic, micros(r.sent_at))
+            for r in records
+        ]
+        if not rows:
+            return
+        with self.transaction(account) as tx, self._errors("record sent messages"):
+            tx._conn.executemany(_PUT_SENT, rows)
+
+    def last_sent(
+        self, account: str, channel: Channel, address_key: str, sender: str | None
+    ) -> SentRecord | None:
+        """The last message recorded as sent to *address_key* on *channel* (from *sender*, or
+        from any sender when it is None)."""
+        with self._errors("read the last message sent"):
+            row = (
+                self._connection()
+                .execute(
+                    _LAST_SENT_ANY if sender is None else _LAST_SENT,
+                    (account, channel.key, address_key)
+                    if sender is None
+                    else (account, channel.key, address_key, sender),
+                )
+                .fetchone()
+            )
+        if row is None:
+            return None
+        return SentRecord(channel, address_key, row[0], row[1], instant(row[2]))
 
     def states_of(
         self, account: str, contact_id: str, channels: Sequence[Channel]

@@ -310,6 +310,9 @@ class TopicsContract:
             )
         )
         assert {ch.key for _, ch in result.changed} == expected
+        # The scope that chose the pairs is on the result (the group where none was found).
+        fell_back = expected == {"sms", "mms", "rcs"}
+        assert result.scope is (OptOutScope.GROUP if fell_back else OptOutScope(scope))
         after = self._states(service)
         moved = {key for key, state in after.items() if state != before.get(key)}
         assert moved == expected

@@ -69,6 +69,7 @@ from consentkit.storage.base import (
     Store,
     SubscriptionFilter,
 )
+from consentkit.testing._sends_contract import SendsContract
 from consentkit.testing._topics_contract import TopicsContract
 from consentkit.testing.clock import FakeClock
 from consentkit.testing.replay import check_replay
@@ -100,7 +101,7 @@ class _RolledBack(Exception):
     """Raised inside a transaction to roll it back on purpose."""
 
 
-class StoreConformance(TopicsContract):
+class StoreConformance(TopicsContract, SendsContract):
     """The storage contract as tests.  Subclass it and implement :meth:`make_store`."""
 
     def make_store(self, directory: Path) -> Store:
