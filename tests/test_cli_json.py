@@ -36,7 +36,7 @@ ADMIN = Actor.admin("default", "alice")
 READER = Actor.member("default", "cli")
 ANA_PHONE = "+14155551010"  # as the people fixture registers her
 RECEIVED = "2025-04-04T16:00:00Z"
-NO_JSON = {"demo", "export"}  # the tour prints prose; export writes JSON Lines or CSV
+NO_JSON = {"demo", "export", "export-contact", "feed"}  # prose; JSON Lines or CSV; JSON; JSON Lines
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def _change(
 def test_every_command_but_the_tour_and_export_takes_format_json(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Each command's --help offers --format with json (export keeps jsonl/csv)."""
+    """Each command's --help offers --format with json (export keeps jsonl/csv, feed jsonl)."""
     for command in COMMANDS:
         assert main([*command.name.split(), "--help"]) == 0
         out = capsys.readouterr().out

@@ -44,7 +44,7 @@ from consentkit.documents import (
 from consentkit.inbound import InboundOutcome, InboundResult
 from consentkit.keywords import Classification
 from consentkit.model import ActorKind, OptOutOrigin, Source
-from consentkit.service import Page, RefusedPair, SkippedPair
+from consentkit.service import ChangesPage, Page, RefusedPair, SkippedPair
 from consentkit.testing.strategies import (
     aware_datetimes,
     channels,
@@ -252,6 +252,9 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     ConsentEvent: events(),
     Contact: contacts_with_handles(),
     ContactsResult: contacts_results(),
+    ChangesPage: st.builds(
+        ChangesPage, st.lists(events(), max_size=3).map(tuple), words, st.booleans()
+    ),
     Evidence: evidence(),
     InboundResult: inbound_results(),
     Justification: justifications(),

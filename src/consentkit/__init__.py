@@ -53,6 +53,7 @@ from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
 from consentkit.sends import SentMessage
 from consentkit.service import (
     ChangeResult,
+    ChangesPage,
     ConsentService,
     ContactsResult,
     Page,
@@ -84,6 +85,7 @@ __all__ = [
     "AddressKind",
     "AdminOnlyPolicy",
     "ChangeResult",
+    "ChangesPage",
     "Channel",
     "ChannelConsentRequiredError",
     "ChannelGroups",

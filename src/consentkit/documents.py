@@ -10,7 +10,8 @@ what ``consentkit ... --format json`` prints.
 
 The documented types are :data:`DOCUMENT_TYPES`: :class:`~consentkit.service.ChangeResult`,
 :class:`~consentkit.service.ContactsResult`, :class:`~consentkit.service.ReviewResolution`,
-:class:`~consentkit.service.Page`, :class:`~consentkit.model.Subscription`,
+:class:`~consentkit.service.Page`, :class:`~consentkit.service.ChangesPage` (the change
+feed's), :class:`~consentkit.model.Subscription`,
 :class:`~consentkit.model.ConsentEvent`, :class:`~consentkit.model.Contact`,
 :class:`~consentkit.inbound.InboundResult`, :class:`~consentkit.trends.TrendReport`,
 :class:`~consentkit.review.ReviewItem`, and the inputs :class:`~consentkit.model.Evidence` and
@@ -61,7 +62,14 @@ from consentkit.model import (
 )
 from consentkit.review import ReviewItem
 from consentkit.serialization import make_converter, register_field_hooks, structure_checked
-from consentkit.service import ChangeResult, ContactsResult, Page, PairRef, ReviewResolution
+from consentkit.service import (
+    ChangeResult,
+    ChangesPage,
+    ContactsResult,
+    Page,
+    PairRef,
+    ReviewResolution,
+)
 from consentkit.trends import ChannelTotals, SeriesPoint, TrendReport
 
 __all__ = ["DOCUMENT_TYPES", "from_document", "make_document_converter", "to_document"]
@@ -70,6 +78,7 @@ T = TypeVar("T")
 
 DOCUMENT_TYPES: Final = (
     ChangeResult,
+    ChangesPage,
     ConsentEvent,
     Contact,
     ContactsResult,

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import attrs
 
-from consentkit.channels import EMAIL, WHATSAPP, Channel, channel
+from consentkit.channels import EMAIL, WHATSAPP, AddressKind, Channel, channel
 from consentkit.channels import SMS as SMS_CHANNEL
 from consentkit.errors import ValidationError
 from consentkit.keywords import (
@@ -452,16 +452,24 @@ def _senders(value: object) -> Mapping[str, str]:
 
 
 def recipient_key(recipient: str, channels: tuple[Channel, ...] = ()) -> str:
-    """A recipient (or a senders key) normalised as an address of *channels* (by default a phone
-    number in E.164, then an email address), or as given, stripped, when it is none of them (a
-    short code, a messaging service's id)."""
+    """A recipient (or a senders key, or the sender of a recorded send) normalised as an address
+    of *channels* (by default a phone number in E.164, then an email address), or as given
+    without whitespace when it is none of them (a short code such as ``"12 345"``, a messaging
+    service's id).  Email addresses are compared whole in lower case: ``News@Acme.com`` is the
+    recipient ``news@acme.com`` (a mismatch would narrow a STOP to the wrong topic)."""
     text = recipient.strip()
     for ch in channels or (SMS_CHANNEL, EMAIL):
         try:
-            return normalize_address(ch, text, "senders")
+            normalised = normalize_address(ch, text, "senders")
         except ValidationError:
             continue
-    return text
+        return normalised.lower() if ch.address_kind is AddressKind.EMAIL else normalised
+    if "@" in text:
+        try:
+            return normalize_address(EMAIL, text, "senders").lower()
+        except ValidationError:
+            pass
+    return "".join(text.split())
 
 
 def _check_calendar(_: object, __: object, value: BusinessCalendar | None) -> None:

@@ -10,6 +10,7 @@ never -> subscribed (opt-in)           with evidence     no       yes          w
 subscribed/never -> unsubscribed       yes               no       yes          yes
 unsubscribed -> subscribed (resub.)    with a            no       yes          never
                                        justification
+erase a contact (``erase_contact``)    with a reason     no       no           no
 =====================================  ================  =======  ===========  ==============
 
 A ``MISTAKEN_UNSUBSCRIBE`` justification is refused when the contact unsubscribed themselves (a
@@ -207,6 +208,23 @@ class AdminOnlyPolicy:
         if actor.kind is ActorKind.ADMIN:
             return None
         return _ask_admin(actor, "decide review items")
+
+    def check_erasure(self, actor: Actor) -> ConsentError | None:
+        """Only admins erase contacts: an erasure deletes personal data for good.  (Optional for
+        custom policies: a policy without this method gets this rule.)"""
+        if actor.kind is ActorKind.ADMIN:
+            return None
+        return _ask_admin(actor, "erase contacts")
+
+    def check_purge(self, actor: Actor) -> ConsentError | None:
+        """Admins and the system (a cron job) purge expired message records
+        (docs/retention.md).  (Optional for custom policies: without it, this rule.)"""
+        if actor.kind in (ActorKind.ADMIN, ActorKind.SYSTEM):
+            return None
+        return NotAuthorizedError(
+            f"{actor} may not purge the records of account {actor.account!r}: only an admin or "
+            "the system may"
+        )
 
     def check_read(self, actor: Actor) -> ConsentError | None:
         """Reading is open to every actor of the account except contacts, who see only their own

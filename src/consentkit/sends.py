@@ -19,7 +19,7 @@ import attrs
 from consentkit.channels import Channel, channel
 from consentkit.errors import ValidationError
 from consentkit.inbound import recipient_key
-from consentkit.model import ensure_aware, normalize_address
+from consentkit.model import ensure_aware, normalize_address, validate_text
 from consentkit.topics import validate_topic_key
 
 __all__ = ["SentMessage", "SentRecord"]
@@ -40,11 +40,8 @@ def _topic(value: object) -> str | None:
 def _sender(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise ValidationError("sender", f"expected a string, got {type(value).__name__}")
-    if not value.strip():
-        raise ValidationError("sender", "must not be empty")
-    return value
+    text: str = validate_text("sender", value, max_length=256)
+    return text
 
 
 def _sent_at(value: object) -> datetime:

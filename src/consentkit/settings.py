@@ -8,6 +8,7 @@ import attrs
 
 from consentkit.errors import ValidationError
 from consentkit.inbound import InboundSettings
+from consentkit.retention import RetentionSettings
 from consentkit.trends import SpikeSettings, validate_timezone
 
 __all__ = ["AccountSettings"]
@@ -35,6 +36,7 @@ class AccountSettings:
         timezone: the account's IANA time zone; months of the trend report are its local months.
         inbound: keyword lists, what to do with possible opt-outs, reply templates, opt-out scope.
         spikes: thresholds of unsubscribe spike detection.
+        retention: how long message records are kept (docs/retention.md); forever by default.
     """
 
     timezone: str = attrs.field(default="UTC", converter=_timezone)
@@ -43,4 +45,7 @@ class AccountSettings:
     )
     spikes: SpikeSettings = attrs.field(
         factory=SpikeSettings, validator=_instance_of(SpikeSettings, "spikes")
+    )
+    retention: RetentionSettings = attrs.field(
+        factory=RetentionSettings, validator=_instance_of(RetentionSettings, "retention")
     )

@@ -1,6 +1,6 @@
 """The in-memory store passes the public conformance suite."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,26 @@ class TestInMemoryStoreConformance(StoreConformance):
         """A fresh in-memory store (the directory is not used)."""
         return InMemoryStore()
 
+    def stored_text(self, store: Store) -> Iterable[str]:
+        """Everything the store holds: the repr of every account's tables."""
+        return memory_text(store)
+
 
 class TestPerPairPathConformance(StoreConformance):
     """The same contract through the service's per-pair path (a store that cannot stage)."""
 
     def make_store(self, directory: Path) -> InMemoryStore:
         return PerPairMemoryStore()
+
+    def stored_text(self, store: Store) -> Iterable[str]:
+        """Everything the store holds: the repr of every account's tables."""
+        return memory_text(store)
+
+
+def memory_text(store: Store) -> list[str]:
+    """The repr of every account's data of an in-memory store (every table, every value)."""
+    assert isinstance(store, InMemoryStore)
+    return [repr(data) for data in store._accounts.values()]
 
 
 def test_the_two_paths_are_taken() -> None:

@@ -10,7 +10,7 @@ import multiprocessing
 import random
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -60,6 +60,25 @@ class TestSQLiteStoreConformance(StoreConformance):
     def make_store(self, directory: Path) -> SQLiteStore:
         """A fresh SQLite store in *directory*."""
         return SQLiteStore(directory / "consent.db")
+
+    def stored_text(self, store: Store) -> Iterable[str]:
+        """Every column of every table of the file (sqlite_master), as text."""
+        assert isinstance(store, SQLiteStore)
+        conn = sqlite3.connect(store.path)
+        try:
+            tables = [
+                row[0]
+                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            ]
+            return [
+                str(value)
+                for table in tables
+                for row in conn.execute(f'SELECT * FROM "{table}"')
+                for value in row
+                if value is not None
+            ]
+        finally:
+            conn.close()
 
 
 @pytest.fixture
@@ -1347,3 +1366,52 @@ def test_staging_survives_a_rolled_back_transaction(store: SQLiteStore) -> None:
     result = service.unsubscribe(ADMIN, ["c0", "c1", "c2"], [SMS, EMAIL])
     assert result.changed_count == 6
     check_replay(store, ACCOUNT)
+
+
+def test_a_version_6_file_gets_inbound_times_senders_and_contacts_from_its_results(
+    tmp_path: Path,
+) -> None:
+    """Opening a file of schema version 6 fills the columns retention and exports read from
+    the stored results (the time to the microsecond); a row whose result lacks them keeps
+    NULLs, which no purge deletes."""
+    path = tmp_path / "v6.db"
+    conn = raw(path)
+    conn.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+        "applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+    for number in range(6):
+        for statement in _MIGRATIONS[number]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number + 1,))
+    received = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    rows = [
+        ("sms", "SM-1", {"sender": "+14155550100", "received_at": received.isoformat(),
+                         "contact_ids": ["ann"]}),
+        ("email", "EM-1", {"sender": "Ann@Example.com", "received_at": received.isoformat(),
+                           "contact_ids": []}),
+        ("sms", "odd", {"ok": True}),
+        ("whatsapp", "WA-1", {"sender": "+14155550100", "contact_ids": ["ann"],
+                              "received_at": "2026-01-02T05:04:05+02:00"}),
+    ]
+    for key, message_id, result in rows:
+        conn.execute(
+            "INSERT INTO inbound_messages (account, channel, message_id, body_sha256, result) "
+            "VALUES (?, ?, ?, NULL, ?)",
+            (ACCOUNT, key, message_id, json.dumps(result)),
+        )
+    conn.close()
+    SQLiteStore(path).close()
+    conn = raw(path)
+    found = conn.execute(
+        "SELECT message_id, received_at, sender_key, from_contact FROM inbound_messages "
+        "ORDER BY message_id"
+    ).fetchall()
+    conn.close()
+    micros = (received - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    assert found == [
+        ("EM-1", micros, "email:ann@example.com", 0),
+        ("SM-1", micros, "phone:+14155550100", 1),
+        ("WA-1", micros - 678000, "phone:+14155550100", 1),
+        ("odd", None, None, None),
+    ]

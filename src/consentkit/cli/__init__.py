@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -119,6 +120,7 @@ def main(
     *,
     store_factory: StoreFactory | None = None,
     clock: Clock | None = None,
+    sleep: Callable[[float], None] | None = None,
 ) -> int:
     """Run the ``consentkit`` command line and return its exit code.
 
@@ -126,6 +128,7 @@ def main(
         argv: the arguments (without the program name); ``sys.argv[1:]`` by default.
         store_factory: opens the store of ``--db`` (tests may inject one); SQLite by default.
         clock: the time source; the system clock by default.
+        sleep: waits between the polls of ``feed --follow``; ``time.sleep`` by default.
     """
     from consentkit.cli.commands import build_parser
     from consentkit.cli.context import open_sqlite_store
@@ -134,7 +137,12 @@ def main(
 
     try:
         args = build_parser().parse_args(argv)
-        return run(args, store_factory or open_sqlite_store, clock or SystemClock())
+        return run(
+            args,
+            store_factory or open_sqlite_store,
+            clock or SystemClock(),
+            sleep if sleep is not None else time.sleep,
+        )
     except SystemExit as e:  # argparse: --help (0) and usage errors (2)
         return e.code if isinstance(e.code, int) else 2
     except BrokenPipeError:

@@ -67,11 +67,11 @@ def _bulk_change(ctx: Context, args: argparse.Namespace, label: str, apply: Appl
 def opt_in_arguments(parser: argparse.ArgumentParser) -> None:
     """Ids, channels, the evidence of consent and the source."""
     _bulk_arguments(parser)
-    _evidence_arguments(parser)
+    evidence_arguments(parser)
     add_source(parser)
 
 
-def _evidence_arguments(parser: argparse.ArgumentParser) -> None:
+def evidence_arguments(parser: argparse.ArgumentParser) -> None:
     proof = parser.add_argument_group(
         "evidence",
         "proof of consent (GDPR Art. 7(1), TCPA), required for opt-ins by admins and processes",
@@ -93,7 +93,7 @@ def _evidence_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _evidence_of(args: argparse.Namespace) -> Evidence | None:
+def evidence_of(args: argparse.Namespace) -> Evidence | None:
     parts = (args.evidence_method, args.wording, args.wording_version)
     if all(part is None for part in parts) and args.evidence_location is None:
         return None  # the policy decides whether this actor needs evidence
@@ -112,7 +112,7 @@ def _evidence_of(args: argparse.Namespace) -> Evidence | None:
 
 def opt_in(ctx: Context, args: argparse.Namespace) -> int:
     """Record opt-ins with evidence; unsubscribed pairs are skipped and reported."""
-    evidence = _evidence_of(args)
+    evidence = evidence_of(args)
     try:
         return _bulk_change(
             ctx,
@@ -220,7 +220,7 @@ def toggle_arguments(parser: argparse.ArgumentParser) -> None:
         help="the contact asked to be resubscribed, or was unsubscribed by mistake",
     )
     why.add_argument("--note", metavar="TEXT", help="what happened (kept in the audit trail)")
-    _evidence_arguments(parser)
+    evidence_arguments(parser)
     add_source(parser)
     add_format(parser)
 
@@ -242,7 +242,7 @@ def toggle(ctx: Context, args: argparse.Namespace) -> int:
         ch,
         args.state == "on",
         justification=_justification_of(args),
-        evidence=_evidence_of(args),
+        evidence=evidence_of(args),
         source=args.source,
         expected_version=args.expected_version,
     )

@@ -11,7 +11,20 @@ import argparse
 from typing import Any
 
 from consentkit import __version__
-from consentkit.cli import changes, contacts, demo, inbound, reads, review, topics, trends
+from consentkit.cli import (
+    changes,
+    confirm,
+    contacts,
+    demo,
+    erase,
+    feed,
+    inbound,
+    reads,
+    records,
+    review,
+    topics,
+    trends,
+)
 from consentkit.cli.args import add_global_options
 from consentkit.cli.context import DEFAULT_READER, PROG, Command
 
@@ -43,6 +56,26 @@ COMMANDS: tuple[Command, ...] = (
         "list contacts by id, a page at a time",
         contacts.contacts_list_arguments,
         contacts.contacts_list,
+        access="read",
+    ),
+    Command(
+        "erase",
+        "erase a contact for good, keeping its opt-outs as keyed hashes (admins only)",
+        erase.erase_arguments,
+        erase.erase,
+        access="write",
+        description="Erase a contact (GDPR Art. 17): its subscribed pairs are unsubscribed, "
+        "its addresses are kept only as keyed hashes that still block them, its contact record, "
+        "address history, inbound messages and review items are deleted, and its consent "
+        "history is kept under a pseudonym without free text. The key comes from "
+        "CONSENTKIT_ERASURE_KEY_FILE or CONSENTKIT_ERASURE_KEY, never from the command line; "
+        "give every command the same key. See docs/privacy.md.",
+    ),
+    Command(
+        "erasures",
+        "list the account's erasures: when, by whom, why, under which pseudonym",
+        erase.erasures_arguments,
+        erase.erasures,
         access="read",
     ),
     Command(
@@ -108,6 +141,61 @@ COMMANDS: tuple[Command, ...] = (
         reads.export_arguments,
         reads.export,
         access="read",
+    ),
+    Command(
+        "signup request",
+        "record a sign-up pending the contact's confirmation (double opt-in)",
+        confirm.request_arguments,
+        confirm.request,
+        access="write",
+        description="Record a sign-up that waits for the contact's confirmation: the pair does "
+        "not change and is not sendable (except for the confirmation request, which you send). "
+        "Prints the request's id; see docs/double-opt-in.md.",
+    ),
+    Command(
+        "signup confirm",
+        "complete a pending sign-up on the contact's confirmation",
+        confirm.confirm_arguments,
+        confirm.confirm,
+        access="write",
+    ),
+    Command(
+        "signup list",
+        "list a contact's sign-up requests (every status)",
+        confirm.pending_arguments,
+        confirm.pending,
+        access="read",
+    ),
+    Command(
+        "export-contact",
+        "everything recorded about one contact, as one JSON document (GDPR access/portability)",
+        records.export_contact_arguments,
+        records.export_contact,
+        access="read",
+    ),
+    Command(
+        "purge",
+        "delete expired message records (inbound results, decided reviews, sends), in batches",
+        records.purge_arguments,
+        records.purge,
+        access="write",
+        description="Delete what has expired of the account's message records, a bounded "
+        "batch per transaction, safe to run from cron. Each --keep-* option sets how long one "
+        "kind is kept (unset: forever). Consent (pairs, events, suppressions) is never purged. "
+        "See docs/retention.md.",
+    ),
+    Command(
+        "feed",
+        "the account's change feed as JSON Lines, resumable, optionally following new events",
+        feed.feed_arguments,
+        feed.feed,
+        access="read",
+        description="Write the account's consent events after a cursor as JSON Lines (one "
+        "ConsentEvent document per line), a page at a time, in the order they committed. "
+        "With --cursor-file the cursor is read at start and stored (atomically) after each "
+        "page is written and flushed, so a run stopped anywhere resumes without skipping an "
+        "event (an event may be written again). --follow keeps polling every --interval "
+        "seconds until interrupted. See docs/feed.md for the delivery contract.",
     ),
     Command(
         "inbound",
@@ -206,6 +294,7 @@ examples:
   consentkit review list
   consentkit trends --months 6 --timezone America/New_York
   consentkit export --format csv --output audit.csv
+  consentkit feed --cursor-file feed.cursor --follow
 """
 
 

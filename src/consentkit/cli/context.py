@@ -161,6 +161,8 @@ class Context:
             of :mod:`consentkit.documents`).
         clock: the clock the service uses.
         store_factory: how stores are opened (the demo opens its own).
+        sleep: waits that many seconds (``consentkit feed --follow`` between polls); tests
+            pass their own.
     """
 
     service: ConsentService | None
@@ -170,6 +172,7 @@ class Context:
     converter: cattrs.Converter
     clock: Clock
     store_factory: StoreFactory
+    sleep: Callable[[float], None] = time.sleep
 
     @property
     def svc(self) -> ConsentService:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -20,6 +22,7 @@ from consentkit.cli.context import (
     Context,
     StoreFactory,
 )
+from consentkit.cli.erase import erasure_key_of
 from consentkit.cli.topics import load_topics, topics_file_of
 from consentkit.clock import Clock
 from consentkit.errors import ValidationError
@@ -70,8 +73,14 @@ def _settings_of(args: argparse.Namespace) -> AccountSettings:
         ) from None
 
 
-def run(args: argparse.Namespace, store_factory: StoreFactory, clock: Clock) -> int:
-    """Run the parsed command line *args* and return its exit code."""
+def run(
+    args: argparse.Namespace,
+    store_factory: StoreFactory,
+    clock: Clock,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Run the parsed command line *args* and return its exit code (*sleep* waits between the
+    polls of ``feed --follow``)."""
     command: Command = args.command_spec
     converter = make_converter()
     if command.access == "standalone":
@@ -84,6 +93,7 @@ def run(args: argparse.Namespace, store_factory: StoreFactory, clock: Clock) -> 
             converter,
             clock,
             store_factory,
+            sleep,
         )
         return command.run(ctx, args)
     actor = _actor_of(args, command)
@@ -101,9 +111,12 @@ def run(args: argparse.Namespace, store_factory: StoreFactory, clock: Clock) -> 
             clock=clock,
             settings=settings,
             channels=custom,
+            erasure_key=erasure_key_of(os.environ),
             **declared.service_options(),
         )
-        ctx = Context(service, actor, sys.stdout, sys.stderr, converter, clock, store_factory)
+        ctx = Context(
+            service, actor, sys.stdout, sys.stderr, converter, clock, store_factory, sleep
+        )
         return command.run(ctx, args)
     finally:
         store.close()

@@ -5,16 +5,20 @@ It ties a :class:`~consentkit.policy.Policy`, a :class:`~consentkit.storage.Stor
 one store transaction (all or nothing) and writes one audit event per changed pair.
 
 :class:`ConsentService` is a thin front: each group of its methods lives in a module of its own
-(contacts, changes, reads, inbound replies, the review queue, trends) over a shared core and the
-change engine (``_engine``), which every consent change runs through.
+(contacts, changes, reads, the change feed, inbound replies, the review queue, trends) over a
+shared core and the change engine (``_engine``), which every consent change runs through.
 """
 
 from __future__ import annotations
 
 from consentkit.service._changes import ChangesMixin
+from consentkit.service._confirmation import ConfirmationMixin
 from consentkit.service._contacts import ContactsMixin
+from consentkit.service._erasure import ErasureMixin, ErasureResult
+from consentkit.service._feed import ChangesPage, FeedMixin
 from consentkit.service._inbound import InboundMixin
 from consentkit.service._reads import ReadsMixin
+from consentkit.service._records import RecordsMixin
 from consentkit.service._results import (
     ChangeResult,
     ContactsResult,
@@ -30,8 +34,10 @@ from consentkit.service._trends import TrendsMixin
 
 __all__ = [
     "ChangeResult",
+    "ChangesPage",
     "ConsentService",
     "ContactsResult",
+    "ErasureResult",
     "Page",
     "PairRef",
     "RefusedPair",
@@ -41,7 +47,17 @@ __all__ = [
 
 
 class ConsentService(
-    ContactsMixin, ChangesMixin, ReadsMixin, InboundMixin, ReviewMixin, TrendsMixin, SendsMixin
+    ContactsMixin,
+    ChangesMixin,
+    ReadsMixin,
+    FeedMixin,
+    InboundMixin,
+    ReviewMixin,
+    TrendsMixin,
+    SendsMixin,
+    RecordsMixin,
+    ErasureMixin,
+    ConfirmationMixin,
 ):
     """Records and answers per-channel consent for the contacts of many accounts.
 
@@ -65,4 +81,8 @@ class ConsentService(
         revoke_all_exempt: the message classes exempt from the FCC's "revoke all" (e.g.
             ``{MessageClass.INFORMATIONAL}``): their topics keep going after a STOP under the
             ``revoke_all`` opt-out scope, while it is the channel pair's only opt-out.
+        erasure_key: the host's secret (at least 16 random bytes) under which
+            :meth:`erase_contact` keeps an erased contact's addresses as keyed hashes; None (the
+            default) refuses erasures.  Every service over one store must be given the same
+            key, or erased addresses are no longer recognised (docs/privacy.md).
     """

@@ -11,6 +11,7 @@ from datetime import datetime
 from consentkit.channels import (
     Channel,
 )
+from consentkit.erasure import hashed_keys
 from consentkit.errors import (
     NotAuthorizedError,
     ValidationError,
@@ -162,14 +163,23 @@ class ContactsMixin(ServiceCore):
         the keys that joined each contact; *joining*: all of them)."""
         if not joining:
             return []
-        active = [s for s in tx.get_suppressions(list(joining)) if s.active]
+        # An erased contact's addresses are suppressed under their keyed hashes: asked for in
+        # the same read, and matched back to the plain key that joined.
+        plain_of = hashed_keys(self._erasure_key, joining)
+        asked = [*joining, *plain_of]
+        active = [s for s in tx.get_suppressions(asked) if s.active]
         if not active:
             return []
-        suppressed_keys = {s.address_key for s in active}
-        joined_by: dict[str, list[str]] = {}
+        suppressed_keys = {plain_of.get(s.address_key, s.address_key) for s in active}
+        by_plain: dict[str, list[str]] = {}
         for cid, keys_ in joined.items():
             for key in keys_ & suppressed_keys:
-                joined_by.setdefault(key, []).append(cid)
+                by_plain.setdefault(key, []).append(cid)
+        joined_by = {
+            key: by_plain[plain]
+            for key in asked
+            if (plain := plain_of.get(key, key)) in by_plain
+        }
         applied: list[PairRef] = []
         system = Actor.system(account, "suppression-list")
         for suppression in sorted(active, key=lambda s: (s.address_key, s.channel)):

@@ -12,6 +12,7 @@ from consentkit.channels import (
     ChannelRegistry,
 )
 from consentkit.clock import Clock, SystemClock
+from consentkit.erasure import check_erasure_key
 from consentkit.errors import (
     NotAuthorizedError,
     ValidationError,
@@ -62,6 +63,7 @@ class ServiceCore:
         topics: Iterable[Topic] = (),
         surviving_classes: Mapping[Channel | str, Iterable[MessageClass | str]] | None = None,
         revoke_all_exempt: Iterable[MessageClass | str] = (),
+        erasure_key: bytes | None = None,
     ) -> None:
         if not 1 <= chunk_size <= CHUNK_SIZE:
             raise ValidationError("chunk_size", f"must be from 1 to {CHUNK_SIZE}")
@@ -80,6 +82,8 @@ class ServiceCore:
         )
         self._settings = AccountSettings() if settings is None else settings
         self._chunk_size = chunk_size
+        # The secret of erased addresses' keyed hashes (docs/privacy.md): None, no erasures.
+        self._erasure_key = check_erasure_key(erasure_key)
         surviving = {} if surviving_classes is None else surviving_classes
         if not isinstance(surviving, Mapping):
             raise ValidationError(

@@ -97,7 +97,15 @@ class InboundMixin(ServiceCore):
                         result = self._handle_inbound_in_tx(tx, message, match)
                         tx.put_inbound(
                             InboundRecord(
-                                message.channel, message.message_id, digest, result.to_json()
+                                message.channel,
+                                message.message_id,
+                                digest,
+                                result.to_json(),
+                                # Retention counts from when it was handled: a late
+                                # delivery is kept from its delivery, for the retries.
+                                received_at=self._now(),
+                                sender_key=address_key(message.channel, message.sender),
+                                from_contact=bool(result.contact_ids),
                             )
                         )
                         return result
@@ -387,7 +395,12 @@ class Delivery:
             batch_id=self.batch_id if changed else None,
             provider=message.provider,
             verdict=message.verdict,
-            scope=self.scope if match.classification in _CONSENT_REQUESTS else None,
+            # A queued possible opt-out, once applied, covers the channel group.
+            scope=None
+            if match.classification not in _CONSENT_REQUESTS
+            else OptOutScope.GROUP
+            if outcome is InboundOutcome.NEEDS_REVIEW
+            else self.scope,
         )
 
 

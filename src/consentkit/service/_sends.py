@@ -89,10 +89,12 @@ def answered_topic(
 ) -> InboundMessage:
     """*message* with the topic of the message it answers, where the ``topic`` scope is in
     force, the reply asks something of consent and names no topic: the last message recorded
-    as sent to the sender on the channel (from the number it went to, when the provider names
-    it, or else from a sender not recorded), if that one was sent before the reply was received
-    and had a declared topic.
-    Otherwise, as given (a STOP without a topic covers the channel group)."""
+    as sent to the sender on any channel of the reply's channel group (an MMS answered by SMS
+    is the same thread), from the number it went to when the provider names it (or else from a
+    sender not recorded).  Otherwise, as given: the STOP covers the channel group.  That is
+    also the answer when nothing was recorded, when the last message had no declared topic,
+    when it was sent at or after the reply was received (it cannot be the one answered), and
+    when several messages were last sent at the same instant with different topics."""
     store = core.store
     if (
         message.topic is not None
@@ -101,16 +103,21 @@ def answered_topic(
         or not isinstance(store, SentLog)
     ):
         return message
-    key = address_key(message.channel, message.sender)
-    last = store.last_sent(message.account, message.channel, key, message.recipient)
-    if last is None and message.recipient is not None:
-        # Sent from a number nobody recorded: the last message of an unknown sender.
-        last = store.last_sent(message.account, message.channel, key, "")
-    if (
-        last is None
-        or last.topic is None
-        or last.sent_at > message.received_at
-        or last.topic not in core.topics.by_key
-    ):
+    ch = message.channel
+    group = (ch, *sorted(core.channel_groups.group_of(ch) - {ch}))
+    records = store.sent_to(message.account, address_key(ch, message.sender), group)
+    if message.recipient is not None:
+        # Sent from the number replied to; else from a sender nobody recorded.
+        records = [r for r in records if r.sender == message.recipient] or [
+            r for r in records if r.sender == ""
+        ]
+    if not records:
         return message
-    return attrs.evolve(message, topic=last.topic)
+    latest = max(r.sent_at for r in records)
+    topics = {r.topic for r in records if r.sent_at == latest}
+    if latest >= message.received_at or len(topics) != 1:
+        return message
+    (topic,) = topics
+    if topic is None or topic not in core.topics.by_key:
+        return message
+    return attrs.evolve(message, topic=topic)

@@ -21,7 +21,7 @@ Rules every store follows (the conformance suite in :mod:`consentkit.testing` ch
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -29,6 +29,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import attrs
 
 from consentkit.channels import Channel
+from consentkit.confirmation import PendingOptIn, PendingStatus
+from consentkit.erasure import ErasureRecord
 from consentkit.model import (
     Actor,
     ActorKind,
@@ -43,14 +45,23 @@ from consentkit.model import (
     Suppression,
     Transition,
 )
+from consentkit.retention import PurgeKind
 from consentkit.review import ReviewDecision, ReviewItem
 from consentkit.sends import SentRecord
 
 __all__ = [
     "CHUNK_SIZE",
+    "AddressReads",
+    "AddressRecords",
     "ChangeBatch",
+    "Erasure",
+    "ErasureLog",
+    "ErasureTransaction",
     "InboundRecord",
     "PairChange",
+    "PendingReads",
+    "PendingTransaction",
+    "Purging",
     "SentLog",
     "Situation",
     "SituationKey",
@@ -199,12 +210,23 @@ class InboundRecord:
             before it was recorded.
         result: the result, as the JSON document of
             :meth:`~consentkit.inbound.InboundResult.to_json` (it holds the sender).
+        received_at: what its retention counts from: when the message was handled (for a
+            message delivered late, later than the ``received_at`` of its result, so the
+            provider's retries of it still find the record); None from a caller that does not
+            say, which no purge deletes.  Records kept before it existed count from their
+            result's ``received_at``.
+        sender_key: the sender's address key (:func:`~consentkit.model.address_key`).
+        from_contact: whether the sender was a contact's address when it was handled.
+            (The last three are for retention and exports, not part of equality.)
     """
 
     channel: Channel
     message_id: str
     body_sha256: str | None
     result: str
+    received_at: datetime | None = attrs.field(default=None, eq=False)
+    sender_key: str | None = attrs.field(default=None, eq=False)
+    from_contact: bool | None = attrs.field(default=None, eq=False)
 
 
 @runtime_checkable
@@ -524,9 +546,142 @@ class SentLog(Protocol):
         at the same instant the one put last is kept).  All or nothing."""
         ...
 
-    def last_sent(
-        self, account: str, channel: Channel, address_key: str, sender: str | None
-    ) -> SentRecord | None:
-        """The record kept for (*channel*, *address_key*, *sender*); with *sender* None, the
-        latest of the address's on *channel* whatever the sender.  None if there is none."""
+    def sent_to(
+        self, account: str, address_key: str, channels: Sequence[Channel]
+    ) -> list[SentRecord]:
+        """The records kept for *address_key* on any of *channels* (one per channel and
+        sender), in no particular order."""
+        ...
+
+
+@runtime_checkable
+class Purging(Protocol):
+    """A store that deletes expired message records (optional: without it ``purge`` raises
+    :class:`~consentkit.errors.StorageError`)."""
+
+    def purge_expired(self, account: str, kind: PurgeKind, before: datetime, limit: int) -> int:
+        """Delete at most *limit* records of *kind* dated before *before* (in one transaction)
+        and return how many were deleted: inbound results received before it (not those
+        whose review item is open; for ``NON_CONTACT_INBOUND`` only those whose sender was no
+        contact), decided review items received before it, sends sent before it, address
+        departures that happened before it.  Records without a date are never deleted."""
+        ...
+
+
+@attrs.frozen
+class Erasure:
+    """What :meth:`ErasureTransaction.erase_contact` removes, rewrites and keeps for one erased
+    contact (the service has unsubscribed its subscribed pairs in the same transaction first).
+
+    Attributes:
+        record: the audit record to keep (its ``pseudonym`` is the contact's new id).
+        contact_id: the erased contact.
+        address_keys: the contact's address keys (:func:`~consentkit.model.address_key`).
+        senders: the contact's addresses, lower-cased, as inbound results and review items
+            name their sender.
+        suppressions: the hashed suppressions to keep (address keys ``"hmac:..."``), recorded
+            as :meth:`StoreTransaction.put_suppressions` records them.
+        via: ``{address key: hashed key}`` for every ``opted_out_via`` of the contact's
+            subscriptions (a value it does not map becomes None).
+        marker: what replaces the free text of the contact's events (justification notes).
+    """
+
+    record: ErasureRecord
+    contact_id: str
+    address_keys: tuple[str, ...]
+    senders: tuple[str, ...]
+    suppressions: tuple[Suppression, ...]
+    via: Mapping[str, str]
+    marker: str
+
+
+@runtime_checkable
+class ErasureTransaction(StoreTransaction, Protocol):
+    """A transaction that can erase a contact (optional: without it ``erase_contact`` raises
+    :class:`~consentkit.errors.StorageError`).  Set-based: a constant number of statements per
+    erasure, whatever the contact's number of events."""
+
+    def subscriptions_of_contact(self, contact_id: str) -> list[Subscription]:
+        """Every recorded subscription of one contact (topic pairs included), ordered by channel
+        key, locked until the end of the transaction."""
+        ...
+
+    def erase_contact(self, erasure: Erasure) -> None:
+        """Erase ``erasure.contact_id``: delete its contact row, its address index entries, its
+        address departures, the plain suppressions and the sent-message records of its address
+        keys, the inbound results whose sender is one of its addresses or that name it among
+        their contacts, and the review items of the same; record ``erasure.suppressions``;
+        move its subscriptions and events to the pseudonym (``opted_out_via`` through
+        ``erasure.via``; in events the justification note becomes ``erasure.marker``, the
+        evidence loses its ``location`` and ``reference``, and the contact as actor becomes the
+        pseudonym); and keep ``erasure.record``.  Versions, sequences and roll-ups do not
+        change."""
+        ...
+
+
+@runtime_checkable
+class ErasureLog(Protocol):
+    """A store that keeps the audit records of erasures (with :class:`ErasureTransaction`)."""
+
+    def erasures(self, account: str) -> list[ErasureRecord]:
+        """The account's erasure records, oldest first (by ``erased_at``, then pseudonym)."""
+        ...
+
+
+@attrs.frozen
+class AddressRecords:
+    """What a store keeps about some addresses besides contacts and consent (for an export).
+
+    Attributes:
+        inbound: the inbound messages received from them, oldest first (their results).
+        review_items: the review items of messages from them, oldest first.
+        suppressions: their last words (opt-outs and withdrawals).
+        sent: the records of the last message sent to them.
+    """
+
+    inbound: tuple[InboundRecord, ...]
+    review_items: tuple[ReviewItem, ...]
+    suppressions: tuple[Suppression, ...]
+    sent: tuple[SentRecord, ...]
+
+
+@runtime_checkable
+class AddressReads(Protocol):
+    """A store that reads everything kept about some addresses at once (optional: without it
+    ``export_contact`` raises :class:`~consentkit.errors.StorageError`)."""
+
+    def records_of_addresses(
+        self, account: str, address_keys: Sequence[str], addresses: Sequence[str]
+    ) -> AddressRecords:
+        """The records of the addresses *address_keys* (inbound messages by their sender's
+        key, suppressions, sends) and *addresses* (review items by their sender, compared in
+        lower case: *addresses* are given in lower case)."""
+        ...
+
+
+@runtime_checkable
+class PendingTransaction(StoreTransaction, Protocol):
+    """A transaction that keeps pending opt-ins (double opt-in; optional: without it
+    ``request_opt_in`` raises :class:`~consentkit.errors.StorageError`)."""
+
+    def put_pending(self, request: PendingOptIn) -> None:
+        """Record a new request (its id is new)."""
+        ...
+
+    def get_pending(self, request_id: str) -> PendingOptIn | None:
+        """The request with this id in the transaction's account, or None."""
+        ...
+
+    def close_pending(self, request_id: str, status: PendingStatus, at: datetime) -> None:
+        """Record that a pending request was confirmed, or found expired or void, at *at*."""
+        ...
+
+
+@runtime_checkable
+class PendingReads(Protocol):
+    """A store that lists a contact's pending opt-ins (the other half of
+    :class:`PendingTransaction`)."""
+
+    def pending_of(self, account: str, contact_id: str) -> list[PendingOptIn]:
+        """Every request of the contact, oldest first, whatever its status."""
         ...

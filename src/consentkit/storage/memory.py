@@ -11,12 +11,14 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
 from consentkit.channels import Channel
+from consentkit.confirmation import PendingOptIn, PendingStatus
+from consentkit.erasure import ErasureRecord
 from consentkit.errors import ConflictError, StorageError
 from consentkit.model import (
     ConsentEvent,
@@ -27,16 +29,26 @@ from consentkit.model import (
     Transition,
     transition_of,
 )
+from consentkit.retention import PurgeKind
 from consentkit.review import ReviewDecision, ReviewItem
 from consentkit.sends import SentRecord
+from consentkit.storage import _memory_erasure
 from consentkit.storage._batch import check_batch, replaces
 from consentkit.storage._staging import PairwiseStaging
 from consentkit.storage._time import hour_bucket
-from consentkit.storage.base import ChangeBatch, InboundRecord, PairChange, SubscriptionFilter
+from consentkit.storage.base import (
+    AddressRecords,
+    ChangeBatch,
+    Erasure,
+    InboundRecord,
+    PairChange,
+    SubscriptionFilter,
+)
 
 __all__ = ["InMemoryStore"]
 
 _MISSING: Any = object()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NESTED_TRANSACTION = (
     "a write transaction is already open on this store in this thread: a consentkit call was made "
     "from inside another one (e.g. from the iterable of ids it is consuming); make the calls one "
@@ -55,6 +67,8 @@ class _Account:
     departures: dict[str, list[tuple[str, datetime]]] = attrs.Factory(lambda: defaultdict(list))
     suppressions: dict[tuple[str, Channel], Suppression] = attrs.Factory(dict)
     sent: dict[tuple[str, str, str], SentRecord] = attrs.Factory(dict)
+    pending: dict[str, PendingOptIn] = attrs.Factory(dict)
+    erasures: list[ErasureRecord] = attrs.Factory(list)
     # Roll-ups by UTC hour: state deltas and transition counts, plus the events of each hour so a
     # partial hour at either end of an interval can be counted exactly.
     hour_events: dict[int, list[tuple[datetime, Channel, SubscriptionState, SubscriptionState]]] = (
@@ -208,6 +222,20 @@ class _Transaction(PairwiseStaging):
         self._undo.append(("inbound", key, None))
         self._data.inbound[key] = record
 
+    def put_pending(self, request: PendingOptIn) -> None:
+        if request.id in self._data.pending:
+            raise ConflictError(f"pending opt-in {request.id!r} exists already")
+        self._undo.append(("pending", request.id, _MISSING))
+        self._data.pending[request.id] = request
+
+    def get_pending(self, request_id: str) -> PendingOptIn | None:
+        return self._data.pending.get(request_id)
+
+    def close_pending(self, request_id: str, status: PendingStatus, at: datetime) -> None:
+        old = self._data.pending[request_id]
+        self._undo.append(("pending", request_id, old))
+        self._data.pending[request_id] = attrs.evolve(old, status=status, closed_at=at)
+
     def put_review_item(self, item: ReviewItem) -> None:
         if item.id in self._data.review:
             raise ConflictError(f"review item {item.id!r} exists already")
@@ -267,6 +295,16 @@ class _Transaction(PairwiseStaging):
                 self._undo.append(("suppression", key, _MISSING if old is None else old))
                 stored[key] = suppression
 
+    def subscriptions_of_contact(self, contact_id: str) -> list[Subscription]:
+        subs = self._data.subscriptions
+        return sorted(
+            (s for (cid, _), s in subs.items() if cid == contact_id), key=lambda s: s.channel.key
+        )
+
+    def erase_contact(self, erasure: Erasure) -> None:
+        self._undo.append(("erasure", None, _memory_erasure.snapshot(self._data)))
+        _memory_erasure.erase(self._data, erasure)
+
     def rollback(self) -> None:
         data = self._data
         for kind, key, old in reversed(self._undo):
@@ -302,11 +340,18 @@ class _Transaction(PairwiseStaging):
                     data.review.pop(key, None)
                 else:
                     data.review[key] = old
+            elif kind == "pending":
+                if old is _MISSING:
+                    data.pending.pop(key, None)
+                else:
+                    data.pending[key] = old
             elif kind == "suppression":
                 if old is _MISSING:
                     data.suppressions.pop(key, None)
                 else:
                     data.suppressions[key] = old
+            elif kind == "erasure":
+                _memory_erasure.restore(data, old)
         del data.events[self._events_before :]
         self._undo.clear()
 
@@ -482,6 +527,88 @@ class InMemoryStore:
     def close(self) -> None:
         """Nothing to release."""
 
+    def erasures(self, account: str) -> list[ErasureRecord]:
+        with self._lock:
+            return sorted(
+                self._account(account).erasures, key=lambda r: (r.erased_at, r.pseudonym)
+            )
+
+    def pending_of(self, account: str, contact_id: str) -> list[PendingOptIn]:
+        with self._lock:
+            found = [
+                p for p in self._account(account).pending.values() if p.contact_id == contact_id
+            ]
+            return sorted(found, key=lambda p: (p.requested_at, p.id))
+
+    def records_of_addresses(
+        self, account: str, address_keys: Sequence[str], addresses: Sequence[str]
+    ) -> AddressRecords:
+        keys, senders = set(address_keys), set(addresses)
+        with self._lock:
+            data = self._account(account)
+            inbound = sorted(
+                (r for r in data.inbound.values() if r.sender_key in keys),
+                key=lambda r: (r.received_at or _EPOCH, r.channel, r.message_id),
+            )
+            review = sorted(
+                (i for i in data.review.values() if i.sender.lower() in senders),
+                key=lambda i: (i.received_at, i.id),
+            )
+            suppressions = [s for (key, _), s in data.suppressions.items() if key in keys]
+            sent = sorted(
+                (r for r in data.sent.values() if r.address_key in keys),
+                key=lambda r: (r.sent_at, r.channel, r.sender),
+            )
+            return AddressRecords(tuple(inbound), tuple(review), tuple(suppressions), tuple(sent))
+
+    def purge_expired(self, account: str, kind: PurgeKind, before: datetime, limit: int) -> int:
+        with self._lock:
+            data = self._account(account)
+            if kind in (PurgeKind.INBOUND_RESULTS, PurgeKind.NON_CONTACT_INBOUND):
+                reviewing = {
+                    (item.channel, item.message_id)
+                    for item in data.review.values()
+                    if item.decision is None
+                }
+                inbound = sorted(
+                    (record.received_at, key)
+                    for key, record in data.inbound.items()
+                    if record.received_at is not None
+                    and record.received_at < before
+                    and key not in reviewing
+                    and (kind is PurgeKind.INBOUND_RESULTS or record.from_contact is False)
+                )[:limit]
+                for _, key in inbound:
+                    del data.inbound[key]
+                return len(inbound)
+            if kind is PurgeKind.DECIDED_REVIEW_ITEMS:
+                items = sorted(
+                    (item.received_at, item.id)
+                    for item in data.review.values()
+                    if item.decision is not None and item.received_at < before
+                )[:limit]
+                for _, item_id in items:
+                    del data.review[item_id]
+                return len(items)
+            if kind is PurgeKind.SENT_MESSAGES:
+                sent = sorted(
+                    (record.sent_at, sent_key)
+                    for sent_key, record in data.sent.items()
+                    if record.sent_at < before
+                )[:limit]
+                for _, sent_key in sent:
+                    del data.sent[sent_key]
+                return len(sent)
+            departed = sorted(
+                (left_at, address, contact_id)
+                for address, rows in data.departures.items()
+                for contact_id, left_at in rows
+                if left_at < before
+            )[:limit]
+            for left_at, address, contact_id in departed:
+                data.departures[address].remove((contact_id, left_at))
+            return len(departed)
+
     def put_sent(self, account: str, records: Sequence[SentRecord]) -> None:
         with self._lock:
             sent = self._account(account).sent
@@ -491,16 +618,13 @@ class InMemoryStore:
                 if kept is None or kept.sent_at <= record.sent_at:
                     sent[key] = record
 
-    def last_sent(
-        self, account: str, channel: Channel, address_key: str, sender: str | None
-    ) -> SentRecord | None:
+    def sent_to(
+        self, account: str, address_key: str, channels: Sequence[Channel]
+    ) -> list[SentRecord]:
+        keys = {ch.key for ch in channels}
         with self._lock:
-            sent = self._account(account).sent
-            if sender is not None:
-                return sent.get((channel.key, address_key, sender))
-            found = [
+            return [
                 record
-                for (key, address, _), record in sent.items()
-                if key == channel.key and address == address_key
+                for (key, address, _), record in self._account(account).sent.items()
+                if key in keys and address == address_key
             ]
-            return max(found, key=lambda record: record.sent_at, default=None)

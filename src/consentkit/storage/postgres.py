@@ -96,6 +96,8 @@ from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from consentkit.channels import Channel
+from consentkit.confirmation import PendingOptIn, PendingStatus
+from consentkit.erasure import ErasureRecord
 from consentkit.errors import ConflictError, ConsentError, StorageError, ValidationError
 from consentkit.model import (
     ConsentEvent,
@@ -107,9 +109,10 @@ from consentkit.model import (
     Suppression,
     Transition,
 )
+from consentkit.retention import PurgeKind
 from consentkit.review import ReviewDecision, ReviewItem
 from consentkit.sends import SentRecord
-from consentkit.storage import _trend_counts
+from consentkit.storage import _pending, _postgres_erasure, _trend_counts
 from consentkit.storage._batch import check_batch, opt_out_record, replaces
 from consentkit.storage._codec import KINDS, SOURCES, STATE_OR_NEVER, STATES, evidence_document
 from consentkit.storage._rows import (
@@ -125,7 +128,9 @@ from consentkit.storage._rows import (
 from consentkit.storage._staging import Pair, apply_pairs, pairs_in, situations_of
 from consentkit.storage._time import hour_bucket, utc
 from consentkit.storage.base import (
+    AddressRecords,
     ChangeBatch,
+    Erasure,
     InboundRecord,
     PairChange,
     Situation,
@@ -139,7 +144,7 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 8
 """The schema version this code reads and writes."""
 
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -167,6 +172,8 @@ _PREPARE_MAX_ROWS = 64
 _SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\ue000", "\ue001")
 _EVENT_PAGE = 1000
 _STATES = STATES
+# The pending opt-ins' columns, the evidence read back as JSON text (as the decoder takes it).
+_PENDING_SELECT = _pending.PENDING_COLUMNS.replace("evidence", "evidence::text")
 _PENDING = "pg_temp.consentkit_pending_changes"
 _STAGED = "pg_temp.consentkit_staged"
 # Renamed when its columns change: a pooled server session (PgBouncer) may hold the old one.
@@ -393,6 +400,58 @@ _MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
             )""",
         ),
     ),
+    (
+        6,
+        "what retention and exports read of inbound messages: received time, sender, contact",
+        (
+            """ALTER TABLE __S__.inbound_messages
+                ADD COLUMN received_at timestamptz,
+                ADD COLUMN sender_key text COLLATE "C",
+                ADD COLUMN from_contact boolean""",
+            # Rows recorded before: from their result document (a custom phone channel's
+            # sender is keyed as a handle: its key was not recorded).  A result that is not
+            # JSON, or a time that is not one, leaves NULLs (which no purge deletes) instead of
+            # failing the migration: two functions that swallow the cast's error, dropped after.
+            """CREATE FUNCTION __S__.consentkit_try_jsonb(value text) RETURNS jsonb
+                LANGUAGE plpgsql IMMUTABLE AS $$
+                BEGIN RETURN value::jsonb; EXCEPTION WHEN others THEN RETURN NULL; END $$""",
+            """CREATE FUNCTION __S__.consentkit_try_timestamptz(value text) RETURNS timestamptz
+                LANGUAGE plpgsql IMMUTABLE AS $$
+                BEGIN RETURN value::timestamptz; EXCEPTION WHEN others THEN RETURN NULL; END $$""",
+            """UPDATE __S__.inbound_messages AS m SET
+                received_at = __S__.consentkit_try_timestamptz(p.j ->> 'received_at'),
+                sender_key = CASE
+                    WHEN m.channel IN ('sms', 'mms', 'rcs', 'whatsapp', 'voice')
+                        THEN 'phone:' || (p.j ->> 'sender')
+                    WHEN m.channel = 'email' THEN 'email:' || lower(p.j ->> 'sender')
+                    ELSE 'handle:' || m.channel || ':' || (p.j ->> 'sender')
+                END,
+                from_contact = jsonb_array_length(p.j -> 'contact_ids') > 0
+            FROM (
+                SELECT account, channel, message_id,
+                    __S__.consentkit_try_jsonb(result) AS j
+                FROM __S__.inbound_messages
+            ) AS p
+            WHERE p.account = m.account AND p.channel = m.channel
+                AND p.message_id = m.message_id
+                AND jsonb_typeof(p.j) = 'object'
+                AND jsonb_typeof(p.j -> 'received_at') = 'string'
+                AND jsonb_typeof(p.j -> 'sender') = 'string'
+                AND jsonb_typeof(p.j -> 'contact_ids') = 'array'""",
+            "DROP FUNCTION __S__.consentkit_try_jsonb(text)",
+            "DROP FUNCTION __S__.consentkit_try_timestamptz(text)",
+            """CREATE INDEX inbound_messages_by_time
+                ON __S__.inbound_messages (account, received_at)""",
+            """CREATE INDEX inbound_messages_by_sender
+                ON __S__.inbound_messages (account, sender_key)""",
+            # The oldest first, for the bounded deletes of a purge.
+            "CREATE INDEX sent_messages_by_time ON __S__.sent_messages (account, sent_at)",
+            """CREATE INDEX address_departures_by_time
+                ON __S__.address_departures (account, left_at)""",
+        ),
+    ),
+    (7, "the audit records of erasures", _postgres_erasure.MIGRATION),
+    _pending.postgres_migration(8),
 )
 
 
@@ -948,9 +1007,44 @@ class _Queries:
         # DO NOTHING waits for a concurrent insert of the same key to commit or roll back, and
         # leaves this transaction usable (a failed statement would abort it).
         self.put_inbound = f"""
-            INSERT INTO {s}.inbound_messages (account, channel, message_id, body_sha256, result)
-            VALUES (%s, %s, %s, %s, %s)
+            INSERT INTO {s}.inbound_messages (account, channel, message_id, body_sha256, result,
+                received_at, sender_key, from_contact)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
             ON CONFLICT DO NOTHING"""
+        # Retention: bounded deletes of the oldest expired rows of one kind (an inbound message
+        # with an open review item stays).
+        open_review = f"""NOT EXISTS (SELECT 1 FROM {s}.review_items AS r
+            WHERE r.account = m.account AND r.channel = m.channel
+                AND r.message_id = m.message_id AND r.decision IS NULL)"""
+        inbound = f"""
+            DELETE FROM {s}.inbound_messages WHERE (account, channel, message_id) IN (
+                SELECT account, channel, message_id FROM {s}.inbound_messages AS m
+                WHERE account = %(account)s AND received_at < %(before)s AND {open_review}
+                    __FILTER__
+                ORDER BY received_at LIMIT %(limit)s)"""
+        self.purge = {
+            PurgeKind.INBOUND_RESULTS: inbound.replace("__FILTER__", ""),
+            PurgeKind.NON_CONTACT_INBOUND: inbound.replace("__FILTER__", "AND NOT from_contact"),
+            PurgeKind.DECIDED_REVIEW_ITEMS: f"""
+                DELETE FROM {s}.review_items WHERE (account, id) IN (
+                    SELECT account, id FROM {s}.review_items
+                    WHERE account = %(account)s AND received_at < %(before)s
+                        AND decision IS NOT NULL
+                    ORDER BY received_at LIMIT %(limit)s)""",
+            PurgeKind.SENT_MESSAGES: f"""
+                DELETE FROM {s}.sent_messages
+                WHERE (account, channel, address_key, sender) IN (
+                    SELECT account, channel, address_key, sender FROM {s}.sent_messages
+                    WHERE account = %(account)s AND sent_at < %(before)s
+                    ORDER BY sent_at LIMIT %(limit)s)""",
+            PurgeKind.ADDRESS_DEPARTURES: f"""
+                DELETE FROM {s}.address_departures
+                WHERE (account, address_key, left_at, contact_id) IN (
+                    SELECT account, address_key, left_at, contact_id
+                    FROM {s}.address_departures
+                    WHERE account = %(account)s AND left_at < %(before)s
+                    ORDER BY left_at LIMIT %(limit)s)""",
+        }
         self.put_review_item = f"""
             INSERT INTO {s}.review_items (account, {_REVIEW_COLUMNS})
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -980,6 +1074,21 @@ class _Queries:
         self.get_suppressions = f"""
             SELECT {_SUPPRESSION_COLUMNS} FROM {s}.suppressions
             WHERE account = %s AND address_key = ANY({s}.unpack(%s)) ORDER BY position"""
+        # An export's reads of the records of some addresses (records_of_addresses).
+        self.inbound_of = f"""
+            SELECT channel, message_id, body_sha256, result, received_at, sender_key,
+                from_contact
+            FROM {s}.inbound_messages WHERE account = %s AND sender_key = ANY(%s)
+            ORDER BY received_at, channel, message_id"""
+        self.review_of = f"""
+            SELECT {_REVIEW_SELECT} FROM {s}.review_items
+            WHERE account = %s AND lower(sender) = ANY(%s) ORDER BY received_at, id"""
+        self.suppressions_of = f"""
+            SELECT {_SUPPRESSION_COLUMNS} FROM {s}.suppressions
+            WHERE account = %s AND address_key = ANY(%s) ORDER BY position"""
+        self.sent_to = f"""
+            SELECT channel, address_key, sender, topic, sent_at FROM {s}.sent_messages
+            WHERE account = %s AND address_key = ANY(%s) ORDER BY sent_at, channel, sender"""
         # The input has one row per (address key, channel) (a second would make ON CONFLICT
         # fail); a stored row is replaced only by a word that occurred later, or at the same instant
         # by an opt-out over a withdrawal (ties go to the opt-out).
@@ -1045,11 +1154,9 @@ class _Queries:
             ON CONFLICT (account, channel, address_key, sender) DO UPDATE
             SET topic = excluded.topic, sent_at = excluded.sent_at
             WHERE excluded.sent_at >= m.sent_at"""
-        last_sent = f"""
-            SELECT sender, topic, sent_at FROM {s}.sent_messages
-            WHERE account = %s AND channel = %s AND address_key = %s"""
-        self.last_sent = f"{last_sent} AND sender = %s"
-        self.last_sent_any = f"{last_sent} ORDER BY sent_at DESC, sender LIMIT 1"
+        self.sent_to_address = f"""
+            SELECT channel, sender, topic, sent_at FROM {s}.sent_messages
+            WHERE account = %s AND address_key = %s AND channel = ANY(%s)"""
         # A topic can_send's two layers: two primary-key probes, one row whatever is recorded,
         # no array to adapt.
         self.states_of_two = f"""
@@ -1856,12 +1963,46 @@ class _PostgresTransaction:
                     record.message_id,
                     record.body_sha256,
                     record.result,
+                    record.received_at,
+                    record.sender_key,
+                    record.from_contact,
                 ),
             )
         if cur.rowcount != 1:
             raise ConflictError(
                 f"inbound message {record.message_id!r} on {record.channel.key} was already "
                 "handled"
+            )
+
+    def put_pending(self, request: PendingOptIn) -> None:
+        with self._translating("recording a pending opt-in"):
+            cur = self._conn.execute(
+                f"INSERT INTO {self._store._schema_sql}.pending_opt_ins "
+                f"(account, {_pending.PENDING_COLUMNS}) VALUES "
+                "(%s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (self._account, *_pending.pending_row(request, utc)),
+            )
+        if cur.rowcount != 1:
+            raise ConflictError(f"pending opt-in {request.id!r} exists already")
+
+    def get_pending(self, request_id: str) -> PendingOptIn | None:
+        with self._translating("reading a pending opt-in"):
+            row = self._conn.execute(
+                f"SELECT {_PENDING_SELECT} FROM {self._store._schema_sql}.pending_opt_ins "
+                "WHERE account = %s AND id = %s FOR UPDATE",
+                (self._account, request_id),
+            ).fetchone()
+        if row is None:
+            return None
+        return _pending.pending_of(self._account, row, self._store._decoder(), utc)
+
+    def close_pending(self, request_id: str, status: PendingStatus, at: datetime) -> None:
+        with self._translating("closing a pending opt-in"):
+            self._conn.execute(
+                f"UPDATE {self._store._schema_sql}.pending_opt_ins SET status = %s, "
+                "closed_at = %s WHERE account = %s AND id = %s",
+                (status.value, at, self._account, request_id),
             )
 
     def put_review_item(self, item: ReviewItem) -> None:
@@ -1990,6 +2131,28 @@ class _PostgresTransaction:
                 ),
             )
 
+    def subscriptions_of_contact(self, contact_id: str) -> list[Subscription]:
+        """Every subscription of one contact, locked (``FOR UPDATE``) until the end."""
+        with self._translating("reading subscriptions"):
+            self._revert_guesses()
+            rows = self._conn.execute(
+                self._q.subscriptions_of + " FOR UPDATE", (self._account, contact_id)
+            ).fetchall()
+        decoder = self._store._decoder()
+        return [decoder.subscription(self._account, row) for row in rows]
+
+    def erase_contact(self, erasure: Erasure) -> None:
+        """Erase a contact: one statement per table, its staged events included
+        (:mod:`consentkit.storage._postgres_erasure`), then its hashed suppressions."""
+        with self._translating("erasing a contact"):
+            self._revert_guesses()
+            self._store._erasure_queries.run_erase(
+                self._conn, self._account, erasure, pending=self._pending_ready
+            )
+            self._locked = {}
+            self._staged_for = None
+        self.put_suppressions(erasure.suppressions)
+
 
 class PostgresStore:
     """A consent store in PostgreSQL (12 or later; tested on 15), for host apps running several
@@ -2048,6 +2211,8 @@ class PostgresStore:
         self.prepare_threshold = prepare_threshold
         self.max_retries = max_retries
         self._queries = _Queries(schema)
+        self._schema_sql = f'"{schema}"'  # quoted, as the queries name it
+        self._erasure_queries = _postgres_erasure.ErasureQueries(schema)
         self._channels: dict[str, Channel] = {}  # custom channels are built once
         # Threads with a transaction open on this store (see transaction()).
         self._writers: set[int] = set()
@@ -2306,6 +2471,66 @@ class PostgresStore:
 
         return self._read("reading a subscription state", run)
 
+    def pending_of(self, account: str, contact_id: str) -> list[PendingOptIn]:
+        """Every pending opt-in of the contact, oldest first."""
+
+        def run(conn: Conn) -> list[PendingOptIn]:
+            rows = conn.execute(
+                f"SELECT {_PENDING_SELECT} FROM {self._schema_sql}.pending_opt_ins "
+                "WHERE account = %s AND contact_id = %s ORDER BY requested_at, id",
+                (account, contact_id),
+            ).fetchall()
+            decoder = self._decoder()
+            return [_pending.pending_of(account, row, decoder, utc) for row in rows]
+
+        return self._read("listing pending opt-ins", run)
+
+    def records_of_addresses(
+        self, account: str, address_keys: Sequence[str], addresses: Sequence[str]
+    ) -> AddressRecords:
+        """Everything kept about some addresses besides contacts and consent (one repeatable
+        read transaction, so the four lists are of one moment)."""
+        keys, senders = list(dict.fromkeys(address_keys)), list(dict.fromkeys(addresses))
+        q = self._queries
+
+        def run(conn: Conn) -> AddressRecords:
+            decoder = self._decoder()
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                inbound = conn.execute(q.inbound_of, (account, keys)).fetchall()
+                review = conn.execute(q.review_of, (account, senders)).fetchall()
+                suppressions = conn.execute(q.suppressions_of, (account, keys)).fetchall()
+                sent = conn.execute(q.sent_to, (account, keys)).fetchall()
+            return AddressRecords(
+                inbound=tuple(
+                    InboundRecord(
+                        decoder.channel(row[0]),
+                        row[1],
+                        row[2],
+                        row[3],
+                        received_at=None if row[4] is None else utc(row[4]),
+                        sender_key=row[5],
+                        from_contact=row[6],
+                    )
+                    for row in inbound
+                ),
+                review_items=tuple(decoder.review_item(account, row) for row in review),
+                suppressions=tuple(decoder.suppressions(account, suppressions)),
+                sent=tuple(
+                    SentRecord(decoder.channel(row[0]), row[1], row[2], row[3], utc(row[4]))
+                    for row in sent
+                ),
+            )
+
+        return self._read("reading the records of addresses", run)
+
+    def purge_expired(self, account: str, kind: PurgeKind, before: datetime, limit: int) -> int:
+        """Delete at most *limit* expired records of *kind* (one transaction, one statement:
+        the oldest first, by an index on the date)."""
+        params = {"account": account, "before": before, "limit": limit}
+        with self.transaction(account) as tx:  # its errors are translated there
+            return tx._conn.execute(self._queries.purge[kind], params).rowcount
+
     def put_sent(self, account: str, records: Sequence[SentRecord]) -> None:
         """Keep each record as the last sent to its address on its channel from its sender
         (one statement; a record never replaces one sent later)."""
@@ -2329,25 +2554,23 @@ class PostgresStore:
         with self.transaction(account) as tx:  # its errors are translated there
             tx._conn.execute(self._queries.put_sent, params, prepare=False)
 
-    def last_sent(
-        self, account: str, channel: Channel, address_key: str, sender: str | None
-    ) -> SentRecord | None:
-        """The last message recorded as sent to *address_key* on *channel* (from *sender*, or
-        from any sender when it is None)."""
+    def sent_to(
+        self, account: str, address_key: str, channels: Sequence[Channel]
+    ) -> list[SentRecord]:
+        """The records kept for *address_key* on *channels* (one per channel and sender)."""
+        keys = [ch.key for ch in channels]
 
-        def run(conn: Conn) -> SentRecord | None:
-            row = (
-                conn.execute(self._queries.last_sent_any, (account, channel.key, address_key))
-                if sender is None
-                else conn.execute(
-                    self._queries.last_sent, (account, channel.key, address_key, sender)
-                )
-            ).fetchone()
-            if row is None:
-                return None
-            return SentRecord(channel, address_key, row[0], row[1], utc(row[2]))
+        def run(conn: Conn) -> list[SentRecord]:
+            rows = conn.execute(
+                self._queries.sent_to_address, (account, address_key, keys)
+            ).fetchall()
+            decoder = self._decoder()
+            return [
+                SentRecord(decoder.channel(row[0]), address_key, row[1], row[2], utc(row[3]))
+                for row in rows
+            ]
 
-        return self._read("reading the last message sent", run)
+        return self._read("reading the messages sent to an address", run)
 
     def states_of(
         self, account: str, contact_id: str, channels: Sequence[Channel]
@@ -2411,6 +2634,12 @@ class PostgresStore:
 
             result.update(self._read("filtering an audience", run))
         return result
+
+    def erasures(self, account: str) -> list[ErasureRecord]:
+        """The account's erasure records, oldest first."""
+        return self._read(
+            "reading erasures", lambda conn: self._erasure_queries.read(conn, account)
+        )
 
     def subscriptions_of(self, account: str, contact_id: str) -> list[Subscription]:
         """Every recorded subscription of one contact, ordered by channel key."""

@@ -86,6 +86,8 @@ from types import TracebackType
 from typing import Final, Literal
 
 from consentkit.channels import Channel
+from consentkit.confirmation import PendingOptIn, PendingStatus
+from consentkit.erasure import ErasureRecord
 from consentkit.errors import ConflictError, ConsentError, StorageError, ValidationError
 from consentkit.model import (
     ConsentEvent,
@@ -97,9 +99,10 @@ from consentkit.model import (
     Suppression,
     Transition,
 )
+from consentkit.retention import PurgeKind
 from consentkit.review import ReviewDecision, ReviewItem
 from consentkit.sends import SentRecord
-from consentkit.storage import _trend_counts
+from consentkit.storage import _pending, _sqlite_erasure, _trend_counts
 from consentkit.storage._batch import check_batch, opt_out_record
 from consentkit.storage._codec import KINDS, SOURCES, STATE_OR_NEVER, STATES, evidence_document
 from consentkit.storage._rows import (
@@ -115,7 +118,9 @@ from consentkit.storage._rows import (
 )
 from consentkit.storage._time import cached_instants, hour_bucket, instant, micros
 from consentkit.storage.base import (
+    AddressRecords,
     ChangeBatch,
+    Erasure,
     InboundRecord,
     PairChange,
     Situation,
@@ -413,6 +418,42 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 7: what retention and exports read of inbound messages: when each was received, its
+    # sender's address key, and whether that was a contact's.  Rows recorded before get them
+    # from their result document (its ISO 8601 time: whole seconds with their offset through
+    # strftime, then the microseconds; a custom phone channel's sender is keyed as a handle, as
+    # its key was not recorded).
+    (
+        "ALTER TABLE inbound_messages ADD COLUMN received_at INTEGER",
+        "ALTER TABLE inbound_messages ADD COLUMN sender_key TEXT",
+        "ALTER TABLE inbound_messages ADD COLUMN from_contact INTEGER",
+        """
+        UPDATE inbound_messages SET
+            received_at = CAST(strftime('%s', json_extract(result, '$.received_at')) AS INTEGER)
+                * 1000000 + CASE WHEN substr(json_extract(result, '$.received_at'), 20, 1) = '.'
+                THEN CAST(substr(json_extract(result, '$.received_at'), 21, 6) AS INTEGER)
+                ELSE 0 END,
+            sender_key = CASE
+                WHEN channel IN ('sms', 'mms', 'rcs', 'whatsapp', 'voice')
+                    THEN 'phone:' || json_extract(result, '$.sender')
+                WHEN channel = 'email' THEN 'email:' || lower(json_extract(result, '$.sender'))
+                ELSE 'handle:' || channel || ':' || json_extract(result, '$.sender')
+            END,
+            from_contact = json_array_length(result, '$.contact_ids') > 0
+        WHERE json_valid(result) AND json_type(result, '$.received_at') = 'text'
+            AND json_type(result, '$.sender') = 'text'
+            AND json_type(result, '$.contact_ids') = 'array'
+        """,
+        "CREATE INDEX inbound_messages_by_time ON inbound_messages (account, received_at)",
+        "CREATE INDEX inbound_messages_by_sender ON inbound_messages (account, sender_key)",
+        # The oldest first, for the bounded deletes of a purge.
+        "CREATE INDEX sent_messages_by_time ON sent_messages (account, sent_at)",
+        "CREATE INDEX address_departures_by_time ON address_departures (account, left_at)",
+    ),
+    # 8: the audit records of erasures (erase_contact).
+    _sqlite_erasure.MIGRATION,
+    # 9: pending opt-ins (double opt-in).
+    _pending.SQLITE_MIGRATION,
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
@@ -611,6 +652,57 @@ _INSERT_CONTACT_ADDRESSES: Final = (
 )
 
 # The states of one contact's pair and its topic pair (can_send with a topic).
+# An export's reads of the records of some addresses (records_of_addresses).
+_INBOUND_OF: Final = (
+    "SELECT channel, message_id, body_sha256, result, received_at, sender_key, from_contact "
+    "FROM inbound_messages WHERE account = ? AND sender_key IN (SELECT value FROM json_each(?)) "
+    "ORDER BY received_at, channel, message_id"
+)
+_REVIEW_OF: Final = (
+    f"SELECT {_REVIEW_COLUMNS} FROM review_items "
+    "WHERE account = ? AND lower(sender) IN (SELECT value FROM json_each(?)) "
+    "ORDER BY received_at, id"
+)
+_SUPPRESSIONS_OF: Final = (
+    f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions "
+    "WHERE account = ? AND address_key IN (SELECT value FROM json_each(?)) ORDER BY rowid"
+)
+_SENT_TO: Final = (
+    "SELECT channel, address_key, sender, topic, sent_at FROM sent_messages "
+    "WHERE account = ? AND address_key IN (SELECT value FROM json_each(?)) "
+    "ORDER BY sent_at, channel, sender"
+)
+# Retention (purge_expired): each a bounded delete of the oldest expired rows of one kind, by
+# primary key (the tables have no rowid).  An inbound message with an open review item stays.
+_OPEN_REVIEW: Final = (
+    "NOT EXISTS (SELECT 1 FROM review_items AS r WHERE r.account = m.account "
+    "AND r.channel = m.channel AND r.message_id = m.message_id AND r.decision IS NULL)"
+)
+_PURGE: Final = {
+    PurgeKind.INBOUND_RESULTS: f"""
+        DELETE FROM inbound_messages WHERE (account, channel, message_id) IN (
+            SELECT account, channel, message_id FROM inbound_messages AS m
+            WHERE account = ?1 AND received_at < ?2 AND {_OPEN_REVIEW}
+            ORDER BY received_at LIMIT ?3)""",
+    PurgeKind.NON_CONTACT_INBOUND: f"""
+        DELETE FROM inbound_messages WHERE (account, channel, message_id) IN (
+            SELECT account, channel, message_id FROM inbound_messages AS m
+            WHERE account = ?1 AND received_at < ?2 AND from_contact = 0 AND {_OPEN_REVIEW}
+            ORDER BY received_at LIMIT ?3)""",
+    PurgeKind.DECIDED_REVIEW_ITEMS: """
+        DELETE FROM review_items WHERE (account, id) IN (
+            SELECT account, id FROM review_items
+            WHERE account = ?1 AND received_at < ?2 AND decision IS NOT NULL
+            ORDER BY received_at LIMIT ?3)""",
+    PurgeKind.SENT_MESSAGES: """
+        DELETE FROM sent_messages WHERE (account, channel, address_key, sender) IN (
+            SELECT account, channel, address_key, sender FROM sent_messages
+            WHERE account = ?1 AND sent_at < ?2 ORDER BY sent_at LIMIT ?3)""",
+    PurgeKind.ADDRESS_DEPARTURES: """
+        DELETE FROM address_departures WHERE (account, address_key, left_at, contact_id) IN (
+            SELECT account, address_key, left_at, contact_id FROM address_departures
+            WHERE account = ?1 AND left_at < ?2 ORDER BY left_at LIMIT ?3)""",
+}
 # The sent-message log (record_sent): a later record replaces an earlier one, ties to the last.
 _PUT_SENT: Final = """
     INSERT INTO sent_messages (account, channel, address_key, sender, topic, sent_at)
@@ -618,13 +710,9 @@ _PUT_SENT: Final = """
     ON CONFLICT (account, channel, address_key, sender) DO UPDATE
     SET topic = excluded.topic, sent_at = excluded.sent_at
     WHERE excluded.sent_at >= sent_messages.sent_at"""
-_LAST_SENT_COLUMNS: Final = "SELECT sender, topic, sent_at FROM sent_messages"
-_LAST_SENT: Final = (
-    f"{_LAST_SENT_COLUMNS} WHERE account = ? AND channel = ? AND address_key = ? AND sender = ?"
-)
-_LAST_SENT_ANY: Final = (
-    f"{_LAST_SENT_COLUMNS} WHERE account = ? AND channel = ? AND address_key = ? "
-    "ORDER BY sent_at DESC, sender LIMIT 1"
+_SENT_TO_ADDRESS: Final = (
+    "SELECT channel, sender, topic, sent_at FROM sent_messages WHERE account = ? "
+    "AND address_key = ? AND channel IN (SELECT value FROM json_each(?))"
 )
 # Two pairs (a topic can_send: the channel's and the topic's) as two scalar subqueries, one row
 # whatever is recorded: each a primary-key probe, 1.3x the one probe of a channel's get_state
@@ -1569,15 +1657,48 @@ class _SQLiteTransaction:
         )
         with _Errors(self._store, "record an inbound message", exists):
             self._conn.execute(
-                "INSERT INTO inbound_messages (account, channel, message_id, body_sha256, result) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO inbound_messages (account, channel, message_id, body_sha256, result, "
+                "received_at, sender_key, from_contact) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     self._account,
                     record.channel.key,
                     record.message_id,
                     record.body_sha256,
                     record.result,
+                    None if record.received_at is None else micros(record.received_at),
+                    record.sender_key,
+                    record.from_contact,
                 ),
+            )
+
+    def put_pending(self, request: PendingOptIn) -> None:
+        """Record a new pending opt-in."""
+        exists = f"pending opt-in {request.id!r} exists already"
+        with _Errors(self._store, "record a pending opt-in", exists):
+            self._conn.execute(
+                f"INSERT INTO pending_opt_ins (account, {_pending.PENDING_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (self._account, *_pending.pending_row(request, micros)),
+            )
+
+    def get_pending(self, request_id: str) -> PendingOptIn | None:
+        """The pending opt-in with this id, or None."""
+        with self._errors("read a pending opt-in"):
+            row = self._conn.execute(
+                f"SELECT {_pending.PENDING_COLUMNS} FROM pending_opt_ins "
+                "WHERE account = ? AND id = ?",
+                (self._account, request_id),
+            ).fetchone()
+        if row is None:
+            return None
+        return _pending.pending_of(self._account, row, self._store._decoder(), instant)
+
+    def close_pending(self, request_id: str, status: PendingStatus, at: datetime) -> None:
+        """Record a request's end."""
+        with self._errors("close a pending opt-in"):
+            self._conn.execute(
+                "UPDATE pending_opt_ins SET status = ?, closed_at = ? WHERE account = ? AND id = ?",
+                (status.value, micros(at), self._account, request_id),
             )
 
     def put_review_item(self, item: ReviewItem) -> None:
@@ -1738,6 +1859,24 @@ class _SQLiteTransaction:
                     for s in suppressions
                 ],
             )
+
+    def subscriptions_of_contact(self, contact_id: str) -> list[Subscription]:
+        """Every subscription of one contact (locked: the transaction holds the write lock)."""
+        with self._errors("read subscriptions"):
+            rows = self._conn.execute(
+                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions "
+                "WHERE account = ? AND contact_id = ? ORDER BY channel",
+                (self._account, contact_id),
+            ).fetchall()
+        decoder = self._store._decoder()
+        return [decoder.subscription(self._account, row) for row in rows]
+
+    def erase_contact(self, erasure: Erasure) -> None:
+        """Erase a contact: one statement per table (:mod:`consentkit.storage._sqlite_erasure`),
+        then its hashed suppressions."""
+        with self._errors("erase a contact"):
+            _sqlite_erasure.erase(self._conn, self._account, erasure)
+        self.put_suppressions(erasure.suppressions)
 
 
 _SituationColumns = tuple[str, str, str, str, str]
@@ -2294,6 +2433,67 @@ class SQLiteStore:
             )
         return _NEVER if row is None else _STATES[row[0]]
 
+    def pending_of(self, account: str, contact_id: str) -> list[PendingOptIn]:
+        """Every pending opt-in of the contact, oldest first."""
+        with self._errors("list pending opt-ins"):
+            rows = (
+                self._connection()
+                .execute(
+                    f"SELECT {_pending.PENDING_COLUMNS} FROM pending_opt_ins "
+                    "WHERE account = ? AND contact_id = ? ORDER BY requested_at, id",
+                    (account, contact_id),
+                )
+                .fetchall()
+            )
+        decoder = self._decoder()
+        return [_pending.pending_of(account, row, decoder, instant) for row in rows]
+
+    def records_of_addresses(
+        self, account: str, address_keys: Sequence[str], addresses: Sequence[str]
+    ) -> AddressRecords:
+        """Everything kept about some addresses besides contacts and consent (one read
+        transaction, so the four lists are of one moment)."""
+        keys = _ids_json(dict.fromkeys(address_keys))
+        senders = _ids_json(dict.fromkeys(addresses))
+        decoder = self._decoder()
+        conn = self._connection()
+        with self._errors("read the records of addresses"):
+            conn.execute("BEGIN")
+            try:
+                inbound = conn.execute(_INBOUND_OF, (account, keys)).fetchall()
+                review = conn.execute(_REVIEW_OF, (account, senders)).fetchall()
+                suppressions = conn.execute(_SUPPRESSIONS_OF, (account, keys)).fetchall()
+                sent = conn.execute(_SENT_TO, (account, keys)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        return AddressRecords(
+            inbound=tuple(
+                InboundRecord(
+                    decoder.channel(row[0]),
+                    row[1],
+                    row[2],
+                    row[3],
+                    received_at=None if row[4] is None else instant(row[4]),
+                    sender_key=row[5],
+                    from_contact=None if row[6] is None else bool(row[6]),
+                )
+                for row in inbound
+            ),
+            review_items=tuple(decoder.review_item(account, row) for row in review),
+            suppressions=tuple(decoder.suppressions(account, suppressions)),
+            sent=tuple(
+                SentRecord(decoder.channel(row[0]), row[1], row[2], row[3], instant(row[4]))
+                for row in sent
+            ),
+        )
+
+    def purge_expired(self, account: str, kind: PurgeKind, before: datetime, limit: int) -> int:
+        """Delete at most *limit* expired records of *kind* (one transaction, one statement:
+        the oldest first, by an index on the date)."""
+        with self.transaction(account) as tx, self._errors("purge expired records"):
+            cur = tx._conn.execute(_PURGE[kind], (account, micros(before), limit))
+            return cur.rowcount
+
     def put_sent(self, account: str, records: Sequence[SentRecord]) -> None:
         """Keep each record as the last sent to its address on its channel from its sender
         (one transaction; a record never replaces one sent later)."""
@@ -2306,25 +2506,18 @@ class SQLiteStore:
         with self.transaction(account) as tx, self._errors("record sent messages"):
             tx._conn.executemany(_PUT_SENT, rows)
 
-    def last_sent(
-        self, account: str, channel: Channel, address_key: str, sender: str | None
-    ) -> SentRecord | None:
-        """The last message recorded as sent to *address_key* on *channel* (from *sender*, or
-        from any sender when it is None)."""
-        with self._errors("read the last message sent"):
-            row = (
-                self._connection()
-                .execute(
-                    _LAST_SENT_ANY if sender is None else _LAST_SENT,
-                    (account, channel.key, address_key)
-                    if sender is None
-                    else (account, channel.key, address_key, sender),
-                )
-                .fetchone()
-            )
-        if row is None:
-            return None
-        return SentRecord(channel, address_key, row[0], row[1], instant(row[2]))
+    def sent_to(
+        self, account: str, address_key: str, channels: Sequence[Channel]
+    ) -> list[SentRecord]:
+        """The records kept for *address_key* on *channels* (one per channel and sender)."""
+        params = (account, address_key, _ids_json(c.key for c in channels))
+        with self._errors("read the messages sent to an address"):
+            rows = self._connection().execute(_SENT_TO_ADDRESS, params).fetchall()
+        decoder = self._decoder()
+        return [
+            SentRecord(decoder.channel(row[0]), address_key, row[1], row[2], instant(row[3]))
+            for row in rows
+        ]
 
     def states_of(
         self, account: str, contact_id: str, channels: Sequence[Channel]
@@ -2384,6 +2577,11 @@ class SQLiteStore:
                     row[0] for row in conn.execute(sql, (account, base, topic, _ids_json(chunk)))
                 )
         return result
+
+    def erasures(self, account: str) -> list[ErasureRecord]:
+        """The account's erasure records, oldest first."""
+        with self._errors("read erasures"):
+            return _sqlite_erasure.erasures(self._connection(), account)
 
     def subscriptions_of(self, account: str, contact_id: str) -> list[Subscription]:
         """Every recorded subscription of one contact, ordered by channel key."""

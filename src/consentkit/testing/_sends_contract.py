@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from consentkit.channels import MMS, SMS, Channel
+from consentkit.channels import MMS, SMS, WHATSAPP, Channel
 from consentkit.errors import NotAuthorizedError, StorageError, ValidationError
 from consentkit.inbound import InboundMessage, InboundSettings
 from consentkit.model import Actor, Contact, Evidence
@@ -104,13 +104,22 @@ class SendsContract:
         check_replay(store, _ACCOUNT)
 
     @pytest.mark.parametrize(
-        "case", ["nothing-sent", "sent-after-the-stop", "no-topic", "other-channel"]
+        "case",
+        [
+            "nothing-sent",
+            "sent-after-the-stop",
+            "sent-at-the-same-instant",
+            "no-topic",
+            "other-channel",
+            "tied-topics",
+        ],
     )
     def test_a_stop_without_a_known_topic_covers_the_group(
         self, store: Store, clock: FakeClock, case: str
     ) -> None:
-        """Nothing recorded, a last message sent after the STOP was received (it cannot be the
-        one answered), a last message of no topic, a message on another channel: the group."""
+        """Nothing recorded, a last message sent at or after the STOP was received (it cannot be
+        the one answered), a last message of no topic, a message on a channel outside the
+        reply's group, two last messages of different topics at one instant: the group."""
         service = self._sends_service(store, clock)
         self._needs_log(store, service, clock)
         earlier = clock.now() - timedelta(minutes=3)
@@ -124,8 +133,21 @@ class SendsContract:
         if case == "no-topic":
             service.record_sent(_ADMIN, SentMessage(SMS, _PHONE, earlier, "promotions"))
             service.record_sent(_ADMIN, SentMessage(SMS, _PHONE, earlier + timedelta(seconds=1)))
-        elif case == "other-channel":
-            service.record_sent(_ADMIN, SentMessage(MMS, _PHONE, earlier, "promotions"))
+        elif case == "other-channel":  # WhatsApp is not in the SMS group
+            service.record_sent(_ADMIN, SentMessage(WHATSAPP, _PHONE, earlier, "promotions"))
+        elif case == "tied-topics":  # two messages at one instant: which one was answered?
+            service.record_sent(
+                _ADMIN,
+                [
+                    SentMessage(SMS, _PHONE, earlier, "promotions", sender="+14155550001"),
+                    SentMessage(SMS, _PHONE, earlier, "news", sender="+14155550002"),
+                ],
+            )
+        elif case == "sent-at-the-same-instant":
+            sent = clock.now()
+            service.record_sent(_ADMIN, SentMessage(SMS, _PHONE, sent, "promotions"))
+            assert self._sends_stop(service, clock, "same", received_at=sent) == _GROUP
+            return
         assert self._sends_stop(service, clock, "stop-2") == _GROUP
 
     def test_a_late_record_never_replaces_a_later_one(
@@ -167,6 +189,33 @@ class SendsContract:
         stop = self._sends_stop
         assert stop(service, clock, "to-long-code", recipient="+14155550199") == _PROMOTIONS
         assert stop(service, clock, "to-other", recipient="+14155550111") == _GROUP
+
+    def test_a_message_on_another_channel_of_the_group_is_answered(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """An MMS promotion, then an SMS STOP: the same thread (the group's channels share the
+        number); a later SMS receipt of no topic makes the STOP cover the group."""
+        service = self._sends_service(store, clock)
+        self._needs_log(store, service, clock)
+        t = clock.now() - timedelta(minutes=3)
+        service.record_sent(_ADMIN, SentMessage(MMS, _PHONE, t, "promotions"))
+        assert self._sends_stop(service, clock, "after-mms") == _PROMOTIONS
+        service.record_sent(_ADMIN, SentMessage(SMS, _PHONE, t + timedelta(minutes=1)))
+        assert self._sends_stop(service, clock, "after-receipt") == _GROUP
+
+    def test_senders_match_whatever_their_spelling(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """A short code with spaces, an email sender in another case: the same sender as the
+        reply's recipient, so a receipt of no topic from it is the message answered."""
+        service = self._sends_service(store, clock)
+        self._needs_log(store, service, clock)
+        t = clock.now() - timedelta(minutes=3)
+        service.record_sent(_ADMIN, SentMessage(SMS, _PHONE, t, "promotions"))
+        receipt = SentMessage(SMS, _PHONE, t + timedelta(minutes=1), sender="12 345")
+        service.record_sent(_ADMIN, receipt)
+        assert self._sends_stop(service, clock, "to-code", recipient="12345") == _GROUP
+        assert SentMessage(SMS, _PHONE, t, sender="News@Acme.COM").sender == "news@acme.com"
 
     def test_a_record_of_no_sender_answers_a_reply_to_any_number(
         self, store: Store, clock: FakeClock

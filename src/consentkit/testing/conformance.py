@@ -69,6 +69,10 @@ from consentkit.storage.base import (
     Store,
     SubscriptionFilter,
 )
+from consentkit.testing._confirmation_contract import ConfirmationContract
+from consentkit.testing._erasure_contract import ErasureContract
+from consentkit.testing._feed_contract import FeedContract
+from consentkit.testing._retention_contract import RetentionContract
 from consentkit.testing._sends_contract import SendsContract
 from consentkit.testing._topics_contract import TopicsContract
 from consentkit.testing.clock import FakeClock
@@ -101,7 +105,14 @@ class _RolledBack(Exception):
     """Raised inside a transaction to roll it back on purpose."""
 
 
-class StoreConformance(TopicsContract, SendsContract):
+class StoreConformance(
+    TopicsContract,
+    SendsContract,
+    FeedContract,
+    RetentionContract,
+    ErasureContract,
+    ConfirmationContract,
+):
     """The storage contract as tests.  Subclass it and implement :meth:`make_store`."""
 
     def make_store(self, directory: Path) -> Store:
