@@ -48,6 +48,8 @@ class ErasureQueries:
             f"DELETE FROM {s}.contacts WHERE {where}",
             f"DELETE FROM {s}.contact_addresses WHERE {where}",
             f"DELETE FROM {s}.address_departures WHERE {where}",
+            # Its double opt-in requests (their evidence can hold where it signed up).
+            f"DELETE FROM {s}.pending_opt_ins WHERE {where}",
             f"""DELETE FROM {s}.suppressions
                 WHERE account = %(account)s AND address_key = ANY(%(keys)s::text[])""",
             f"""DELETE FROM {s}.sent_messages

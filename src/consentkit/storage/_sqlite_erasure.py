@@ -40,6 +40,8 @@ _STATEMENTS: Final = (
     "DELETE FROM contacts WHERE account = :account AND id = :cid",
     "DELETE FROM contact_addresses WHERE account = :account AND contact_id = :cid",
     "DELETE FROM address_departures WHERE account = :account AND contact_id = :cid",
+    # Its double opt-in requests (their evidence can hold where it signed up).
+    "DELETE FROM pending_opt_ins WHERE account = :account AND contact_id = :cid",
     f"DELETE FROM suppressions WHERE account = :account AND address_key IN {_KEYS}",
     f"DELETE FROM sent_messages WHERE account = :account AND address_key IN {_KEYS}",
     f"""

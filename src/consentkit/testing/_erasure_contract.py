@@ -40,7 +40,7 @@ from consentkit.model import (
 )
 from consentkit.sends import SentMessage
 from consentkit.service import ConsentService
-from consentkit.storage.base import SentLog
+from consentkit.storage.base import PendingReads, SentLog
 from consentkit.testing.clock import FakeClock
 from consentkit.testing.replay import check_replay
 from consentkit.testing.strategies import apply_request, change_requests
@@ -265,6 +265,12 @@ class ErasureContract:
             _ID, _PHONE, _EMAIL, _EMAIL.lower(), _OLD_EMAIL, _HANDLE, _NOTE,
             "https://zq.example/form-zq77", "zq-ip-203.0.113.77",
         }
+        if isinstance(store, PendingReads):  # a double opt-in request waiting for her
+            signup = Evidence("web_form", "Yes, WhatsApp me.", "v1", "https://zq.example/dbl-zq88")
+            service.request_opt_in(
+                _ADMIN, _ID, WHATSAPP, evidence=signup, request_wording="Reply YES"
+            )
+            needles.add("https://zq.example/dbl-zq88")
         before = "\n".join(self.stored_text(store)).lower()
         assert all(needle.lower() in before for needle in needles)  # the scan sees them
         result = service.erase_contact(_ADMIN, _ID, reason=_REASON)
