@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -125,6 +126,23 @@ that says the recipient opted out)."""
 
 def _optional_topic(value: object) -> str | None:
     return None if value is None else validate_topic_key(value)
+
+
+def _confirm_keywords(value: object) -> frozenset[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValidationError("confirm_keywords", f"expected a set of words, got {value!r}")
+    words = set()
+    for word in value:
+        if not isinstance(word, str) or not confirm_word(word):
+            raise ValidationError("confirm_keywords", f"expected words, got {word!r}")
+        words.add(confirm_word(word))
+    return frozenset(words)
+
+
+def confirm_word(text: str) -> str:
+    """A reply as a confirmation keyword is compared: upper case, punctuation and extra
+    spaces dropped (``"yes!"`` is ``YES``)."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text).split()).upper()
 
 
 def _verdict(value: object) -> ProviderVerdict | None:
@@ -248,6 +266,9 @@ class InboundOutcome(enum.Enum):
     """An opt-in keyword that undid no opt-out of the sender's own (the pair was never subscribed,
     was unsubscribed by an admin or the system or from another address, or a later opt-out stands):
     nothing was subscribed, and the reply is not a subscription confirmation."""
+    CONFIRMED = "confirmed"
+    """A confirmation keyword (``YES``) from a contact with pending sign-ups on the channel
+    (double opt-in): they were completed."""
     NONE = "none"
     """An ordinary message: nothing to do."""
 
@@ -488,6 +509,10 @@ class InboundSettings:
     Attributes:
         matcher: the keyword matcher (``KeywordMatcher.for_locales(["fr"])`` for French words).
         possible_opt_out: apply a possible opt-out, or record it for review (the default).
+        confirm_keywords: the replies that confirm a contact's pending sign-ups on the channel
+            (double opt-in, docs/double-opt-in.md): ``YES``, ``Y`` and ``CONFIRM`` by default,
+            compared in upper case without punctuation.  From a contact with no pending
+            sign-up such a reply is an ordinary message: it never creates consent.
         scope: which pairs a STOP covers: an :class:`~consentkit.scopes.OptOutScope`, or a
             :class:`~consentkit.scopes.ScopeSchedule` that changes it on a date.
         senders: for the ``sender`` scope, the topic of each number (brand, messaging service)
@@ -507,6 +532,9 @@ class InboundSettings:
     )
     possible_opt_out: PossibleOptOutAction = attrs.field(
         default=PossibleOptOutAction.REVIEW, converter=_possible_opt_out
+    )
+    confirm_keywords: frozenset[str] = attrs.field(
+        default=frozenset({"YES", "Y", "CONFIRM"}), converter=_confirm_keywords
     )
     scope: OptOutScope | ScopeSchedule = attrs.field(
         default=OptOutScope.GROUP, converter=scope_setting

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from consentkit.confirmation import (
     DEFAULT_EXPIRY,
@@ -167,57 +167,10 @@ class ConfirmationMixin(ServiceCore):
                 raise NotAuthorizedError(f"contact {actor.id!r} may only confirm their own")
             if request.status is not PendingStatus.PENDING:
                 raise ConflictError(f"pending opt-in {request_id!r} is {request.status.value}")
-            subject = request.channel
-            pair = tx.lock_subscriptions([request.contact_id], [subject]).get(
-                (request.contact_id, subject)
-            )
-            closing: PendingStatus | None = None
-            if now > request.expires_at:
-                closing = PendingStatus.EXPIRED
-            elif (
-                pair is not None
-                and pair.last_opt_out_at is not None
-                and pair.last_opt_out_at >= request.requested_at
-            ):
-                closing = PendingStatus.VOID
-            if closing is not None:
-                pending_tx.close_pending(request_id, closing, now)
-                # The refusal must not roll the record of it back: raise after the commit.
-                refusal = ConflictError(
-                    f"pending opt-in {request_id!r} "
-                    + (
-                        f"expired at {request.expires_at.isoformat()}"
-                        if closing is PendingStatus.EXPIRED
-                        else f"was made before an opt-out of {subject.key}; it is void"
-                    )
-                    + ": ask the contact to sign up again"
-                )
-            else:
-                refusal = None
-                evidence = Evidence(
-                    method=f"double_opt_in_{how.value}",
-                    wording=request.evidence.wording,
-                    wording_version=request.evidence.wording_version,
-                    location=request.evidence.location,
-                    captured_at=now,
-                    reference=f"pending:{request.id}",
-                )
-                change = ChangeRequest(
-                    actor=Actor.contact(account, request.contact_id),
-                    channels=(subject,),
-                    target=SubscriptionState.SUBSCRIBED,
-                    op=Transition.OPT_IN,
-                    source=_SOURCES[how],
-                    evidence=evidence,
-                    occurred_at=now,
-                    now=now,
-                    batch_id=uuid.uuid4().hex,
-                    timing="clock",
-                )
-                result = self._apply_in_tx(tx, change, [request.contact_id])
-                pending_tx.close_pending(request_id, PendingStatus.CONFIRMED, now)
-        if refusal is not None:
+            refusal, result = confirm_in_tx(self, tx, pending_tx, request, now, how)
+        if refusal is not None:  # after the commit: the record of the refusal stays
             raise refusal
+        assert result is not None
         return result
 
     def pending_opt_ins(self, actor: Actor, contact_id: str) -> list[PendingOptIn]:
@@ -230,3 +183,68 @@ class ConfirmationMixin(ServiceCore):
                 "consentkit.storage.base.PendingReads)"
             )
         return store.pending_of(account, contact_id)
+
+
+def confirm_in_tx(  # noqa: PLR0913, PLR0917 - the transaction in both roles, and the request
+    core: ServiceCore,
+    tx: StoreTransaction,
+    pending_tx: PendingTransaction,
+    request: PendingOptIn,
+    now: datetime,
+    how: ConfirmationMethod,
+    inbound_message_id: str | None = None,
+) -> tuple[ConflictError | None, ChangeResult | None]:
+    """Complete *request* in *tx* (the pair locked first), or record why it cannot be: it
+    expired, or an opt-out of the pair came after it.  Returns the refusal to raise once the
+    transaction has committed (so the record of it stays), or the change's result."""
+    subject = request.channel
+    pair = tx.lock_subscriptions([request.contact_id], [subject]).get(
+        (request.contact_id, subject)
+    )
+    closing: PendingStatus | None = None
+    if now > request.expires_at:
+        closing = PendingStatus.EXPIRED
+    elif (
+        pair is not None
+        and pair.last_opt_out_at is not None
+        and pair.last_opt_out_at >= request.requested_at
+    ):
+        closing = PendingStatus.VOID
+    if closing is not None:
+        pending_tx.close_pending(request.id, closing, now)
+        return (
+            ConflictError(
+                f"pending opt-in {request.id!r} "
+                + (
+                    f"expired at {request.expires_at.isoformat()}"
+                    if closing is PendingStatus.EXPIRED
+                    else f"was made before an opt-out of {subject.key}; it is void"
+                )
+                + ": ask the contact to sign up again"
+            ),
+            None,
+        )
+    evidence = Evidence(
+        method=f"double_opt_in_{how.value}",
+        wording=request.evidence.wording,
+        wording_version=request.evidence.wording_version,
+        location=request.evidence.location,
+        captured_at=now,
+        reference=f"pending:{request.id}",
+    )
+    change = ChangeRequest(
+        actor=Actor.contact(request.account, request.contact_id),
+        channels=(subject,),
+        target=SubscriptionState.SUBSCRIBED,
+        op=Transition.OPT_IN,
+        source=_SOURCES[how],
+        evidence=evidence,
+        occurred_at=now,
+        now=now,
+        batch_id=uuid.uuid4().hex,
+        timing="clock",
+        inbound_message_id=inbound_message_id,
+    )
+    result = core._apply_in_tx(tx, change, [request.contact_id])
+    pending_tx.close_pending(request.id, PendingStatus.CONFIRMED, now)
+    return None, result

@@ -13,6 +13,7 @@ import attrs
 from consentkit.channels import (
     Channel,
 )
+from consentkit.confirmation import ConfirmationMethod
 from consentkit.errors import (
     ConflictError,
     ValidationError,
@@ -23,6 +24,7 @@ from consentkit.inbound import (
     InboundResult,
     PossibleOptOutAction,
     ProviderVerdict,
+    confirm_word,
 )
 from consentkit.keywords import Classification, KeywordMatch
 from consentkit.model import (
@@ -44,11 +46,13 @@ from consentkit.review import (
     review_item_id,
 )
 from consentkit.scopes import OptOutScope
+from consentkit.service._confirmation import confirm_in_tx
 from consentkit.service._core import ServiceCore
 from consentkit.service._engine import ChangeRequest, answered_later, undone_by_start
 from consentkit.service._sends import answered_topic
 from consentkit.storage.base import (
     InboundRecord,
+    PendingTransaction,
     StoreTransaction,
 )
 from consentkit.topics import TopicDefault
@@ -227,7 +231,40 @@ class InboundMixin(ServiceCore):
                 delivery.result(match, InboundOutcome.HELP, []),
                 reply=None if message.verdict is not None else settings.templates.help,
             )
+        if (
+            classification is Classification.NONE
+            and delivery.contact_ids
+            and isinstance(tx, PendingTransaction)
+            and confirm_word(message.body[:64]) in settings.confirm_keywords
+        ):
+            confirmed = self._confirm_by_reply(tx, delivery)
+            if confirmed:
+                # No reply: the programme's own welcome message is the host's to send.
+                return delivery.result(match, InboundOutcome.CONFIRMED, confirmed)
         return delivery.result(match, InboundOutcome.NONE, [])
+
+    def _confirm_by_reply(
+        self, tx: PendingTransaction, delivery: Delivery
+    ) -> list[tuple[str, Channel]]:
+        """Complete the sender's contacts' pending sign-ups on the message's channel (and its
+        topics) with a confirmation reply; expired or voided ones are recorded so, not
+        completed.  The pairs subscribed."""
+        changed: list[tuple[str, Channel]] = []
+        for request in tx.open_pending_of(delivery.contact_ids):
+            if request.channel.base != delivery.message.channel:
+                continue
+            refusal, result = confirm_in_tx(
+                self,
+                tx,
+                tx,
+                request,
+                delivery.now,
+                ConfirmationMethod.REPLY,
+                delivery.message.message_id,
+            )
+            if refusal is None and result is not None and result.changed_count:
+                changed.append((request.contact_id, request.channel))
+        return changed
 
     def _opt_out(
         self, tx: StoreTransaction, delivery: Delivery, reason: str

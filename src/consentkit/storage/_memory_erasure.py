@@ -114,8 +114,9 @@ def erase(data: Any, erasure: Erasure) -> None:
             data.suppressions[key] = suppression
     for key in [k for k in data.sent if k[1] in keys]:
         del data.sent[key]
-    for key in [k for k, request in data.pending.items() if request.contact_id == cid]:
-        del data.pending[key]
+    kept = {k: request for k, request in data.pending.items() if request.contact_id != cid}
+    data.pending.clear()
+    data.pending.update(kept)
     for key in [k for k, record in data.inbound.items() if _names_contact(record, erasure)]:
         del data.inbound[key]
     for key in [k for k, item in data.review.items() if _reviews_contact(item, erasure)]:

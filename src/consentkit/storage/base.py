@@ -676,6 +676,11 @@ class PendingTransaction(StoreTransaction, Protocol):
         """Record that a pending request was confirmed, or found expired or void, at *at*."""
         ...
 
+    def open_pending_of(self, contact_ids: Sequence[str]) -> list[PendingOptIn]:
+        """The still pending requests of *contact_ids*, oldest first (for a confirmation
+        reply)."""
+        ...
+
 
 @runtime_checkable
 class PendingReads(Protocol):

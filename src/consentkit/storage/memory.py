@@ -236,6 +236,15 @@ class _Transaction(PairwiseStaging):
         self._undo.append(("pending", request_id, old))
         self._data.pending[request_id] = attrs.evolve(old, status=status, closed_at=at)
 
+    def open_pending_of(self, contact_ids: Sequence[str]) -> list[PendingOptIn]:
+        wanted = set(contact_ids)
+        found = [
+            p
+            for p in self._data.pending.values()
+            if p.contact_id in wanted and p.status is PendingStatus.PENDING
+        ]
+        return sorted(found, key=lambda p: (p.requested_at, p.id))
+
     def put_review_item(self, item: ReviewItem) -> None:
         if item.id in self._data.review:
             raise ConflictError(f"review item {item.id!r} exists already")

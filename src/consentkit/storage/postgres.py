@@ -2005,6 +2005,17 @@ class _PostgresTransaction:
                 (status.value, at, self._account, request_id),
             )
 
+    def open_pending_of(self, contact_ids: Sequence[str]) -> list[PendingOptIn]:
+        with self._translating("reading pending opt-ins"):
+            rows = self._conn.execute(
+                f"SELECT {_PENDING_SELECT} FROM {self._store._schema_sql}.pending_opt_ins "
+                "WHERE account = %s AND status = 'pending' AND contact_id = ANY(%s) "
+                "ORDER BY requested_at, id FOR UPDATE",
+                (self._account, list(dict.fromkeys(contact_ids))),
+            ).fetchall()
+        decoder = self._store._decoder()
+        return [_pending.pending_of(self._account, row, decoder, utc) for row in rows]
+
     def put_review_item(self, item: ReviewItem) -> None:
         if item.account != self._account:
             raise ValidationError(

@@ -1701,6 +1701,18 @@ class _SQLiteTransaction:
                 (status.value, micros(at), self._account, request_id),
             )
 
+    def open_pending_of(self, contact_ids: Sequence[str]) -> list[PendingOptIn]:
+        """The still pending requests of *contact_ids*, oldest first."""
+        with self._errors("read pending opt-ins"):
+            rows = self._conn.execute(
+                f"SELECT {_pending.PENDING_COLUMNS} FROM pending_opt_ins "
+                "WHERE account = ? AND status = 'pending' "
+                "AND contact_id IN (SELECT value FROM json_each(?)) ORDER BY requested_at, id",
+                (self._account, _ids_json(dict.fromkeys(contact_ids))),
+            ).fetchall()
+        decoder = self._store._decoder()
+        return [_pending.pending_of(self._account, row, decoder, instant) for row in rows]
+
     def put_review_item(self, item: ReviewItem) -> None:
         """Queue an item for review (its text as is, its contacts as a JSON array).
 

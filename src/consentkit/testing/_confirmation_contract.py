@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from consentkit.channels import SMS
+from consentkit.channels import EMAIL, SMS
 from consentkit.confirmation import PendingStatus
 from consentkit.errors import (
     ConflictError,
@@ -20,7 +20,7 @@ from consentkit.errors import (
     UnknownContactError,
     ValidationError,
 )
-from consentkit.inbound import InboundMessage
+from consentkit.inbound import InboundMessage, InboundOutcome
 from consentkit.model import Actor, Contact, Evidence, SubscriptionState
 from consentkit.service import ConsentService
 from consentkit.storage.base import PendingReads
@@ -174,3 +174,52 @@ class ConfirmationContract:
             service.request_opt_in(_ADMIN, "ann", SMS, evidence=_SIGNUP, request_wording=_REQUEST)
         assert [p.id for p in service.pending_opt_ins(_ADMIN, "bob")] == [pending.id]
         assert service.pending_opt_ins(_ADMIN, "ann") == []
+
+    def test_a_yes_reply_confirms_the_sender_s_pending_sign_ups_on_its_channel(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """"Yes!" from Ann's phone completes her pending SMS sign-up (evidence method
+        ``double_opt_in_reply``, the message's id on the event), not her email one; a second
+        YES, a YES from a contact without a pending sign-up and a YES after expiry are ordinary
+        messages that create no consent."""
+        service = self._double(store, clock)
+        service.upsert_contacts(
+            _ADMIN, [Contact(_ACCOUNT, "ann", phone=_PHONE, email="ann@example.com")]
+        )
+        service.upsert_contacts(_ADMIN, [Contact(_ACCOUNT, "bob", phone="+14155550101")])
+        sms = service.request_opt_in(_ADMIN, "ann", SMS, evidence=_SIGNUP, request_wording=_REQUEST)
+        service.request_opt_in(_ADMIN, "ann", EMAIL, evidence=_SIGNUP, request_wording=_REQUEST)
+        clock.advance(timedelta(minutes=2))
+        result = service.handle_inbound(
+            InboundMessage(_ACCOUNT, SMS, _PHONE, "Yes!", "SM-yes", clock.now())
+        )
+        assert result.outcome is InboundOutcome.CONFIRMED
+        assert result.changed == (("ann", SMS),)
+        assert service.can_send(_ADMIN, "ann", SMS)
+        assert not service.can_send(_ADMIN, "ann", EMAIL)
+        (event,) = service.audit_log(_ADMIN)
+        assert event.evidence is not None
+        assert event.evidence.method == "double_opt_in_reply"
+        assert event.evidence.reference == f"pending:{sms.id}"
+        assert event.inbound_message_id == "SM-yes"
+        statuses = {p.channel.key: p.status for p in service.pending_opt_ins(_ADMIN, "ann")}
+        assert statuses == {"sms": PendingStatus.CONFIRMED, "email": PendingStatus.PENDING}
+        for sender, message_id in ((_PHONE, "SM-yes-2"), ("+14155550101", "SM-bob")):
+            again = service.handle_inbound(
+                InboundMessage(_ACCOUNT, SMS, sender, "YES", message_id, clock.now())
+            )
+            assert again.outcome is InboundOutcome.NONE
+            assert again.changed == ()
+        late = service.request_opt_in(
+            _ADMIN, "bob", SMS, evidence=_SIGNUP, request_wording=_REQUEST,
+            expires_after=timedelta(hours=1),
+        )
+        clock.advance(timedelta(hours=2))
+        expired = service.handle_inbound(
+            InboundMessage(_ACCOUNT, SMS, "+14155550101", "yes", "SM-bob-late", clock.now())
+        )
+        assert expired.outcome is InboundOutcome.NONE
+        assert not service.can_send(_ADMIN, "bob", SMS)
+        (closed,) = service.pending_opt_ins(_ADMIN, "bob")
+        assert (closed.id, closed.status) == (late.id, PendingStatus.EXPIRED)
+        check_replay(store, _ACCOUNT)
