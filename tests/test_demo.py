@@ -200,3 +200,19 @@ def test_python_m_consentkit_demo(tmp_path: Path) -> None:
     assert done.stderr == ""
     assert "Ask an admin" in done.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tour_shows_the_consent_lifecycle() -> None:
+    """Topics with the record of sends, double opt-in, the feed, export, purge and erasure."""
+    code, text = _tour(clock=FakeClock(tick=timedelta(seconds=1)))
+    assert code == 0, text
+    for line in [
+        "tia replies STOP -> scope topic, changed:",
+        "can_send: sms True, promotions False, alerts True",
+        "uma replies 'Yes!' -> confirmed; can_send: True",
+        "evidence double_opt_in_reply",
+        "in commit order",
+        "export_contact(tia): one JSON document",
+        "a later import of uma's number as 'uma2': sms unsubscribed",
+    ]:
+        assert line in text, line

@@ -40,6 +40,7 @@ from consentkit.cli.render import (
 )
 from consentkit.clock import Clock, SystemClock
 from consentkit.demo_host import HOST_STEPS
+from consentkit.demo_lifecycle import LIFECYCLE_STEPS
 from consentkit.errors import ConsentError, ValidationError
 from consentkit.inbound import InboundMessage, InboundOutcome, InboundResult
 from consentkit.model import (
@@ -623,8 +624,10 @@ STEPS: list[Callable[[DemoContext], None]] = [
     step_history_of_one_contact,
     step_subscriber_trends,
     *HOST_STEPS,
+    *LIFECYCLE_STEPS,
 ]
-"""The tour, in the order of the seed document, then what a host app's endpoints do."""
+"""The tour, in the order of the seed document, then what a host app's endpoints do, then the
+consent lifecycle (topics, double opt-in, the feed, exports, retention, erasure)."""
 
 
 def _title(step: Callable[[DemoContext], None]) -> str:
