@@ -934,6 +934,78 @@ class ConsentRulesMachine(RuleBasedStateMachine):
     @rule(
         account=account_indexes,
         who=actor_choices,
+        pick=st.integers(min_value=0, max_value=2),
+        ch=st.sampled_from((SMS, MMS, WHATSAPP, EMAIL)),
+        stop_between=st.booleans(),
+        wait=waits,
+    )
+    def double_opt_in(
+        self, *, account: int, who: str, pick: int, ch: Channel, stop_between: bool, wait: int
+    ) -> None:
+        """A sign-up pending the contact's confirmation (docs/double-opt-in.md): it changes no
+        pair; the contact's own unsubscribe between request and confirmation voids it (a
+        confirmation never overrides an opt-out); otherwise the confirmation is the contact's
+        own opt-in with evidence."""
+        now = self._wait(wait, self.accounts[account])
+        cid = CONTACT_IDS[account][pick]
+        actor = self._actor(account, who, cid)
+        model_account = actor.account
+        known = cid in self.model.contacts[model_account]
+        pair = self.model.pair(model_account, cid, ch) if known else None
+        errors: set[type[ConsentError]] = set()
+        if actor.kind is ActorKind.CONTACT and actor.id != cid:
+            errors.add(NotAuthorizedError)
+        elif not known:
+            errors.add(UnknownContactError)
+        elif pair is not None and pair.state is SUBSCRIBED:
+            errors.add(ValidationError)
+        elif actor.kind is ActorKind.MEMBER or (
+            pair is not None and pair.state is UNSUBSCRIBED and actor.kind is not ActorKind.CONTACT
+        ):
+            errors.add(NotAuthorizedError)
+        request = self._outcome(
+            Expected(errors=frozenset(errors)),
+            lambda: self.service.request_opt_in(
+                actor,
+                cid,
+                ch,
+                evidence=Evidence("web_form", "Text me offers", "v1"),
+                request_wording="Reply YES to confirm",
+            ),
+            f"request_opt_in({actor}, {cid}, {ch.key})",
+        )
+        if request is None:
+            return
+        contact = Actor.contact(model_account, cid)
+        if stop_between:
+            later = self._wait(1, model_account)
+            expected = self.model.change(contact, [cid], [ch], "unsubscribe", later)
+            self._call(
+                expected,
+                lambda: self.service.unsubscribe(
+                    contact, [cid], [ch], source=Source.UNSUBSCRIBE_LINK, details=True
+                ),
+                f"unsubscribe({contact}, {cid}, {ch.key}) after a sign-up request",
+            )
+        confirm_at = self._wait(1, model_account)
+        opted_out = self.model.pair(model_account, cid, ch).last_opt_out_at
+        if opted_out is not None and opted_out >= now:
+            self._outcome(
+                Expected(errors=frozenset({ConflictError})),
+                lambda: self.service.confirm_opt_in(contact, request.id, method="reply"),
+                f"confirm_opt_in of a request voided by an opt-out ({cid}, {ch.key})",
+            )
+            return
+        expected = self.model.change(contact, [cid], [ch], "opt_in", confirm_at, evidence=True)
+        self._call(
+            expected,
+            lambda: self.service.confirm_opt_in(contact, request.id, method="reply"),
+            f"confirm_opt_in({cid}, {ch.key})",
+        )
+
+    @rule(
+        account=account_indexes,
+        who=actor_choices,
         picks=contact_picks,
         channels=channel_picks,
         wait=waits,
