@@ -24,6 +24,7 @@ import attrs
 from consentkit.errors import ValidationError
 
 __all__ = [
+    "CONSENT_REQUESTS",
     "DEFAULT_KEYWORDS",
     "LOCALE_KEYWORDS",
     "WHATSAPP_KEYWORDS",
@@ -63,6 +64,12 @@ class Classification(enum.Enum):
     """The whole message is a help keyword: reply with the help text, change nothing."""
     NONE = "none"
     """An ordinary reply."""
+
+
+CONSENT_REQUESTS: frozenset[Classification] = frozenset(
+    {Classification.OPT_OUT, Classification.POSSIBLE_OPT_OUT, Classification.OPT_IN}
+)
+"""The classifications of a reply that asks something of consent (the others change nothing)."""
 
 
 # --- normalisation -------------------------------------------------------------------------------

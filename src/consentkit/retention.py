@@ -54,13 +54,11 @@ def _period(
             return
         if not isinstance(value, timedelta):
             raise ValidationError(field, f"expected a timedelta or None, got {value!r}")
-        floor = minimum if minimum is not None else timedelta(0)
-        if value < floor or (minimum is None and value <= timedelta(0)):
+        if minimum is None and value <= timedelta(0):
+            raise ValidationError(field, "must be positive")
+        if minimum is not None and value < minimum:
             raise ValidationError(
-                field,
-                f"must be at least {_describe(floor)} (got {_describe(value)})"
-                if minimum is not None
-                else "must be positive",
+                field, f"must be at least {_describe(minimum)} (got {_describe(value)})"
             )
         if value > timedelta(days=365 * 100):
             raise ValidationError(field, "must be at most 100 years (None keeps forever)")

@@ -16,7 +16,6 @@ from consentkit.confirmation import (
 from consentkit.errors import (
     ConflictError,
     NotAuthorizedError,
-    StorageError,
     UnknownContactError,
     ValidationError,
 )
@@ -35,7 +34,12 @@ from consentkit.service._arguments import check_actor
 from consentkit.service._core import ServiceCore
 from consentkit.service._engine import ChangeRequest
 from consentkit.service._results import ChangeResult
-from consentkit.storage.base import PendingReads, PendingTransaction, StoreTransaction
+from consentkit.storage.base import (
+    PendingReads,
+    PendingTransaction,
+    StoreTransaction,
+    missing_capability,
+)
 
 _SOURCES = {
     ConfirmationMethod.REPLY: Source.INBOUND_KEYWORD,
@@ -46,10 +50,7 @@ _SOURCES = {
 
 def _pending_tx(tx: StoreTransaction) -> PendingTransaction:
     if not isinstance(tx, PendingTransaction):
-        raise StorageError(
-            f"{type(tx).__name__} keeps no pending opt-ins (it does not implement "
-            "consentkit.storage.base.PendingTransaction)"
-        )
+        raise missing_capability(tx, PendingTransaction, "keeps no pending opt-ins")
     return tx
 
 
@@ -178,10 +179,7 @@ class ConfirmationMixin(ServiceCore):
         account = self._contact_scope(actor, contact_id)
         store = self.store
         if not isinstance(store, PendingReads):
-            raise StorageError(
-                f"{type(store).__name__} keeps no pending opt-ins (it does not implement "
-                "consentkit.storage.base.PendingReads)"
-            )
+            raise missing_capability(store, PendingReads, "keeps no pending opt-ins")
         return store.pending_of(account, contact_id)
 
 

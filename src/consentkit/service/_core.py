@@ -180,6 +180,10 @@ class ServiceCore:
 
     # ------------------------------------------------------------------ contacts
 
+    def _group(self, ch: Channel) -> tuple[Channel, ...]:
+        """The channels of *ch*'s group, *ch* first: what a STOP on it covers by default."""
+        return (ch, *sorted(self.channel_groups.group_of(ch) - {ch}))
+
     def _scope(
         self, settings: InboundSettings, message: InboundMessage
     ) -> tuple[tuple[Channel, ...], OptOutOrigin | None, OptOutScope]:
@@ -201,7 +205,7 @@ class ServiceCore:
         if scope is OptOutScope.REVOKE_ALL:
             everything = (ch, *sorted(set(self.channels.known.values()) - {ch}))
             return everything, OptOutOrigin.REVOKE_ALL, scope
-        group = (ch, *sorted(self.channel_groups.group_of(ch) - {ch}))
+        group = self._group(ch)
         topic = (
             message.topic
             if scope is OptOutScope.TOPIC

@@ -16,7 +16,7 @@ from consentkit.erasure import (
     hashed_address_key,
     pseudonym_for,
 )
-from consentkit.errors import StorageError, UnknownContactError, ValidationError
+from consentkit.errors import UnknownContactError, ValidationError
 from consentkit.model import (
     Actor,
     Contact,
@@ -34,7 +34,7 @@ from consentkit.service._arguments import check_actor
 from consentkit.service._core import ServiceCore
 from consentkit.service._engine import ChangeRequest
 from consentkit.service._results import PairRef
-from consentkit.storage.base import Erasure, ErasureLog, ErasureTransaction
+from consentkit.storage.base import Erasure, ErasureLog, ErasureTransaction, missing_capability
 
 __all__ = ["ErasureMixin", "ErasureResult"]
 
@@ -111,10 +111,8 @@ class ErasureMixin(ServiceCore):
         account = actor.account
         with self.store.transaction(account) as tx:
             if not isinstance(tx, ErasureTransaction):
-                raise StorageError(
-                    f"{type(self.store).__name__} cannot erase contacts: its transactions lack "
-                    "the ErasureTransaction methods (consentkit.storage.base); nothing was "
-                    "changed"
+                raise missing_capability(
+                    self.store, ErasureTransaction, "cannot erase contacts; nothing was changed"
                 )
             now = self._now()
             contact = tx.get_contacts([contact_id]).get(contact_id)
@@ -192,7 +190,7 @@ class ErasureMixin(ServiceCore):
         """
         account = self._account_scope(actor, "read the account's erasures")
         if not isinstance(self.store, ErasureLog):
-            raise StorageError(f"{type(self.store).__name__} keeps no erasure records")
+            raise missing_capability(self.store, ErasureLog, "keeps no erasure records")
         return self.store.erasures(account)
 
     def _address_channels(self, contact: Contact) -> dict[str, set[Channel]]:

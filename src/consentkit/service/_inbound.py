@@ -26,7 +26,7 @@ from consentkit.inbound import (
     ProviderVerdict,
     confirm_word,
 )
-from consentkit.keywords import Classification, KeywordMatch
+from consentkit.keywords import CONSENT_REQUESTS, Classification, KeywordMatch
 from consentkit.model import (
     Actor,
     Evidence,
@@ -434,16 +434,13 @@ class Delivery:
             verdict=message.verdict,
             # A queued possible opt-out, once applied, covers the channel group.
             scope=None
-            if match.classification not in _CONSENT_REQUESTS
+            if match.classification not in CONSENT_REQUESTS
             else OptOutScope.GROUP
             if outcome is InboundOutcome.NEEDS_REVIEW
             else self.scope,
         )
 
 
-_CONSENT_REQUESTS = frozenset(
-    {Classification.OPT_OUT, Classification.POSSIBLE_OPT_OUT, Classification.OPT_IN}
-)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 

@@ -14,7 +14,13 @@ from consentkit.retention import PurgeKind, PurgeResult, RetentionSettings
 from consentkit.serialization import make_converter
 from consentkit.service._arguments import check_actor
 from consentkit.service._core import ServiceCore
-from consentkit.storage.base import AddressReads, InboundRecord, PendingReads, Purging
+from consentkit.storage.base import (
+    AddressReads,
+    InboundRecord,
+    PendingReads,
+    Purging,
+    missing_capability,
+)
 
 EXPORT_FORMAT = "consentkit.contact_export/1"
 """The ``format`` of :meth:`RecordsMixin.export_contact`'s document."""
@@ -84,10 +90,7 @@ class RecordsMixin(ServiceCore):
             max_batches = _count("max_batches", max_batches, 1, 2**31)
         store = self.store
         if not isinstance(store, Purging):
-            raise StorageError(
-                f"{type(store).__name__} cannot purge expired records (it does not implement "
-                "consentkit.storage.base.Purging)"
-            )
+            raise missing_capability(store, Purging, "cannot purge expired records")
         account = actor.account
         if retention is None:
             retention = self.settings_for(account).retention
@@ -130,10 +133,7 @@ class RecordsMixin(ServiceCore):
         account = self._contact_scope(actor, contact_id)
         store = self.store
         if not isinstance(store, AddressReads):
-            raise StorageError(
-                f"{type(store).__name__} cannot export a contact's records (it does not "
-                "implement consentkit.storage.base.AddressReads)"
-            )
+            raise missing_capability(store, AddressReads, "cannot export a contact's records")
         exported_at = self._now()
         contact = store.get_contact(account, contact_id)
         if contact is None:

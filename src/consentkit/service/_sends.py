@@ -6,21 +6,17 @@ from collections.abc import Iterable
 
 import attrs
 
-from consentkit.errors import NotAuthorizedError, StorageError, ValidationError
+from consentkit.errors import NotAuthorizedError, ValidationError
 from consentkit.inbound import InboundMessage, InboundSettings
-from consentkit.keywords import Classification
+from consentkit.keywords import CONSENT_REQUESTS, Classification
 from consentkit.model import ActorKind, address_key
 from consentkit.policy import Actor
 from consentkit.scopes import OptOutScope
 from consentkit.sends import SentMessage, SentRecord
 from consentkit.service._arguments import check_actor, iterate_arg
 from consentkit.service._core import ServiceCore
-from consentkit.storage.base import SentLog
+from consentkit.storage.base import SentLog, missing_capability
 
-# What a reply can ask of consent: the other classifications change nothing, so they need no topic.
-_CHANGES_CONSENT = frozenset(
-    {Classification.OPT_OUT, Classification.POSSIBLE_OPT_OUT, Classification.OPT_IN}
-)
 _RECORDERS = frozenset({ActorKind.ADMIN, ActorKind.SYSTEM})
 
 
@@ -57,13 +53,9 @@ class SendsMixin(ServiceCore):
             else list(iterate_arg("messages", messages, "a SentMessage or an iterable of them"))
         )
         records = [self._sent_record(item) for item in listed]
-        log = self.store if isinstance(self.store, SentLog) else None
-        if log is None:
-            raise StorageError(
-                f"{type(self.store).__name__} keeps no record of sent messages (it does not "
-                "implement consentkit.storage.base.SentLog); pass the topic on each "
-                "InboundMessage instead"
-            )
+        log = self.store
+        if not isinstance(log, SentLog):
+            raise missing_capability(log, SentLog, "keeps no record of sent messages")
         log.put_sent(actor.account, records)
         return len(records)
 
@@ -98,14 +90,13 @@ def answered_topic(
     store = core.store
     if (
         message.topic is not None
-        or classification not in _CHANGES_CONSENT
+        or classification not in CONSENT_REQUESTS
         or settings.scope_at(message.received_at) is not OptOutScope.TOPIC
         or not isinstance(store, SentLog)
     ):
         return message
     ch = message.channel
-    group = (ch, *sorted(core.channel_groups.group_of(ch) - {ch}))
-    records = store.sent_to(message.account, address_key(ch, message.sender), group)
+    records = store.sent_to(message.account, address_key(ch, message.sender), core._group(ch))
     if message.recipient is not None:
         # Sent from the number replied to; else from a sender nobody recorded.
         records = [r for r in records if r.sender == message.recipient] or [

@@ -31,6 +31,7 @@ from consentkit.model import (
     Suppression,
 )
 from consentkit.review import ReviewItem
+from consentkit.sends import SentRecord
 from consentkit.storage._codec import (
     DECISIONS,
     KINDS,
@@ -41,7 +42,7 @@ from consentkit.storage._codec import (
     STATES,
     evidence_from_document,
 )
-from consentkit.storage.base import InboundRecord
+from consentkit.storage.base import AddressRecords, InboundRecord
 
 __all__ = [
     "CONTACT_COLUMNS",
@@ -384,3 +385,36 @@ def addresses_of(rows: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     for key, contact_id in rows:
         found.setdefault(key, []).append(contact_id)
     return found
+
+
+def address_records(
+    account: str,
+    decoder: RowDecoder,
+    time: Callable[[Any], datetime],
+    rows: tuple[Iterable[Any], Iterable[Any], Iterable[Any], Iterable[Any]],
+) -> AddressRecords:
+    """The records of some addresses from the rows of the SQL stores' four export reads:
+    inbound ``(channel, message_id, body_sha256, result, received_at, sender_key,
+    from_contact)``, review items, suppressions, and sends ``(channel, address_key, sender,
+    topic, sent_at)``; *time* reads the store's instants."""
+    inbound, review, suppressions, sent = rows
+    return AddressRecords(
+        inbound=tuple(
+            InboundRecord(
+                decoder.channel(row[0]),
+                row[1],
+                row[2],
+                str(row[3]),
+                received_at=None if row[4] is None else time(row[4]),
+                sender_key=row[5],
+                from_contact=None if row[6] is None else bool(row[6]),
+            )
+            for row in inbound
+        ),
+        review_items=tuple(decoder.review_item(account, row) for row in review),
+        suppressions=tuple(decoder.suppressions(account, suppressions)),
+        sent=tuple(
+            SentRecord(decoder.channel(row[0]), row[1], row[2], row[3], time(row[4]))
+            for row in sent
+        ),
+    )

@@ -31,6 +31,7 @@ import attrs
 from consentkit.channels import Channel
 from consentkit.confirmation import PendingOptIn, PendingStatus
 from consentkit.erasure import ErasureRecord
+from consentkit.errors import StorageError
 from consentkit.model import (
     Actor,
     ActorKind,
@@ -72,10 +73,20 @@ __all__ = [
     "SubscriptionFilter",
     "TopicReads",
     "TopicTransaction",
+    "missing_capability",
 ]
 
 CHUNK_SIZE = 5000
 """The largest number of contact ids the service passes to one store call."""
+
+
+def missing_capability(store: object, capability: type, doing: str) -> StorageError:
+    """The error of a call that needs an optional store capability *store* lacks: "*store's
+    type* *doing* (it does not implement consentkit.storage.base.*capability*)"."""
+    return StorageError(
+        f"{type(store).__name__} {doing} (it does not implement "
+        f"consentkit.storage.base.{capability.__name__})"
+    )
 
 
 @attrs.frozen

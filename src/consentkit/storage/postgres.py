@@ -121,6 +121,7 @@ from consentkit.storage._rows import (
     SUBSCRIPTION_COLUMNS,
     SUPPRESSION_COLUMNS,
     RowDecoder,
+    address_records,
     addresses_of,
     inbound_record,
     origins,
@@ -2512,26 +2513,7 @@ class PostgresStore:
                 review = conn.execute(q.review_of, (account, senders)).fetchall()
                 suppressions = conn.execute(q.suppressions_of, (account, keys)).fetchall()
                 sent = conn.execute(q.sent_to, (account, keys)).fetchall()
-            return AddressRecords(
-                inbound=tuple(
-                    InboundRecord(
-                        decoder.channel(row[0]),
-                        row[1],
-                        row[2],
-                        row[3],
-                        received_at=None if row[4] is None else utc(row[4]),
-                        sender_key=row[5],
-                        from_contact=row[6],
-                    )
-                    for row in inbound
-                ),
-                review_items=tuple(decoder.review_item(account, row) for row in review),
-                suppressions=tuple(decoder.suppressions(account, suppressions)),
-                sent=tuple(
-                    SentRecord(decoder.channel(row[0]), row[1], row[2], row[3], utc(row[4]))
-                    for row in sent
-                ),
-            )
+            return address_records(account, decoder, utc, (inbound, review, suppressions, sent))
 
         return self._read("reading the records of addresses", run)
 

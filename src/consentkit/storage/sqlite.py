@@ -112,6 +112,7 @@ from consentkit.storage._rows import (
     SUBSCRIPTION_COLUMNS,
     SUPPRESSION_COLUMNS,
     RowDecoder,
+    address_records,
     addresses_of,
     inbound_record,
     origins,
@@ -2478,26 +2479,7 @@ class SQLiteStore:
                 sent = conn.execute(_SENT_TO, (account, keys)).fetchall()
             finally:
                 conn.execute("COMMIT")
-        return AddressRecords(
-            inbound=tuple(
-                InboundRecord(
-                    decoder.channel(row[0]),
-                    row[1],
-                    row[2],
-                    row[3],
-                    received_at=None if row[4] is None else instant(row[4]),
-                    sender_key=row[5],
-                    from_contact=None if row[6] is None else bool(row[6]),
-                )
-                for row in inbound
-            ),
-            review_items=tuple(decoder.review_item(account, row) for row in review),
-            suppressions=tuple(decoder.suppressions(account, suppressions)),
-            sent=tuple(
-                SentRecord(decoder.channel(row[0]), row[1], row[2], row[3], instant(row[4]))
-                for row in sent
-            ),
-        )
+        return address_records(account, decoder, instant, (inbound, review, suppressions, sent))
 
     def purge_expired(self, account: str, kind: PurgeKind, before: datetime, limit: int) -> int:
         """Delete at most *limit* expired records of *kind* (one transaction, one statement:
