@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from consentkit.channels import EMAIL, SMS, WHATSAPP, channel
@@ -21,6 +21,7 @@ from consentkit.model import (
     normalize_phone,
     transition_of,
     validate_id,
+    validate_ids,
 )
 from consentkit.testing.strategies import contact_ids, phone_numbers
 
@@ -73,6 +74,47 @@ def test_bad_ids_are_refused_with_the_field_name(bad: str) -> None:
 def test_generated_ids_are_valid(value: str) -> None:
     """Every id the public strategy generates passes validation unchanged."""
     assert validate_id("contact_id", value) == value
+
+
+# Ids near every rule's edge: spaces inside, at either end and doubled, empty, 128 and 129
+# characters, whitespace other than the space, control and invisible characters, non-strings.
+_EDGY_IDS = st.one_of(
+    contact_ids(),
+    st.text(alphabet=st.sampled_from(["a", " ", "\t", "\u00a0", "\u200b", "\x00", "\u3000"])),
+    st.sampled_from(["", " ", "a  b", "a ", " a", "x" * 128, "x" * 129, "\u2028"]),
+    st.integers(),
+    st.none(),
+    st.binary(max_size=3),
+)
+
+
+def _verdict(check: object, *args: object) -> object:
+    try:
+        return ("ok", check(*args))  # type: ignore[operator]
+    except ValidationError as error:
+        return ("refused", str(error))
+
+
+@given(st.lists(_EDGY_IDS, max_size=6))
+@example(["a ", "b"])
+@example(["a", " b"])
+@example(["a", "", "b"])
+@example(["a", "b "])
+@example([" a", "b"])
+@example(["a  b", "c"])
+@example(["a", "x" * 129])
+@example(["a", "b\tc"])
+@example(["a", 7])
+def test_validate_ids_agrees_with_validate_id(values: list[object]) -> None:
+    """The bulk check accepts exactly the lists whose every id passes validate_id, and refuses
+    the others with the first invalid id's own error."""
+    one_by_one: object = ("ok", values)
+    for value in values:
+        verdict = _verdict(validate_id, "contact_ids", value)
+        if verdict[0] == "refused":  # type: ignore[index]
+            one_by_one = verdict
+            break
+    assert _verdict(validate_ids, "contact_ids", values) == one_by_one
 
 
 def test_naive_datetimes_are_refused() -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import attrs
 
@@ -304,6 +304,18 @@ def after_complaint(pair: Subscription) -> bool:
     ``COMPLAINT``; a complaint recorded before that origin existed is the pair's last change,
     with the reason ``provider_complaint``)."""
     return OptOutOrigin.COMPLAINT in pair.opted_out_by or pair.reason == "provider_complaint"
+
+
+class TopicPlan(NamedTuple):
+    """What a topic read needs of its topic channel, resolved once (the service keeps these,
+    checking *rules* and *channels* are still its own before using one)."""
+
+    rules: TopicRules
+    channels: object  # the ChannelRegistry the topic channel was resolved in
+    channel: Channel  # the topic channel
+    base: Channel  # its channel
+    topic: Topic  # the declared topic
+    may_survive: bool  # rules.may_survive(channel, topic)
 
 
 def topic_sendable(

@@ -535,6 +535,8 @@ def test_address_locks_are_taken_in_one_order(store: PostgresStore) -> None:
 
         with store.transaction(ACCOUNT) as holder:
             holder.lock_addresses([gate])
+            # The lock goes with the transaction's next statement.
+            assert holder.get_suppressions([gate]) == []
             threads = [threading.Thread(target=locker, args=(o,)) for o in (given, given[::-1])]
             for thread in threads:
                 thread.start()
@@ -566,6 +568,8 @@ def test_many_addresses_take_the_account_lock(store: PostgresStore, big_first: b
         try:
             with store.transaction(ACCOUNT) as tx:
                 tx.lock_addresses(first_keys)
+                # The locks go with the transaction's next statement.
+                assert tx.get_suppressions([shared]) == []
                 pid = tx._conn.info.backend_pid
                 with psycopg.connect(require_dsn(), autocommit=True) as conn:
                     row = conn.execute(
@@ -621,6 +625,43 @@ def test_contacts_read_by_a_writer_stay_as_read(store: PostgresStore) -> None:
     thread.join(10)
     assert errors == []
     assert seen == {"x": Contact(ACCOUNT, "x", phone="+14155550111")}
+
+
+def test_a_contact_registered_after_it_was_read_absent_is_replaced_with_its_entries(
+    store: PostgresStore,
+) -> None:
+    """put_contacts inserts the contacts get_contacts found absent without looking for old
+    address entries; one another transaction registered in between is written again as a known
+    contact, its entries replaced (not left beside the new ones)."""
+    errors: list[BaseException] = []
+
+    def registrar() -> None:
+        try:
+            with store.transaction(ACCOUNT) as other:
+                other.put_contacts([Contact(ACCOUNT, "x", phone="+14155550100")])
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    with store.transaction(ACCOUNT) as tx:
+        assert tx.get_contacts(["x", "y"]) == {}
+        thread = threading.Thread(target=registrar)
+        thread.start()
+        thread.join(10)
+        tx.put_contacts(
+            [
+                Contact(ACCOUNT, "x", phone="+14155550111"),
+                Contact(ACCOUNT, "y", email="Y@example.com"),
+            ]
+        )
+    assert errors == []
+    with store.transaction(ACCOUNT) as tx:
+        assert tx.get_contacts(["x", "y"]) == {
+            "x": Contact(ACCOUNT, "x", phone="+14155550111"),
+            "y": Contact(ACCOUNT, "y", email="Y@example.com"),
+        }
+        assert tx.find_contacts_by_address(
+            ["phone:+14155550100", "phone:+14155550111", "email:y@example.com"]
+        ) == {"phone:+14155550111": ["x"], "email:y@example.com": ["y"]}
 
 
 def test_noted_opt_outs_leave_the_other_locked_pairs_writable(store: PostgresStore) -> None:
@@ -685,6 +726,8 @@ def test_concurrent_duplicate_inbound_blocks_then_conflicts(store: PostgresStore
     thread.start()
     with store.transaction(ACCOUNT) as tx:
         tx.put_inbound(first)
+        # The insert goes with the transaction's next statement (or its COMMIT).
+        assert tx.get_inbound(SMS, "SM-1") == first
         inserted.set()
         time.sleep(0.3)
         assert outcome == []

@@ -573,6 +573,44 @@ def test_integrity_check_is_clean_after_work(path: Path, service: ConsentService
 # ---------------------------------------------------------------------------- values
 
 
+def test_imports_apply_suppressions_as_the_memory_store_does(path: Path) -> None:
+    """The store reads the suppressions of the contacts it just wrote in one join (a key shared
+    by two of them, an email, a key an existing contact keeps) and writes new contacts without
+    looking for old entries: the outcome is the in-memory store's, call after call."""
+    suppressions = [
+        Suppression(ACCOUNT, "phone:+14155550100", SMS, T0, Source.CARRIER),
+        Suppression(ACCOUNT, "email:ann@example.com", EMAIL, T0, Source.CARRIER),
+        Suppression(ACCOUNT, "phone:+14155550199", SMS, T0, Source.CARRIER, active=False),
+    ]
+    calls = [
+        [Contact(ACCOUNT, "keeps", phone="+14155550100")],
+        [
+            Contact(ACCOUNT, "a", phone="+14155550100"),
+            Contact(ACCOUNT, "b", phone="+14155550100", email="Ann@example.com"),
+            Contact(ACCOUNT, "c", phone="+14155550199"),
+            Contact(ACCOUNT, "keeps", email="other@example.com"),
+        ],
+        [Contact(ACCOUNT, "a", phone="+14155550122"), Contact(ACCOUNT, "d")],
+    ]
+    outcomes = []
+    with SQLiteStore(path) as sqlite_store:
+        for made in (InMemoryStore(), sqlite_store):
+            with made.transaction(ACCOUNT) as tx:
+                tx.put_suppressions(suppressions)
+            svc = ConsentService(made, clock=FakeClock(T0, tick=timedelta(seconds=1)))
+            results = [svc.upsert_contacts(ADMIN, contacts) for contacts in calls]
+            with made.transaction(ACCOUNT) as tx:
+                owners = tx.find_contacts_by_address(
+                    ["phone:+14155550100", "phone:+14155550122", "phone:+14155550199",
+                     "email:ann@example.com", "email:other@example.com"]
+                )
+            outcomes.append((results, owners))
+    assert outcomes[0] == outcomes[1]
+    first, second, _ = outcomes[1][0]
+    assert [tuple(p) for p in first.suppressed] == [("keeps", SMS)]
+    assert sorted(tuple(p) for p in second.suppressed) == [("a", SMS), ("b", EMAIL), ("b", SMS)]
+
+
 def test_contact_with_handles_and_custom_channel_round_trips(path: Path) -> None:
     """Phone, email and handles (also on a host's own channel) survive a reopen unchanged."""
     telegram = channel("telegram")

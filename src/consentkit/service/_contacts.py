@@ -3,10 +3,13 @@ addresses."""
 
 from __future__ import annotations
 
+import functools
 import itertools
+import operator
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from typing import cast
 
 from consentkit.channels import (
     Channel,
@@ -28,7 +31,9 @@ from consentkit.service._core import ServiceCore
 from consentkit.service._engine import ChangeRequest
 from consentkit.service._results import ContactsResult, PairRef
 from consentkit.storage.base import (
+    NewContacts,
     StoreTransaction,
+    WrittenSuppressions,
 )
 
 
@@ -74,42 +79,33 @@ class ContactsMixin(ServiceCore):
             # writer is never recorded before that writer's changes.
             now = self._now()
             while chunk := list(itertools.islice(iterator, self._chunk_size)):
-                by_id: dict[str, Contact] = {}
-                for contact in chunk:
-                    if not isinstance(contact, Contact):
-                        raise ValidationError(
-                            "contacts", f"expected Contact objects, got {type(contact).__name__}"
+                by_id = self._checked_contacts(actor, chunk)
+                if isinstance(tx, NewContacts):
+                    # Tried as new contacts first (an import's): if none is registered, they
+                    # are written with no read, every address of theirs joins them, none
+                    # leaves, no pair becomes unreachable.
+                    joining, _ = address_changes(by_id, {})
+                    if tx.put_new_contacts(list(by_id.values()), list(joining)):
+                        created += len(by_id)
+                        suppressed.extend(
+                            self._apply_suppressions(
+                                tx, account, functools.partial(joined_keys, by_id, {}), joining, now
+                            )
                         )
-                    if contact.account != account:
-                        raise NotAuthorizedError(
-                            f"contact {contact.id!r} belongs to account {contact.account!r}; "
-                            f"{actor} acts only in account {account!r}"
-                        )
-                    for handle_channel, _ in contact.handles:
-                        self.channels.resolve(handle_channel, "handles")
-                    by_id[contact.id] = contact
+                        continue
                 before = tx.get_contacts(list(by_id))
-                if not replace_addresses:
+                if before and not replace_addresses:
                     by_id = {
                         cid: merged(before[cid], c) if cid in before else c
                         for cid, c in by_id.items()
                     }
                 # Lock every address that joins or leaves a contact before reading suppressions
                 # or writing the address index: an inbound message from one of them waits.
-                joined: dict[str, frozenset[str]] = {}
-                departures: list[tuple[str, str]] = []
-                for cid, contact in by_id.items():
-                    new_keys = contact.address_keys()
-                    old = before.get(cid)
-                    if old is None:  # a new contact: every address joins it
-                        joined[cid] = new_keys
-                        continue
-                    old_keys = old.address_keys()
-                    joined[cid] = new_keys - old_keys
-                    departures.extend((key, cid) for key in sorted(old_keys - new_keys))
-                joining = set().union(*joined.values())
-                if touched := joining.union(key for key, _ in departures):
-                    tx.lock_addresses(sorted(touched))
+                joining, departures = address_changes(by_id, before)
+                touched = joining.union(key for key, _ in departures) if departures else joining
+                if touched:
+                    # In no particular order: a store that takes a lock per key orders them.
+                    tx.lock_addresses(list(touched))
                 created += len(by_id) - len(before)
                 updated += len(before)
                 tx.put_contacts(list(by_id.values()))
@@ -117,7 +113,11 @@ class ContactsMixin(ServiceCore):
                     # A STOP sent from a departing address before now, but delivered later,
                     # still reaches the contact that had it (see handle_inbound).
                     tx.record_address_departures(departures, now)
-                suppressed.extend(self._apply_suppressions(tx, account, joined, joining, now))
+                suppressed.extend(
+                    self._apply_suppressions(
+                        tx, account, functools.partial(joined_keys, by_id, before), joining, now
+                    )
+                )
                 unreachable.extend(self._unreachable(tx, before, by_id))
         return ContactsResult(
             created=created,
@@ -125,6 +125,36 @@ class ContactsMixin(ServiceCore):
             suppressed=tuple(suppressed),
             unreachable=tuple(unreachable),
         )
+
+    def _checked_contacts(self, actor: Actor, chunk: list[object]) -> dict[str, Contact]:
+        """The contacts of *chunk* by id (the last of one id wins), each checked: a
+        :class:`Contact` of *actor*'s account whose handles are on channels the service knows.
+
+        The common case (every one of them valid, exactly of class Contact) is checked in bulk;
+        otherwise contact by contact, in order, so the first invalid one is reported."""
+        account = actor.account
+        if set(map(type, chunk)) == {Contact}:
+            contacts = cast("list[Contact]", chunk)
+            if set(map(_account_of, contacts)) == {account}:
+                for with_handles in filter(_handles_of, contacts):
+                    for handle_channel, _ in with_handles.handles:
+                        self.channels.resolve(handle_channel, "handles")
+                return dict(zip(map(_id_of, contacts), contacts, strict=True))
+        by_id: dict[str, Contact] = {}
+        for contact in chunk:
+            if not isinstance(contact, Contact):
+                raise ValidationError(
+                    "contacts", f"expected Contact objects, got {type(contact).__name__}"
+                )
+            if contact.account != account:
+                raise NotAuthorizedError(
+                    f"contact {contact.id!r} belongs to account {contact.account!r}; "
+                    f"{actor} acts only in account {account!r}"
+                )
+            for handle_channel, _ in contact.handles:
+                self.channels.resolve(handle_channel, "handles")
+            by_id[contact.id] = contact
+        return by_id
 
     def _unreachable(
         self, tx: StoreTransaction, before: Mapping[str, Contact], after: Mapping[str, Contact]
@@ -155,24 +185,33 @@ class ContactsMixin(ServiceCore):
         self,
         tx: StoreTransaction,
         account: str,
-        joined: Mapping[str, frozenset[str]],
+        joined: Callable[[], Mapping[str, frozenset[str]]],
         joining: set[str],
         now: datetime,
     ) -> list[PairRef]:
         """Apply the active suppressions of the addresses that just joined contacts (*joined*:
-        the keys that joined each contact; *joining*: all of them)."""
+        computes the keys that joined each contact, called only if a suppression applies;
+        *joining*: all of them)."""
         if not joining:
             return []
         # An erased contact's addresses are suppressed under their keyed hashes: asked for in
         # the same read, and matched back to the plain key that joined.
         plain_of = hashed_keys(self._erasure_key, joining)
-        asked = [*joining, *plain_of]
-        active = [s for s in tx.get_suppressions(asked) if s.active]
+        if isinstance(tx, WrittenSuppressions):
+            # The store joins the contacts it just wrote with its suppressions: the keys that
+            # joined and the ones the contacts kept (whose records are skipped below).
+            found = tx.written_suppressions()
+            if plain_of:
+                found.extend(tx.get_suppressions(list(plain_of)))
+        else:
+            found = tx.get_suppressions([*joining, *plain_of])
+        active = [s for s in found if s.active]
         if not active:
             return []
+        asked = [*joining, *plain_of]
         suppressed_keys = {plain_of.get(s.address_key, s.address_key) for s in active}
         by_plain: dict[str, list[str]] = {}
-        for cid, keys_ in joined.items():
+        for cid, keys_ in joined().items():
             for key in keys_ & suppressed_keys:
                 by_plain.setdefault(key, []).append(cid)
         joined_by = {
@@ -204,6 +243,56 @@ class ContactsMixin(ServiceCore):
             )
             applied.extend(self._apply_in_tx(tx, request, targets).changed)
         return applied
+
+
+_account_of = operator.attrgetter("account")
+_id_of = operator.attrgetter("id")
+_handles_of = operator.attrgetter("handles")
+
+
+def address_changes(
+    after: Mapping[str, Contact], before: Mapping[str, Contact]
+) -> tuple[set[str], list[tuple[str, str]]]:
+    """The address keys that join the contacts *after* (*before*: those of them that existed,
+    as they were), and the (key, contact id) of each key that leaves one, sorted by contact.
+
+    A new contact with a phone alone (every contact of a plain import) costs one string: no
+    set of its keys is built."""
+    contacts = after.values()
+    if not before:
+        joining = {
+            f"phone:{phone}"
+            for c in contacts
+            if (phone := c.phone) is not None and c.email is None and not c.handles
+        }
+        for c in contacts:
+            if c.email is not None or c.handles:
+                joining.update(c.address_keys())
+        return joining, []
+    joining = set()
+    departures: list[tuple[str, str]] = []
+    for cid, contact in after.items():
+        new_keys = contact.address_keys()
+        old = before.get(cid)
+        if old is None:  # a new contact: every address joins it
+            joining.update(new_keys)
+            continue
+        old_keys = old.address_keys()
+        joining.update(new_keys - old_keys)
+        departures.extend((key, cid) for key in sorted(old_keys - new_keys))
+    return joining, departures
+
+
+def joined_keys(
+    after: Mapping[str, Contact], before: Mapping[str, Contact]
+) -> dict[str, frozenset[str]]:
+    """The address keys that join each of the contacts *after* (all of a new one's)."""
+    joined: dict[str, frozenset[str]] = {}
+    for cid, contact in after.items():
+        keys = contact.address_keys()
+        old = before.get(cid)
+        joined[cid] = keys if old is None else keys - old.address_keys()
+    return joined
 
 
 def merged(old: Contact, new: Contact) -> Contact:

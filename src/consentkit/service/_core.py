@@ -23,6 +23,7 @@ from consentkit.inbound import (
     ProviderVerdict,
 )
 from consentkit.model import (
+    MAX_ID_LENGTH,
     Actor,
     ActorKind,
     OptOutOrigin,
@@ -41,7 +42,7 @@ from consentkit.storage.base import (
     StoreTransaction,
     TopicReads,
 )
-from consentkit.topics import MessageClass, Topic, TopicRules
+from consentkit.topics import MessageClass, Topic, TopicPlan, TopicRules
 
 _FUTURE_TOLERANCE = timedelta(minutes=5)
 
@@ -70,6 +71,9 @@ class ServiceCore:
         self.store = store
         # Reads of both layers of a topic in one query, where the store has them.
         self._topic_reads: TopicReads | None = store if isinstance(store, TopicReads) else None
+        # can_send's resolved topic channels, by (channel key as given, topic key): bounded, and
+        # each entry checked against the service's channels and topics (no consent state).
+        self._topic_plans: dict[tuple[str, str | None], TopicPlan] = {}
         self.policy: Policy = policy if policy is not None else AdminOnlyPolicy()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.channels = ChannelRegistry(channels)
@@ -138,6 +142,18 @@ class ServiceCore:
 
     def _subject(self, channel_: object, topic: object = None) -> Channel:
         """The channel, or topic channel, one read names."""
+        if topic is None:
+            # The usual read, a known channel (or its exact key): what resolve_subject finds
+            # first, without its calls.
+            plain = (
+                self.channels.known.get(channel_.key)
+                if isinstance(channel_, Channel)
+                else self.channels.known.get(channel_)
+                if isinstance(channel_, str)
+                else None
+            )
+            if plain is not None:
+                return plain
         return self.channels.resolve_subject(channel_, self.topics, "channel", topic)
 
     def _now(self) -> datetime:
@@ -157,7 +173,8 @@ class ServiceCore:
         return min(occurred_at, now)
 
     def _read_scope(self, actor: Actor) -> str:
-        check_actor(actor)
+        if not isinstance(actor, Actor):
+            check_actor(actor)  # raises
         refusal = self.policy.check_read(actor)
         if refusal is not None:
             raise refusal
@@ -165,11 +182,23 @@ class ServiceCore:
 
     def _contact_scope(self, actor: Actor, contact_id: object) -> str:
         """Scope of a read of one contact's records: a contact actor reads only their own."""
-        account = self._read_scope(actor)
-        validate_id("contact_id", contact_id)
+        # _read_scope inlined (every point read passes here).
+        if not isinstance(actor, Actor):
+            check_actor(actor)  # raises
+        refusal = self.policy.check_read(actor)
+        if refusal is not None:
+            raise refusal
+        # validate_id's checks in one expression for the usual valid id; it names the error.
+        if not (
+            type(contact_id) is str
+            and 0 < len(contact_id) <= MAX_ID_LENGTH
+            and contact_id.isprintable()
+            and contact_id == contact_id.strip()
+        ):
+            validate_id("contact_id", contact_id)
         if actor.kind is ActorKind.CONTACT and contact_id != actor.id:
             raise NotAuthorizedError(f"contact {actor.id!r} may only read their own consent")
-        return account
+        return actor.account
 
     def _account_scope(self, actor: Actor, what: str) -> str:
         """Scope of a read over the whole account, which a contact actor may not make."""

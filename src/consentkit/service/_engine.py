@@ -36,7 +36,13 @@ from consentkit.model import (
     Transition,
 )
 from consentkit.policy import Policy, ProposedChange
-from consentkit.service._results import ChangeResult, PairRef, RefusedPair, SkippedPair
+from consentkit.service._results import (
+    ChangeResult,
+    KnownVersions,
+    PairRef,
+    RefusedPair,
+    SkippedPair,
+)
 from consentkit.storage.base import (
     ChangeBatch,
     PairChange,
@@ -159,8 +165,9 @@ class ChangeRun:
         }
         self.changed: list[PairRef] = []
         self.unchanged: list[PairRef] = []
-        # The version of every pair listed in changed or unchanged, after the call.
-        self.versions: dict[PairRef, int] = {}
+        # The version of every pair listed in changed, and in unchanged, after the call.
+        self.changed_versions: dict[PairRef, int] = {}
+        self.unchanged_versions: dict[PairRef, int] = {}
         self.skipped: list[SkippedPair] = []
         self.refused: list[RefusedPair] = []
         # Subscribing a topic channel needs the contact's consent to the channel first: the
@@ -206,7 +213,7 @@ class ChangeRun:
             self._tx.write_changes(self._batch, writes)
             self.changed_count += len(writes)
             if self._request.details:
-                versions = self.versions
+                versions = self.changed_versions
                 for w in writes:
                     pair = PairRef(w.contact_id, w.channel)
                     self.changed.append(pair)
@@ -258,14 +265,14 @@ class ChangeRun:
         if not self._request.details:
             return
         listed = (
-            (self.unchanged, [s.key for s in plan.unchanged], 0),
-            (self.changed, [s.key for s in plan.writes], 1),
+            (self.unchanged, self.unchanged_versions, [s.key for s in plan.unchanged], 0),
+            (self.changed, self.changed_versions, [s.key for s in plan.writes], 1),
         )
-        for into, keys, step in listed:
+        for into, versions, keys, step in listed:
             for pair in tx.staged_pairs(channels, keys) if keys else ():
                 ref = PairRef(pair.contact_id, pair.channel)
                 into.append(ref)
-                self.versions[ref] = pair.version + step
+                versions[ref] = pair.version + step
 
     def _decide_situation(self, key: SituationKey) -> tuple[str, ConsentError | None]:
         """What to do with the pairs of one situation: ``"write"``, ``"unchanged"`` or
@@ -463,7 +470,7 @@ class ChangeRun:
         if self._request.details:
             pair = PairRef(cid, ch)
             self.unchanged.append(pair)
-            self.versions[pair] = sub.version
+            self.unchanged_versions[pair] = sub.version
         if sub.state is SubscriptionState.UNSUBSCRIBED:
             notes.append((cid, ch))
 
@@ -486,8 +493,9 @@ class ChangeRun:
             refused=tuple(self.refused),
             changed_count=self.changed_count,
             unchanged_count=self.unchanged_count,
-            # Changed pairs first, then unchanged ones, as the result lists them.
-            versions={pair: self.versions[pair] for pair in (*self.changed, *self.unchanged)},
+            # Changed pairs first, then unchanged ones, as the result lists them (a pair met again
+            # in a later chunk, unchanged by then, keeps its place among the changed ones).
+            versions=KnownVersions({**self.changed_versions, **self.unchanged_versions}),
             detailed=self._request.details,
         )
 

@@ -19,16 +19,15 @@ from consentkit.model import (
     Subscription,
     SubscriptionState,
     enum_value,
-    validate_id,
     validate_reason_code,
 )
-from consentkit.service._arguments import contact_ids_of
+from consentkit.service._arguments import checked_ids, contact_ids_of
 from consentkit.service._core import ServiceCore
 from consentkit.service._results import Page, check_limit, decode_cursor, page_of
 from consentkit.storage.base import (
     SubscriptionFilter,
 )
-from consentkit.topics import TopicDefault, topic_sendable
+from consentkit.topics import TopicDefault, TopicPlan, topic_sendable
 
 _UNSUBSCRIBED = SubscriptionState.UNSUBSCRIBED
 
@@ -115,14 +114,17 @@ class ReadsMixin(ServiceCore):
         Check it right before sending.  Unknown contacts and never-subscribed pairs give False.
         """
         account = self._contact_scope(actor, contact_id)
-        ch = self._subject(channel_, topic)
-        if ch.topic is None:
-            state = self.store.get_state(account, contact_id, ch)
-            return state is SubscriptionState.SUBSCRIBED
-        declared = self.topics.get(ch.topic)
+        if topic is None:
+            ch = self._subject(channel_)
+            if ch.topic is None:
+                state = self.store.get_state(account, contact_id, ch)
+                return state is SubscriptionState.SUBSCRIBED
+            plan = self._topic_plan(ch, None)
+        else:
+            plan = self._topic_plan(channel_, topic)
+        rules, _, ch, base, declared, may_survive = plan
         store = self.store
         reads = self._topic_reads
-        base = ch.base
         channel_state, topic_state = (
             reads.states_of(account, contact_id, (base, ch))
             if reads is not None
@@ -132,12 +134,35 @@ class ReadsMixin(ServiceCore):
             )
         )
         survives = False
-        if channel_state is _UNSUBSCRIBED and self.topics.may_survive(ch, declared):
+        if channel_state is _UNSUBSCRIBED and may_survive:
             # Whether the class survives this opt-out (a complaint's, a revoke-all's) is on the
             # channel pair's record.
             record = store.get_subscription(account, contact_id, base)
-            survives = self.topics.survives_opt_out(ch, declared, record)
+            survives = rules.survives_opt_out(ch, declared, record)
         return topic_sendable(channel_state, topic_state, declared, survives)
+
+    def _topic_plan(self, channel_: object, topic: object) -> TopicPlan:
+        """The topic channel a topic read names, resolved as :meth:`_subject` resolves it, with
+        its declared topic: kept by (the channel or its key as given, the topic as given), for
+        the service's current channels and topics, at most _PLANS of them (names only, never
+        consent state)."""
+        given = channel_.key if type(channel_) is Channel else channel_
+        cacheable = type(given) is str and (topic is None or type(topic) is str)
+        if cacheable:
+            plan = self._topic_plans.get((given, topic))  # type: ignore[arg-type]
+            if plan is not None and plan.rules is self.topics and plan.channels is self.channels:
+                return plan
+        ch = self._subject(channel_, topic)
+        rules = self.topics
+        declared = rules.get(ch.topic or "")
+        plan = TopicPlan(
+            rules, self.channels, ch, ch.base, declared, rules.may_survive(ch, declared)
+        )
+        if cacheable:
+            if len(self._topic_plans) >= _PLANS:
+                self._topic_plans.clear()
+            self._topic_plans[(given, topic)] = plan  # type: ignore[index]
+        return plan
 
     def audience(
         self,
@@ -159,7 +184,7 @@ class ReadsMixin(ServiceCore):
         account = self._account_scope(actor, "filter the audience of the account")
         ch = self._subject(channel_, topic)
         ids = contact_ids_of(contact_ids)
-        valid = (validate_id("contact_ids", cid) for cid in ids)
+        valid = checked_ids(ids)
         if ch.topic is None:
             return self.store.subscribed_among(account, ch, valid)
         declared = self.topics.get(ch.topic)
@@ -331,6 +356,9 @@ class ReadsMixin(ServiceCore):
                 return
             position = page[-1].sequence
 
+
+_PLANS = 256
+"""Topic channels a service keeps resolved for can_send (more are resolved again)."""
 
 _PAGE = 1000
 """Pairs per page when a topic's audience reads the unsubscribed pairs of a layer."""

@@ -73,9 +73,18 @@ class RefusedPair:
     error: ConsentError = attrs.field(eq=False)
 
 
+class KnownVersions(dict[PairRef, int]):
+    """Versions the change engine read from the store (PairRef keys, versions >= 1): a result
+    built with them does not check each again (that cost more than listing the pairs)."""
+
+    __slots__ = ()
+
+
 def _versions(
     value: Mapping[PairRef, int] | Iterable[tuple[PairRef, int]],
 ) -> Mapping[PairRef, int]:
+    if type(value) is KnownVersions:
+        return MappingProxyType(value)
     pairs = value.items() if isinstance(value, Mapping) else value
     try:
         frozen = {PairRef(*pair): version for pair, version in pairs}

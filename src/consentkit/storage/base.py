@@ -295,7 +295,12 @@ class StoreTransaction(Protocol):
 
         The service calls it before it reads contacts by address or suppressions (inbound
         messages) and before it writes contacts (the old and new keys of each).  A store whose
-        write transactions are serialised anyway may do nothing."""
+        write transactions are serialised anyway may do nothing.  The keys come in no particular
+        order: a store that takes one lock per key takes them in an order of its own (sorted,
+        as the PostgreSQL store does by lock id), or two transactions can deadlock.  The locks
+        must be held before
+        the transaction's next statement runs; a server store may send them with that statement
+        rather than wait for them on their own (the PostgreSQL store does)."""
         ...
 
     def get_inbound(self, channel: Channel, message_id: str) -> InboundRecord | None:
@@ -415,6 +420,42 @@ class StagingTransaction(StoreTransaction, Protocol):
         order with the pair's current state as its previous state, the roll-ups), and record an
         opt-out request on every staged pair of the situations *notes* as :meth:`note_opt_outs`
         does.  Returns the number of pairs written."""
+        ...
+
+
+@runtime_checkable
+class AddressOwners(StoreTransaction, Protocol):
+    """A transaction that reads an address's present and former contacts in one go (optional:
+    without it the service asks :meth:`~StoreTransaction.find_contacts_by_address` and
+    :meth:`~StoreTransaction.contacts_that_left`, one round trip each on a server)."""
+
+    def owners_of_address(self, address_key: str, since: datetime) -> list[str]:
+        """The contact ids that have *address_key* now or lost it after *since*, sorted: the
+        union of ``find_contacts_by_address([address_key])`` and ``contacts_that_left``."""
+        ...
+
+
+@runtime_checkable
+class WrittenSuppressions(Protocol):
+    """A transaction that reads the suppressions of the contacts it just wrote in one join
+    (the SQLite store's, which stages them): no list of their keys is sent back."""
+
+    def written_suppressions(self) -> list[Suppression]:
+        """The active suppressions of every address key of the contacts the last
+        ``put_contacts`` (or ``put_new_contacts``) wrote, oldest record first."""
+        ...
+
+
+@runtime_checkable
+class NewContacts(Protocol):
+    """A transaction that registers a chunk of new contacts without reading them first (the
+    SQLite store's: its transaction holds the only write lock, so the order of its address
+    locks cannot matter)."""
+
+    def put_new_contacts(self, contacts: Sequence[Contact], address_keys: Sequence[str]) -> bool:
+        """If none of *contacts* (distinct ids) is registered: lock *address_keys* (all of
+        theirs) as ``lock_addresses`` does, insert the contacts and their address entries, and
+        return True.  Otherwise write nothing and return False."""
         ...
 
 

@@ -283,6 +283,11 @@ class _Transaction(PairwiseStaging):
             {cid for cid, at in self._data.departures.get(address_key, ()) if at > since}
         )
 
+    def owners_of_address(self, address_key: str, since: datetime) -> list[str]:
+        owners = set(self._data.by_address.get(address_key, ()))
+        owners.update(self.contacts_that_left(address_key, since))
+        return sorted(owners)
+
     def find_contacts_by_address(self, address_keys: Sequence[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         for key in address_keys:

@@ -651,6 +651,29 @@ _INSERT_CONTACT_ADDRESSES: Final = (
     f"SELECT ?1, address_key, contact_id FROM ({_STAGED_ADDRESSES}) WHERE true "
     "ON CONFLICT DO NOTHING"
 )
+# The staged contacts as new ones (put_new_contacts): a registered one fails the statement.
+_INSERT_NEW_CONTACTS: Final = (
+    "INSERT INTO contacts (account, id, phone, email, handles) "
+    "SELECT ?1, id, phone, email, handles FROM temp.ck_contacts"
+)
+# The same when every staged contact has a phone or nothing (no keys column to expand).
+_INSERT_PLAIN_CONTACT_ADDRESSES: Final = (
+    "INSERT INTO contact_addresses (account, address_key, contact_id) "
+    "SELECT ?1, 'phone:' || phone, id FROM temp.ck_contacts WHERE phone IS NOT NULL "
+    "ON CONFLICT DO NOTHING"
+)
+# The active suppressions of the staged contacts' address keys (written_suppressions), each
+# once however many staged contacts share its key: an index look-up per staged key (CROSS JOIN
+# keeps the staged rows outside, whatever the planner guesses of the tables' sizes).
+_WRITTEN_SUPPRESSIONS: Final = (
+    f"SELECT {_SUPPRESSION_COLUMNS} FROM suppressions WHERE rowid IN ("
+    "SELECT s.rowid FROM temp.ck_contacts AS t CROSS JOIN suppressions AS s "
+    "ON s.account = ?1 AND s.address_key = 'phone:' || t.phone "
+    "WHERE t.phone IS NOT NULL AND s.active "
+    "UNION ALL SELECT s.rowid FROM temp.ck_contacts AS t CROSS JOIN json_each(t.keys) AS k "
+    "CROSS JOIN suppressions AS s ON s.account = ?1 AND s.address_key = k.value "
+    "WHERE t.keys IS NOT NULL AND s.active) ORDER BY rowid"
+)
 
 # The states of one contact's pair and its topic pair (can_send with a topic).
 # An export's reads of the records of some addresses (records_of_addresses).
@@ -1157,6 +1180,7 @@ class _SQLiteTransaction:
         "_errors",
         "_store",
         "_variants",
+        "_wrote_contacts",
     )
 
     def __init__(self, store: SQLiteStore, conn: sqlite3.Connection, account: str) -> None:
@@ -1172,6 +1196,8 @@ class _SQLiteTransaction:
         self._variants: dict[SituationKey, set[_SituationColumns]] = {}
         # The number of staged pairs in each situation, from staged_situations, while it holds.
         self._counts: dict[SituationKey, int] | None = None
+        # Whether temp.ck_contacts holds the contacts of the last put_contacts.
+        self._wrote_contacts = False
 
     def missing_contacts(self, contact_ids: Sequence[str]) -> list[str]:
         """The ids among *contact_ids* that are not registered, in input order, once each."""
@@ -1226,24 +1252,69 @@ class _SQLiteTransaction:
         the contacts staged with one ``executemany``, then one statement per table, the address
         entries only where they change."""
         by_id = {contact.id: contact for contact in contacts}
+        self._wrote_contacts = False
         if not by_id:
             return
+        with self._errors("write contacts"):
+            plain = self._stage_contacts(by_id.values())
+            account = (self._account,)
+            self._conn.execute(_UPSERT_CONTACTS, account)
+            self._conn.execute(_DELETE_CONTACT_ADDRESSES, account)
+            self._conn.execute(
+                _INSERT_PLAIN_CONTACT_ADDRESSES if plain else _INSERT_CONTACT_ADDRESSES, account
+            )
+        self._wrote_contacts = True
+
+    def put_new_contacts(self, contacts: Sequence[Contact], address_keys: Sequence[str]) -> bool:
+        """If none of *contacts* (distinct ids) is registered, insert them and their address
+        entries and return True; otherwise write nothing and return False.  Their address keys
+        need no lock: the transaction holds the file's write lock.
+
+        No contact is looked up first: the insert itself finds a registered one (its statement
+        is undone, the transaction goes on), so a new import's chunk reads nothing back."""
+        del address_keys  # locked already (see lock_addresses)
+        self._wrote_contacts = False
+        if not contacts:
+            return True
         conn = self._conn
         with self._errors("write contacts"):
-            conn.execute("DELETE FROM temp.ck_contacts")
-            # A phone or nothing is the common case of an import: such rows bind two values.
-            plain = [(c.id, c.phone) for c in by_id.values() if c.email is None and not c.handles]
-            if plain:
-                conn.executemany(_STAGE_PLAIN_CONTACT_ROWS, plain)
-            if len(plain) < len(by_id):
-                conn.executemany(
-                    _STAGE_CONTACT_ROWS,
-                    [_contact_row(c) for c in by_id.values() if c.email is not None or c.handles],
-                )
+            plain = self._stage_contacts(contacts)
             account = (self._account,)
-            conn.execute(_UPSERT_CONTACTS, account)
-            conn.execute(_DELETE_CONTACT_ADDRESSES, account)
-            conn.execute(_INSERT_CONTACT_ADDRESSES, account)
+            try:
+                conn.execute(_INSERT_NEW_CONTACTS, account)
+            except sqlite3.IntegrityError as error:
+                if not _is_unique_violation(error):
+                    raise
+                return False
+            conn.execute(
+                _INSERT_PLAIN_CONTACT_ADDRESSES if plain else _INSERT_CONTACT_ADDRESSES, account
+            )
+        self._wrote_contacts = True
+        return True
+
+    def _stage_contacts(self, contacts: Iterable[Contact]) -> bool:
+        """Replace the rows of temp.ck_contacts with *contacts*; whether each of them has a
+        phone or nothing (no keys column to expand)."""
+        conn = self._conn
+        conn.execute("DELETE FROM temp.ck_contacts")
+        # A phone or nothing is the common case of an import: such rows bind two values.
+        plain = [(c.id, c.phone) for c in contacts if c.email is None and not c.handles]
+        if plain:
+            conn.executemany(_STAGE_PLAIN_CONTACT_ROWS, plain)
+        others = [_contact_row(c) for c in contacts if c.email is not None or c.handles]
+        if others:
+            conn.executemany(_STAGE_CONTACT_ROWS, others)
+        return not others
+
+    def written_suppressions(self) -> list[Suppression]:
+        """The active suppressions of every address key of the contacts the last put_contacts
+        wrote (none if it wrote none), oldest record first: one join of the staged contacts'
+        keys with the suppressions, in place of a get_suppressions of those keys."""
+        if not self._wrote_contacts:
+            return []
+        with self._errors("read suppressions"):
+            rows = self._conn.execute(_WRITTEN_SUPPRESSIONS, (self._account,)).fetchall()
+        return self._store._decoder().suppressions(self._account, rows)
 
     def lock_subscriptions(
         self, contact_ids: Sequence[str], channels: Sequence[Channel]
@@ -1803,6 +1874,17 @@ class _SQLiteTransaction:
             rows = self._conn.execute(
                 "SELECT DISTINCT contact_id FROM address_departures "
                 "WHERE account = ? AND address_key = ? AND left_at > ? ORDER BY contact_id",
+                (self._account, address_key, micros(since)),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def owners_of_address(self, address_key: str, since: datetime) -> list[str]:
+        """The contacts with *address_key* now or that lost it after *since*: one statement."""
+        with self._errors("look up the contacts of an address"):
+            rows = self._conn.execute(
+                "SELECT contact_id FROM contact_addresses WHERE account = ?1 AND address_key = ?2 "
+                "UNION SELECT contact_id FROM address_departures "
+                "WHERE account = ?1 AND address_key = ?2 AND left_at > ?3 ORDER BY contact_id",
                 (self._account, address_key, micros(since)),
             ).fetchall()
         return [row[0] for row in rows]
@@ -2438,12 +2520,16 @@ class SQLiteStore:
 
     def get_state(self, account: str, contact_id: str, channel: Channel) -> SubscriptionState:
         """The state of one pair; ``NEVER_SUBSCRIBED`` when it has no row."""
-        with self._errors("read a subscription state"):
-            row = (
-                self._connection()
-                .execute(_GET_STATE, (account, contact_id, channel.key))
-                .fetchone()
-            )
+        # can_send's read: the connection check of _connection() and the error translation of
+        # _errors() inlined (a try costs nothing until it catches; the same errors are raised).
+        try:
+            local = self._local
+            conn = local.conn
+            if conn is None or local.forks != _forks[0] or self._closed:
+                conn = self._open_for_thread()
+            row = conn.execute(_GET_STATE, (account, contact_id, channel.key)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc, "read a subscription state") from exc
         return _NEVER if row is None else _STATES[row[0]]
 
     def pending_of(self, account: str, contact_id: str) -> list[PendingOptIn]:
@@ -2519,12 +2605,16 @@ class SQLiteStore:
         """The states of one contact's pairs on *channels* (one range of its rows)."""
         if len(channels) == 2:  # a topic can_send's two layers
             first, second = channels
-            with self._errors("read subscription states"):
-                one, two = (
-                    self._connection()
-                    .execute(_STATES_OF_TWO, (account, contact_id, first.key, second.key))
-                    .fetchone()
-                )
+            try:  # as get_state: _connection() and _errors() inlined
+                local = self._local
+                conn = local.conn
+                if conn is None or local.forks != _forks[0] or self._closed:
+                    conn = self._open_for_thread()
+                one, two = conn.execute(
+                    _STATES_OF_TWO, (account, contact_id, first.key, second.key)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise self._error(exc, "read subscription states") from exc
             return [STATE_OR_NEVER[one], STATE_OR_NEVER[two]]
         keys = [ch.key for ch in channels]
         sql = (

@@ -63,6 +63,7 @@ from consentkit.review import ReviewDecision, ReviewItem, ReviewKind
 from consentkit.service import ConsentService
 from consentkit.settings import AccountSettings
 from consentkit.storage.base import (
+    AddressOwners,
     ChangeBatch,
     InboundRecord,
     PairChange,
@@ -556,7 +557,8 @@ class StoreConformance(
 
     def test_address_locks_serialise_readers_of_an_address(self, store: Store) -> None:
         """A transaction that locks an address waits for another that locked it first, then sees
-        what that one wrote (suppressions of the address, contacts at it)."""
+        what that one wrote (suppressions of the address, contacts at it).  A lock is in force
+        from the transaction's next read on (a server store may send it with that read)."""
         key = "phone:+14155550100"
         locked = threading.Event()
         errors: list[BaseException] = []
@@ -566,6 +568,7 @@ class StoreConformance(
             try:
                 with store.transaction(ACCOUNT) as tx:
                     tx.lock_addresses([key])
+                    assert tx.get_suppressions([key]) == []
                     locked.set()
                     time.sleep(0.3)
                     tx.put_suppressions([Suppression(ACCOUNT, key, SMS, T0, Source.CARRIER)])
@@ -1474,6 +1477,33 @@ class StoreConformance(
             assert tx.contacts_that_left("phone:+10000000000", T0) == []
         with store.transaction(OTHER_ACCOUNT) as tx:
             assert tx.contacts_that_left(key, T0) == []
+
+    def test_owners_of_an_address_are_its_present_and_former_contacts(
+        self, service: ConsentService, store: Store
+    ) -> None:
+        """A store's one-read owners_of_address (where it has one) is the union of the contacts
+        with the address now and those that lost it after the instant."""
+        key = "phone:+14155550100"
+        service.upsert_contacts(
+            ADMIN,
+            [Contact(ACCOUNT, "now", phone="+14155550100")],
+        )
+        with store.transaction(ACCOUNT) as tx:
+            tx.record_address_departures([(key, "gone"), (key, "now")], T0)
+            tx.record_address_departures([(key, "early")], T0 - timedelta(1))
+        with store.transaction(ACCOUNT) as tx:
+            for since in (T0 - timedelta(2), T0 - timedelta(hours=1), T0, T0 + timedelta(1)):
+                expected = sorted(
+                    set(tx.find_contacts_by_address([key]).get(key, []))
+                    | set(tx.contacts_that_left(key, since))
+                )
+                if isinstance(tx, AddressOwners):
+                    assert tx.owners_of_address(key, since) == expected
+                    assert tx.owners_of_address("phone:+10000000000", since) == []
+            assert expected == ["now"]
+        with store.transaction(OTHER_ACCOUNT) as tx:
+            if isinstance(tx, AddressOwners):
+                assert tx.owners_of_address(key, T0 - timedelta(2)) == []
 
     def test_a_late_stop_reaches_the_contact_that_had_the_address(
         self, service: ConsentService, clock: FakeClock
