@@ -610,26 +610,21 @@ class _Queries:
         # Every column as one packed text parameter (a third of the cost of dumping a text[]),
         # the empty string standing for no phone, no email or no handles (none of them is ever
         # empty), so a contact without handles costs no JSON.
-        self.upsert_contacts = f"""
+        contact_rows = f"""
             INSERT INTO {s}.contacts AS c (account, contact_id, phone, email, handles)
             SELECT %s, u.contact_id, nullif(u.phone, ''), nullif(u.email, ''),
                 coalesce(nullif(u.handles, '')::jsonb, '[]')
             FROM unnest({s}.unpack(%s), {s}.unpack(%s), {s}.unpack(%s), {s}.unpack(%s))
                 AS u(contact_id, phone, email, handles)
-            ORDER BY u.contact_id
+            ORDER BY u.contact_id"""
+        self.upsert_contacts = f"""{contact_rows}
             ON CONFLICT (account, contact_id) DO UPDATE
             SET phone = excluded.phone, email = excluded.email, handles = excluded.handles"""
         # The same rows for contacts the transaction found absent: inserted, how many counted;
         # one that another transaction registered since is left alone (put_contacts then
         # writes the chunk again with upsert_contacts).
         self.insert_new_contacts = f"""
-            WITH inserted AS (
-                INSERT INTO {s}.contacts (account, contact_id, phone, email, handles)
-                SELECT %s, u.contact_id, nullif(u.phone, ''), nullif(u.email, ''),
-                    coalesce(nullif(u.handles, '')::jsonb, '[]')
-                FROM unnest({s}.unpack(%s), {s}.unpack(%s), {s}.unpack(%s), {s}.unpack(%s))
-                    AS u(contact_id, phone, email, handles)
-                ORDER BY u.contact_id
+            WITH inserted AS ({contact_rows}
                 ON CONFLICT (account, contact_id) DO NOTHING
                 RETURNING 1
             )
