@@ -23,7 +23,7 @@ from consentkit.errors import ValidationError
 from consentkit.model import OptOutOrigin, SubscriptionState
 
 if TYPE_CHECKING:
-    from consentkit.channels import Channel
+    from consentkit.channels import Channel, ChannelRegistry
     from consentkit.model import Subscription
 
 __all__ = [
@@ -311,7 +311,7 @@ class TopicPlan(NamedTuple):
     checking *rules* and *channels* are still its own before using one)."""
 
     rules: TopicRules
-    channels: object  # the ChannelRegistry the topic channel was resolved in
+    channels: ChannelRegistry  # the registry the topic channel was resolved in
     channel: Channel  # the topic channel
     base: Channel  # its channel
     topic: Topic  # the declared topic

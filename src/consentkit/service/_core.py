@@ -23,7 +23,6 @@ from consentkit.inbound import (
     ProviderVerdict,
 )
 from consentkit.model import (
-    MAX_ID_LENGTH,
     Actor,
     ActorKind,
     OptOutOrigin,
@@ -142,18 +141,6 @@ class ServiceCore:
 
     def _subject(self, channel_: object, topic: object = None) -> Channel:
         """The channel, or topic channel, one read names."""
-        if topic is None:
-            # The usual read, a known channel (or its exact key): what resolve_subject finds
-            # first, without its calls.
-            plain = (
-                self.channels.known.get(channel_.key)
-                if isinstance(channel_, Channel)
-                else self.channels.known.get(channel_)
-                if isinstance(channel_, str)
-                else None
-            )
-            if plain is not None:
-                return plain
         return self.channels.resolve_subject(channel_, self.topics, "channel", topic)
 
     def _now(self) -> datetime:
@@ -173,8 +160,7 @@ class ServiceCore:
         return min(occurred_at, now)
 
     def _read_scope(self, actor: Actor) -> str:
-        if not isinstance(actor, Actor):
-            check_actor(actor)  # raises
+        check_actor(actor)
         refusal = self.policy.check_read(actor)
         if refusal is not None:
             raise refusal
@@ -182,23 +168,11 @@ class ServiceCore:
 
     def _contact_scope(self, actor: Actor, contact_id: object) -> str:
         """Scope of a read of one contact's records: a contact actor reads only their own."""
-        # _read_scope inlined (every point read passes here).
-        if not isinstance(actor, Actor):
-            check_actor(actor)  # raises
-        refusal = self.policy.check_read(actor)
-        if refusal is not None:
-            raise refusal
-        # validate_id's checks in one expression for the usual valid id; it names the error.
-        if not (
-            type(contact_id) is str
-            and 0 < len(contact_id) <= MAX_ID_LENGTH
-            and contact_id.isprintable()
-            and contact_id == contact_id.strip()
-        ):
-            validate_id("contact_id", contact_id)
+        account = self._read_scope(actor)
+        validate_id("contact_id", contact_id)
         if actor.kind is ActorKind.CONTACT and contact_id != actor.id:
             raise NotAuthorizedError(f"contact {actor.id!r} may only read their own consent")
-        return actor.account
+        return account
 
     def _account_scope(self, actor: Actor, what: str) -> str:
         """Scope of a read over the whole account, which a contact actor may not make."""

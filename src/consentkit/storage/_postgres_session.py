@@ -70,7 +70,7 @@ class Session:
         prepare: bool | None = None,
     ) -> Cursor:
         """Run *query* after the queued statements, in one round trip with them."""
-        self._check_usable()
+        self.check_usable()
         if self._queued and not self._depth:
             with self.pipeline():
                 return self._conn.execute(query, params, prepare=prepare)
@@ -83,7 +83,7 @@ class Session:
 
     def cursor(self) -> Cursor:
         """A cursor of the connection, the queued statements sent first."""
-        self._check_usable()
+        self.check_usable()
         if self._queued and not self._depth:
             self.flush()
         self._send()
@@ -93,7 +93,7 @@ class Session:
     def pipeline(self) -> Iterator[None]:
         """A psycopg pipeline that begins with the queued statements; their checks run when it
         ends."""
-        self._check_usable()
+        self.check_usable()
         self._depth += 1
         try:
             with self._conn.pipeline():
@@ -110,7 +110,7 @@ class Session:
     def flush(self) -> None:
         """Send the queued statements now and check their outcomes (raises if the session is
         broken)."""
-        self._check_usable()
+        self.check_usable()
         if self._queued or self._checks:
             with self.pipeline():
                 pass
@@ -125,15 +125,22 @@ class Session:
         self.flush()
         return self._conn
 
-    def _check_usable(self) -> None:
+    def check_usable(self) -> None:
+        """Raise why the transaction must roll back, if it must."""
         if self.broken is not None:
             raise self.broken
 
-    def _break(self, error: psycopg.Error) -> None:
+    def fail(self, error: ConsentError) -> ConsentError:
+        """Mark the session broken by *error* (unless it is already); returns the error the
+        session now raises, to raise it."""
         if self.broken is None:
-            self.broken = StorageError(
-                f"a statement of this transaction failed ({error}); it can only roll back"
-            )
+            self.broken = error
+        return self.broken
+
+    def _break(self, error: psycopg.Error) -> None:
+        self.fail(
+            StorageError(f"a statement of this transaction failed ({error}); it can only roll back")
+        )
 
     def _send(self) -> None:
         queued, self._queued = self._queued, []
@@ -150,7 +157,6 @@ class Session:
         checks, self._checks = self._checks, []
         for cur, check in checks:
             error = check(cur)
-            if error is not None and self.broken is None:
-                self.broken = error
-        if self.broken is not None:
-            raise self.broken
+            if error is not None:
+                self.fail(error)
+        self.check_usable()

@@ -172,6 +172,8 @@ _READ_CHUNK = 20_000
 # At most this many events of a transaction's small writes are held in memory rather than staged
 # in the temporary table of pending events (see _PostgresTransaction._held).
 _HELD_MAX = 256
+# A write of pairs this transaction locked found them changed: nothing of it may commit.
+_LOCKED_CHANGED = "a locked subscription changed during the transaction; retry the call"
 _PREPARE_MAX_ROWS = 64
 # Ids are printable (model.validate_id), so a control or private-use character never occurs.
 _SEPARATORS = ("\x1f", "\x1e", "\x1d", "\x1c", "\ue000", "\ue001")
@@ -1342,7 +1344,6 @@ class _PostgresTransaction:
         self._pending_ready = False
         self._held: list[tuple[int, int, str, str, str]] = []
         self._holds_rows = False
-        self._broken: ConflictError | None = None
         # (contact id, channel key) -> (row id, version) of the pairs the last
         # lock_subscriptions locked; emptied by any write, which moves rows.
         self._locked: dict[tuple[str, str], tuple[str, int]] = {}
@@ -1618,11 +1619,13 @@ class _PostgresTransaction:
                 assert distinct is not None
                 if updated + inserted != distinct[0]:
                     # Some rows were written already: this transaction must not commit.
-                    self._broken = ConflictError(
-                        "a subscription of this write was created concurrently by a transaction "
-                        "that had not locked it; lock pairs before writing them, then retry"
+                    raise self._conn.fail(
+                        ConflictError(
+                            "a subscription of this write was created concurrently by a "
+                            "transaction that had not locked it; lock pairs before writing them, "
+                            "then retry"
+                        )
                     )
-                    raise self._broken
         self._count_changes(batch, changes)
 
     def _count_changes(self, batch: ChangeBatch, changes: Sequence[PairChange]) -> None:
@@ -1661,9 +1664,7 @@ class _PostgresTransaction:
             if row is not None and row[0] in expected:
                 return None
             # Locked rows cannot change under us; if they did, nothing of this may commit.
-            return ConflictError(
-                "a locked subscription changed during the transaction; retry the call"
-            )
+            return ConflictError(_LOCKED_CHANGED)
 
         # Sent with the next round trip (the rows are locked: nobody can change them), checked
         # before COMMIT.
@@ -1695,10 +1696,7 @@ class _PostgresTransaction:
 
     def finish(self) -> None:
         """Number the staged events and update the roll-ups: the last step before COMMIT."""
-        if self._broken is not None:
-            raise self._broken
-        if self._conn.broken is not None:
-            raise self._conn.broken
+        self._conn.check_usable()
         with self._translating("writing staged changes"):
             self._revert_guesses()
             if not self._events:
@@ -1706,7 +1704,7 @@ class _PostgresTransaction:
                 return
         account = self._account
         total = self._events
-        events = [
+        batches = [
             self._event_params(batch, batch_no, total) for batch, batch_no in self._batches.items()
         ]
         if self._pending_ready:
@@ -1716,7 +1714,7 @@ class _PostgresTransaction:
             held: dict[int, list[tuple[int, int, str, str, str]]] = {}
             for row in self._held:
                 held.setdefault(row[0], []).append(row)
-            for params in events:
+            for params in batches:
                 rows = held.get(params["batch_no"], [])
                 params["ords"] = [row[1] for row in rows]
                 params["contact_ids"] = [row[2] for row in rows]
@@ -1724,7 +1722,7 @@ class _PostgresTransaction:
                 params["previous"] = [row[4] for row in rows]
         with self._conn.pipeline():
             self._conn.execute(self._q.reserve_sequences, (account, total))
-            self._conn.cursor().executemany(insert_events, events)
+            self._conn.cursor().executemany(insert_events, batches)
             rollups = [(*key, events) for key, events in sorted(self._rollups.items())]
             columns = [list(column) for column in zip(*rollups, strict=True)]
             self._conn.execute(
@@ -1985,10 +1983,7 @@ class _PostgresTransaction:
                 counted[(hour, raw[0], raw[1], new_state)] += self._counts[raw]
         if updated != written or counted.total() != written:
             # Locked rows cannot move under us; if they did, nothing of this may commit.
-            self._broken = ConflictError(
-                "a locked subscription changed during the transaction; retry the call"
-            )
-            raise self._broken
+            raise self._conn.fail(ConflictError(_LOCKED_CHANGED))
         self._rollups.update(counted)
         self._events += written
         return int(written)

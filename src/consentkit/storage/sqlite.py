@@ -2520,14 +2520,11 @@ class SQLiteStore:
 
     def get_state(self, account: str, contact_id: str, channel: Channel) -> SubscriptionState:
         """The state of one pair; ``NEVER_SUBSCRIBED`` when it has no row."""
-        # can_send's read: the connection check of _connection() and the error translation of
-        # _errors() inlined (a try costs nothing until it catches; the same errors are raised).
+        # can_send's read: the error translation of _errors() as a plain try (it costs nothing
+        # until it catches; the same errors are raised).
         try:
-            local = self._local
-            conn = local.conn
-            if conn is None or local.forks != _forks[0] or self._closed:
-                conn = self._open_for_thread()
-            row = conn.execute(_GET_STATE, (account, contact_id, channel.key)).fetchone()
+            cursor = self._connection().execute(_GET_STATE, (account, contact_id, channel.key))
+            row = cursor.fetchone()
         except sqlite3.Error as exc:
             raise self._error(exc, "read a subscription state") from exc
         return _NEVER if row is None else _STATES[row[0]]
@@ -2605,12 +2602,8 @@ class SQLiteStore:
         """The states of one contact's pairs on *channels* (one range of its rows)."""
         if len(channels) == 2:  # a topic can_send's two layers
             first, second = channels
-            try:  # as get_state: _connection() and _errors() inlined
-                local = self._local
-                conn = local.conn
-                if conn is None or local.forks != _forks[0] or self._closed:
-                    conn = self._open_for_thread()
-                one, two = conn.execute(
+            try:  # as get_state: _errors() as a plain try
+                one, two = self._connection().execute(
                     _STATES_OF_TWO, (account, contact_id, first.key, second.key)
                 ).fetchone()
             except sqlite3.Error as exc:
